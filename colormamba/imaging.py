@@ -1,0 +1,152 @@
+"""Image conversions shared by the model, the losses, the metrics and the data readers.
+
+Kept in one module so that the per-image normalisation, the HSV conversion and the Laplacian mean the
+same thing everywhere (training targets, model inputs and the `colormamba` evaluation protocol).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+NORM_EPS = 1e-3  # the reference's denominator is max(x) + 1e-3, not max - min
+
+
+def normalize_per_image(x: torch.Tensor) -> torch.Tensor:
+    """The reference's per-image normalisation `(x - min) / (max + 1e-3)`.
+
+    Min and max are taken over all channels and pixels of each image; the denominator is the maximum,
+    not the range, exactly as in the published code, so that our numbers are comparable with its tables.
+
+    Args:
+        x: (B, C, H, W).
+    Returns:
+        (B, C, H, W), same dtype.
+    """
+    flat = x.flatten(1)
+    lo = flat.amin(dim=1).view(-1, 1, 1, 1)
+    hi = flat.amax(dim=1).view(-1, 1, 1, 1)
+    return (x - lo) / (hi + NORM_EPS)
+
+
+def rgb_to_hsv(rgb: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """RGB in [0, 1] to HSV with every channel in [0, 1] (hue as a fraction of a turn).
+
+    Differentiable almost everywhere, so it can be used on predictions inside a loss.
+
+    Args:
+        rgb: (B, 3, H, W).
+    Returns:
+        (B, 3, H, W) with channels (h, s, v).
+    """
+    r, g, b = rgb.unbind(dim=1)
+    v, argmax = rgb.max(dim=1)
+    c = v - rgb.min(dim=1).values
+    safe_c = c + eps
+    h_r = torch.remainder((g - b) / safe_c, 6.0)
+    h_g = (b - r) / safe_c + 2.0
+    h_b = (r - g) / safe_c + 4.0
+    h = torch.where(argmax == 0, h_r, torch.where(argmax == 1, h_g, h_b)) / 6.0
+    h = torch.where(c > eps, h, torch.zeros_like(h))
+    s = torch.where(v > eps, c / (v + eps), torch.zeros_like(v))
+    return torch.stack([h, s, v], dim=1)
+
+
+def gray_to_hsv(gray: torch.Tensor) -> torch.Tensor:
+    """HSV of a grey image read as RGB: hue 0, saturation 0, value = the grey level.
+
+    Args:
+        gray: (B, 1, H, W).
+    Returns:
+        (B, 3, H, W).
+    """
+    zeros = torch.zeros_like(gray)
+    return torch.cat([zeros, zeros, gray], dim=1)
+
+
+_LAPLACIAN_8 = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
+
+
+def laplacian(x: torch.Tensor) -> torch.Tensor:
+    """8-neighbour Laplacian of each channel of each image, zero padding.
+
+    A real per-image 2-D Laplacian (the reference's OpenCV call mixed the images of a batch).
+
+    Args:
+        x: (B, C, H, W).
+    Returns:
+        (B, C, H, W).
+    """
+    c = x.shape[1]
+    kernel = _LAPLACIAN_8.to(device=x.device, dtype=x.dtype).expand(c, 1, 3, 3)
+    return F.conv2d(x, kernel, padding=1, groups=c)
+
+
+def normalized_laplacian(x: torch.Tensor) -> torch.Tensor:
+    """Absolute Laplacian scaled per image to [0, 1]; the `seg` map that conditions G_A's last SPADE."""
+    edges = laplacian(x).abs()
+    hi = edges.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+    return edges / (hi + NORM_EPS)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad H and W up to the next multiple, so that any frame size fits the network's strides.
+
+    Returns:
+        The padded tensor and the original (H, W) to crop back to.
+    """
+    h, w = x.shape[-2:]
+    ph = math.ceil(h / multiple) * multiple - h
+    pw = math.ceil(w / multiple) * multiple - w
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    # reflect needs pad < size; replicate handles the rest (tiny images padded a lot)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+def load_image(path: str | Path, channels: int) -> torch.Tensor:
+    """Read an 8-bit image file as a float tensor in [0, 1].
+
+    Args:
+        path: image file.
+        channels: 1 (grey) or 3 (RGB); a file with another channel count is an error naming the file.
+    Returns:
+        (channels, H, W) float32.
+    Raises:
+        ValueError: unreadable file, or a channel count that does not match.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I"):
+                raise ValueError(f"{path}: 16-bit images are not supported (expected 8-bit)")
+            if channels == 1:
+                if mode not in ("L", "P", "1", "LA"):
+                    raise ValueError(f"{path}: expected a 1-channel grey NIR image, found mode {mode!r}")
+                arr = np.asarray(img.convert("L"))
+            elif channels == 3:
+                if mode not in ("RGB", "RGBA", "P"):
+                    raise ValueError(f"{path}: expected a 3-channel RGB image, found mode {mode!r}")
+                arr = np.asarray(img.convert("RGB"))
+            else:
+                raise ValueError(f"channels must be 1 or 3, got {channels}")
+    except (OSError, SyntaxError) as exc:  # PIL raises these for truncated/corrupt files
+        raise ValueError(f"{path}: cannot read image ({exc})") from exc
+    tensor = torch.from_numpy(arr.copy()).float().div_(255.0)
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def save_image(tensor: torch.Tensor, path: str | Path) -> None:
+    """Write a (C, H, W) tensor in [0, 1] (C = 1 or 3) as an 8-bit PNG."""
+    arr = (tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu())
+    arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
