@@ -6,13 +6,12 @@ same thing everywhere (training targets, model inputs and the `colormamba` evalu
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 NORM_EPS = 1e-3  # the reference's denominator is max(x) + 1e-3, not max - min
 
@@ -110,17 +109,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
-def load_image(path: str | Path, channels: int) -> torch.Tensor:
+def load_image(path: str | Path, channels: int, convert: bool = False) -> torch.Tensor:
     """Read an 8-bit image file as a float tensor in [0, 1].
 
     Args:
         path: image file.
         channels: 1 (grey) or 3 (RGB); a file with another channel count is an error naming the file.
+        convert: accept any colour mode and convert it (for `predict`, where NIR frames are often saved
+            as 3-channel grey); datasets stay strict so that a swapped NIR/RGB pair is caught.
     Returns:
         (channels, H, W) float32.
     Raises:
         ValueError: unreadable file, or a channel count that does not match.
     """
+    import numpy as np
+    from PIL import Image  # imported here: the model (and GPU images) need no imaging library
+
     path = Path(path)
     try:
         with Image.open(path) as img:
@@ -129,11 +133,11 @@ def load_image(path: str | Path, channels: int) -> torch.Tensor:
             if mode in ("I;16", "I;16B", "I"):
                 raise ValueError(f"{path}: 16-bit images are not supported (expected 8-bit)")
             if channels == 1:
-                if mode not in ("L", "P", "1", "LA"):
+                if mode not in ("L", "P", "1", "LA") and not convert:
                     raise ValueError(f"{path}: expected a 1-channel grey NIR image, found mode {mode!r}")
                 arr = np.asarray(img.convert("L"))
             elif channels == 3:
-                if mode not in ("RGB", "RGBA", "P"):
+                if mode not in ("RGB", "RGBA", "P") and not convert:
                     raise ValueError(f"{path}: expected a 3-channel RGB image, found mode {mode!r}")
                 arr = np.asarray(img.convert("RGB"))
             else:
@@ -144,9 +148,18 @@ def load_image(path: str | Path, channels: int) -> torch.Tensor:
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def save_image(tensor: torch.Tensor, path: str | Path) -> None:
-    """Write a (C, H, W) tensor in [0, 1] (C = 1 or 3) as an 8-bit PNG."""
-    arr = (tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu())
+def encode_png(tensor: torch.Tensor) -> bytes:
+    """A (C, H, W) tensor in [0, 1] (C = 1 or 3) as the bytes of an 8-bit PNG (for any storage)."""
+    from PIL import Image
+
+    arr = tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
     arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_image(tensor: torch.Tensor, path: str | Path) -> None:
+    """Write a (C, H, W) tensor in [0, 1] (C = 1 or 3) as an 8-bit PNG file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
+    Path(path).write_bytes(encode_png(tensor))

@@ -1,0 +1,5 @@
+import sys
+
+from colormamba.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""The run configuration: everything that decides what one training + evaluation run computes.
+
+Plain data (nanoGPT style): defaults are the study's recipe (evaluation.md), a run states only what it
+changes, unknown keys are refused, and the resolved configuration travels inside every checkpoint so
+that a resumed run or `predict` rebuilds exactly the same network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunConfig:
+    """One run: model preset x loss configuration x recipe x seed."""
+
+    # data
+    dataset: str = ""  # dataset root folder (VCIP2020 or plain layout)
+    layout: str = "auto"  # "auto" | "vcip2020" | "plain"
+    val_split: str = "val"  # split used for validation and final evaluation: "val" | "test"
+    augment: dict[str, Any] = field(default_factory=dict)  # overrides of colormamba.data.AugmentConfig
+    # model
+    model: str = "paper"  # preset name, see colormamba.models.list_presets()
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    scan_backend: str = "auto"  # "auto" | "torch" | "mamba" | "reference"
+    # loss
+    loss: str | dict[str, float] = "original"  # preset name or {term: weight}
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per-term overrides of the preset
+    vgg_weights: str = "pretrained"  # "pretrained" | "random" | path to vgg19-dcbb9e9d.pth
+    # recipe (the reference: Adam 1e-4, betas 0.5/0.999, lr halved every 25 epochs, 50 epochs, batch 8)
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_step_epochs: int = 25
+    lr_gamma: float = 0.5
+    grad_clip: float = 0.0  # 0 disables; the reference does not clip
+    max_steps_per_epoch: int = 0  # 0 = the whole training split; >0 for smoke runs
+    # evaluation
+    protocol: str = "colormamba"
+    num_samples: int = 4  # sample images written by evaluation for the report's grid
+    # execution
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False  # torch deterministic algorithms (slower; exact resume on GPU)
+    cancel_check_every: int = 5  # steps between cancel-flag checks
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # JSON round-trips give lists
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming every bad field at once."""
+        problems = []
+        if not self.dataset:
+            problems.append("dataset: required (path to the dataset root)")
+        for name in ("epochs", "batch_size", "lr_step_epochs", "cancel_check_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("max_steps_per_epoch", "num_samples", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                problems.append(f"{name}: must be an integer >= 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr: must be a positive number, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            problems.append(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
+        if not 0 < self.lr_gamma <= 1:
+            problems.append(f"lr_gamma: must be in (0, 1], got {self.lr_gamma!r}")
+        if self.grad_clip < 0:
+            problems.append(f"grad_clip: must be >= 0, got {self.grad_clip!r}")
+        if self.protocol not in PROTOCOLS:
+            problems.append(f"protocol: must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            problems.append(f"device: must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
+        if self.layout not in ("auto", "vcip2020", "plain"):
+            problems.append(f"layout: must be 'auto', 'vcip2020' or 'plain', got {self.layout!r}")
+        if problems:
+            raise ValueError("invalid run configuration:\n  " + "\n  ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from plain data, refusing unknown keys (a typo must not silently use a default)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"invalid run configuration: unknown keys {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain data (what checkpoints and status files carry)."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out

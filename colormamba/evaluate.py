@@ -1,0 +1,160 @@
+"""Evaluation: colorize a split at full resolution and score every image (PSNR, SSIM, AE, MAE).
+
+`predict_pairs` is shared by the per-epoch validation inside training and by the final evaluation, so
+the numbers in the history and in `metrics.json` are computed the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from colormamba import checkpoint
+from colormamba.config import RunConfig
+from colormamba.data import Pair, list_pairs
+from colormamba.imaging import encode_png, load_image
+from colormamba.metrics import compute_metrics, prepare_target
+from colormamba.models import build_model_from_config
+from colormamba.storage import RunLocation, Storage
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("psnr", "ssim", "ae", "mae")
+
+
+@dataclass
+class Predictions:
+    """Per-image scores of a split, and the first few images for the report's sample grid."""
+
+    names: list[str]
+    metrics: dict[str, torch.Tensor]  # metric -> (N,)
+    samples: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # (name, nir (1,H,W), prediction (3,H,W), target as scored (3,H,W))
+
+
+def predict_pairs(
+    model: nn.Module,
+    pairs: list[Pair],
+    protocol: str,
+    device: torch.device,
+    keep_predictions: int = 0,
+    on_image: Callable[[int, int], None] | None = None,
+) -> Predictions:
+    """Colorize each pair's NIR image at its own size and score it against its RGB partner.
+
+    Images go one at a time: evaluation splits are small and may mix frame sizes.
+    """
+    was_training = model.training
+    model.eval()
+    names: list[str] = []
+    scores: dict[str, list[torch.Tensor]] = {m: [] for m in METRIC_NAMES}
+    samples = []
+    with torch.no_grad():
+        for i, pair in enumerate(pairs):
+            nir = load_image(pair.nir, 1).unsqueeze(0).to(device)  # (1, 1, H, W)
+            gt = load_image(pair.rgb, 3).unsqueeze(0).to(device)  # (1, 3, H, W)
+            rgb, _ = model(nir)
+            rgb = rgb.float()
+            values = compute_metrics(rgb, gt, protocol)
+            for m in METRIC_NAMES:
+                scores[m].append(values[m].cpu())
+            names.append(pair.name)
+            if i < keep_predictions:
+                samples.append((pair.name, nir[0].cpu(), rgb[0].cpu(), prepare_target(gt, protocol)[0].cpu()))
+            if on_image is not None:
+                on_image(i + 1, len(pairs))
+    model.train(was_training)
+    return Predictions(names, {m: torch.cat(v) for m, v in scores.items()}, samples)
+
+
+def summarize(metrics: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Mean, spread and range of each metric over images (infinite PSNRs of perfect images kept)."""
+    out = {}
+    for name, values in metrics.items():
+        v = values.double()
+        out[name] = {
+            "mean": float(v.mean()),
+            "std": float(v.std(unbiased=True)) if v.numel() > 1 else 0.0,
+            "median": float(v.median()),
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "n": int(v.numel()),
+        }
+    return out
+
+
+def per_image_csv(pred: Predictions) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["name", *METRIC_NAMES])
+    for i, name in enumerate(pred.names):
+        writer.writerow([name, *(f"{float(pred.metrics[m][i]):.6f}" for m in METRIC_NAMES)])
+    return buf.getvalue().encode()
+
+
+@dataclass
+class EvalResult:
+    checkpoint_epoch: int
+    summary: dict[str, dict[str, float]]
+    predictions: Predictions
+
+
+def evaluate(
+    cfg: RunConfig,
+    store: Storage,
+    where: RunLocation,
+    which: str = "best",
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> EvalResult:
+    """Score a trained run's checkpoint on `cfg.val_split` and write metrics.json, per_image.csv and
+    samples/ under the run's keys.
+
+    Args:
+        which: "best" (highest validation PSNR, the study's choice) or "last".
+    """
+    from colormamba.train import resolve_device  # the one device rule; train imports this module
+
+    state = checkpoint.load(store, where.checkpoint(which))
+    device = resolve_device(cfg.device)
+    model = build_model_from_config(state["model_config"]).to(device)
+    model.load_state_dict(state["model"])
+    pairs = list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout)
+
+    def on_image(done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress({"phase": "evaluate", "step": done, "steps": total})
+
+    pred = predict_pairs(
+        model, pairs, cfg.protocol, device, keep_predictions=cfg.num_samples, on_image=on_image
+    )
+    summary = summarize(pred.metrics)
+    record = {
+        "study": where.study,
+        "run": where.run,
+        "split": cfg.val_split,
+        "protocol": cfg.protocol,
+        "checkpoint": which,
+        "checkpoint_epoch": state["epoch"],
+        "n_images": len(pred.names),
+        "metrics": {
+            k: {s: (v if math.isfinite(v) else None) for s, v in d.items()} for k, d in summary.items()
+        },
+        "ae_unit": "degrees (angular error)",
+        "mae_unit": "0-255 scale",
+    }
+    for name, nir, rgb, gt in pred.samples:
+        store.put_bytes(where.artifact(f"samples/{name}_nir.png"), encode_png(nir))
+        store.put_bytes(where.artifact(f"samples/{name}_pred.png"), encode_png(rgb))
+        store.put_bytes(where.artifact(f"samples/{name}_gt.png"), encode_png(gt))
+    store.put_bytes(where.artifact("per_image.csv"), per_image_csv(pred))
+    store.put_bytes(where.artifact("metrics.json"), json.dumps(record, indent=2).encode())
+    return EvalResult(state["epoch"], summary, pred)

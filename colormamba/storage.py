@@ -1,0 +1,136 @@
+"""Where a run's artifacts go: a small key/value storage interface and its local-folder implementation.
+
+Training and evaluation only ever see this interface, so the same code writes to a folder (`--local`,
+tests) or to S3/MinIO (the job suite adds that implementation). Keys follow the bucket layout of
+system.md, e.g. `checkpoints/<study>/<run>/last.pt`; `RunLocation` is the one place that spells them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed for a reason other than a missing object."""
+
+
+class ObjectNotFound(KeyError):
+    """The key does not exist in the store."""
+
+    def __str__(self) -> str:
+        return f"object not found: {self.args[0]}"
+
+
+def check_name(name: str, what: str) -> str:
+    """Validate a study/run/dataset name that becomes part of an object key.
+
+    Names are one path segment: letters, digits and `._=+-`, not starting with a dot, at most 128
+    characters, so that no name can escape its prefix (`..`, `/`) or collide with the layout.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"invalid {what} {name!r}: use 1-128 characters from letters, digits and '._=+-', "
+            "starting with a letter or digit, without '..' or '/'"
+        )
+    return name
+
+
+def check_key(key: str) -> str:
+    """Validate an object key: relative, '/'-separated, no empty, '.' or '..' segments."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Objects addressed by '/'-separated keys. Writes are atomic: a reader sees the old or the new
+    object, never a partial one (checkpoints are read back after crashes)."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class LocalStorage:
+    """A folder as the store: key `a/b/c` is the file `<root>/a/b/c`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        """The file behind a key (for callers that want to show the user where an artifact is)."""
+        return self.root / check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # write beside the target, then rename: os.replace is atomic on POSIX
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.path(key)}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix.rstrip("/") if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if not Path(k).name.startswith("."))
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """The keys of one run's artifacts (system.md's layout)."""
+
+    study: str
+    run: str
+
+    def __post_init__(self) -> None:
+        check_name(self.study, "study name")
+        check_name(self.run, "run name")
+
+    def checkpoint(self, which: str) -> str:
+        """`which` is 'last' or 'best'."""
+        return f"checkpoints/{self.study}/{self.run}/{which}.pt"
+
+    def artifact(self, name: str) -> str:
+        """A file of the run's results: status.json, metrics.json, history.csv, per_image.csv, samples/..."""
+        return check_key(f"runs/{self.study}/{self.run}/{name}")

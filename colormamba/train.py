@@ -1,0 +1,275 @@
+"""Training one run, read top to bottom: data, model, loss, optimiser, resume, then the epoch loop.
+
+Every epoch ends with a validation pass and a checkpoint (`last.pt`, and `best.pt` when validation PSNR
+improves), so a crash loses at most one epoch, and a resumed run ends with exactly the weights of an
+uninterrupted one: shuffling and augmentation are seeded from (seed, epoch), and the optimiser,
+scheduler and RNG states travel in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from colormamba import checkpoint
+from colormamba.config import RunConfig
+from colormamba.data import AugmentConfig, PairedDataset, list_pairs
+from colormamba.evaluate import predict_pairs, summarize
+from colormamba.imaging import normalize_per_image
+from colormamba.losses import build_loss, lsgan_discriminator_loss, resolve_loss_config
+from colormamba.models import build_discriminator, build_model
+from colormamba.storage import ObjectNotFound, RunLocation, Storage
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, Any]], None]
+CancelFn = Callable[[], bool]
+
+
+class RunCancelled(Exception):
+    """The cancel check said stop. The last checkpoint stays, so the run can be resumed."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says where."""
+
+
+@dataclass
+class TrainResult:
+    epochs_done: int
+    best_epoch: int
+    best_psnr: float
+    train_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------
+# small pure helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling RNG of one epoch: a function of (seed, epoch) only, so resuming replays it."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def history_csv(rows: list[dict[str, Any]]) -> bytes:
+    if not rows:
+        return b""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _emit(on_progress: ProgressFn | None, **event: Any) -> None:
+    if on_progress is not None:
+        on_progress(event)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def train(
+    cfg: RunConfig,
+    store: Storage,
+    where: RunLocation,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> TrainResult:
+    """Train one run, resuming from `where`'s `last.pt` when it exists.
+
+    Args:
+        cfg: the run configuration.
+        store: where checkpoints and history go.
+        where: the run's keys in the store.
+        on_progress: called with a dict per logged step and per epoch (phase, epoch, step, loss, eta_s...).
+        should_cancel: polled every `cfg.cancel_check_every` steps; True raises RunCancelled.
+    Returns:
+        TrainResult with the best epoch and the full history.
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # data ------------------------------------------------------------------------------------------
+    train_pairs = list_pairs(cfg.dataset, "train", layout=cfg.layout)
+    val_pairs = list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout)
+    augment = AugmentConfig(**cfg.augment)
+    train_set = PairedDataset(train_pairs, train=True, augment=augment, seed=cfg.seed)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+
+    # model, loss, optimiser -------------------------------------------------------------------------
+    model = build_model(cfg.model, scan_backend=cfg.scan_backend, **cfg.model_overrides).to(device)
+    loss_fn = build_loss(resolve_loss_config(cfg.loss, cfg.loss_weights), vgg_weights=cfg.vgg_weights)
+    loss_fn = loss_fn.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+    discriminators: nn.ModuleDict | None = None
+    optimizer_d: torch.optim.Optimizer | None = None
+    if loss_fn.needs_discriminator:
+        discriminators = nn.ModuleDict({"rgb": build_discriminator(3), "hsv": build_discriminator(3)}).to(
+            device
+        )
+        optimizer_d = torch.optim.Adam(discriminators.parameters(), lr=cfg.lr, betas=cfg.betas)
+
+    # resume -----------------------------------------------------------------------------------------
+    start_epoch, best_epoch, best_psnr, train_seconds, history = 0, -1, -math.inf, 0.0, []
+    try:
+        state = checkpoint.load(store, where.checkpoint("last"))
+    except ObjectNotFound:
+        state = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if discriminators is not None:
+            discriminators.load_state_dict(state["discriminators"])
+            optimizer_d.load_state_dict(state["optimizer_d"])
+        checkpoint.set_rng_state(state["rng"])
+        start_epoch, best_epoch, best_psnr = state["epoch"], state["best_epoch"], state["best_psnr"]
+        train_seconds, history = state["train_seconds"], state["history"]
+        log.info("%s/%s: resuming after epoch %d", where.study, where.run, start_epoch)
+
+    # the loop ---------------------------------------------------------------------------------------
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        train_set.set_epoch(epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=False,
+            generator=epoch_generator(cfg.seed, epoch),
+        )
+        epoch_start = time.perf_counter()
+        sums: dict[str, float] = {}
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            if should_cancel is not None and step % cfg.cancel_check_every == 0 and should_cancel():
+                raise RunCancelled(f"{where.study}/{where.run} cancelled in epoch {epoch + 1}, step {step}")
+            nir = batch["nir"].to(device, non_blocking=True)  # (B, 1, H, W) in [0, 1]
+            target = normalize_per_image(batch["rgb"].to(device, non_blocking=True))  # (B, 3, H, W)
+
+            rgb, hsv = model(nir)
+            fake_scores = None
+            if discriminators is not None:
+                fake_scores = (discriminators["rgb"](rgb), discriminators["hsv"](hsv))
+            loss, parts = loss_fn(rgb, hsv, target, disc_fake_outputs=fake_scores)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step} "
+                    f"(terms: {', '.join(f'{k}={v.item():.4g}' for k, v in parts.items())})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+
+            if discriminators is not None:
+                target_hsv = loss_fn.target_hsv(target)
+                d_loss = lsgan_discriminator_loss(
+                    discriminators["rgb"](target), discriminators["rgb"](rgb.detach())
+                ) + lsgan_discriminator_loss(
+                    discriminators["hsv"](target_hsv), discriminators["hsv"](hsv.detach())
+                )
+                optimizer_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                optimizer_d.step()
+                parts = {**parts, "discriminator": d_loss.detach()}
+
+            for name, value in {"loss": loss.detach(), **parts}.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            elapsed = time.perf_counter() - epoch_start
+            steps_left = (steps_per_epoch - step - 1) + (cfg.epochs - epoch - 1) * steps_per_epoch
+            _emit(
+                on_progress,
+                phase="train",
+                epoch=epoch + 1,
+                epochs=cfg.epochs,
+                step=step + 1,
+                steps=steps_per_epoch,
+                loss=float(loss),
+                eta_s=elapsed / (step + 1) * steps_left,
+                device=str(device),
+            )
+        scheduler.step()
+        epoch_seconds = time.perf_counter() - epoch_start
+        train_seconds += epoch_seconds
+
+        # validate, record, checkpoint ---------------------------------------------------------------
+        _emit(on_progress, phase="validate", epoch=epoch + 1, epochs=cfg.epochs)
+        val = summarize(predict_pairs(model, val_pairs, cfg.protocol, device, keep_predictions=0).metrics)
+        n_steps = min(steps_per_epoch, len(loader))
+        row = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": v / n_steps for k, v in sums.items()},
+            **{f"val_{k}": v["mean"] for k, v in val.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(epoch_seconds, 3),
+        }
+        history.append(row)
+        improved = row["val_psnr"] > best_psnr
+        if improved:
+            best_epoch, best_psnr = epoch + 1, row["val_psnr"]
+        model_state = {"config": cfg.to_dict(), "model_config": asdict(model.config), "epoch": epoch + 1}
+        if improved:
+            checkpoint.save(
+                store,
+                where.checkpoint("best"),
+                {
+                    **model_state,
+                    "model": model.state_dict(),
+                    "val_psnr": best_psnr,
+                },
+            )
+        last = {
+            **model_state,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "best_epoch": best_epoch,
+            "best_psnr": best_psnr,
+            "train_seconds": train_seconds,
+            "history": history,
+        }
+        if discriminators is not None:
+            last |= {"discriminators": discriminators.state_dict(), "optimizer_d": optimizer_d.state_dict()}
+        checkpoint.save(store, where.checkpoint("last"), last)
+        store.put_bytes(where.artifact("history.csv"), history_csv(history))
+        _emit(
+            on_progress,
+            phase="epoch_end",
+            epoch=epoch + 1,
+            epochs=cfg.epochs,
+            **{k: v for k, v in row.items() if k != "epoch"},
+        )
+
+    return TrainResult(cfg.epochs, best_epoch, best_psnr, train_seconds, history)

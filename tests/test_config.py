@@ -1,0 +1,29 @@
+import pytest
+
+from colormamba.config import RunConfig
+
+
+def test_defaults_are_the_study_recipe() -> None:
+    cfg = RunConfig(dataset="d")
+    # evaluation.md: 50 epochs, batch 8, Adam 1e-4 with betas 0.5/0.999, lr halved every 25 epochs
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.betas) == (50, 8, 1e-4, (0.5, 0.999))
+    assert (cfg.lr_step_epochs, cfg.lr_gamma, cfg.protocol) == (25, 0.5, "colormamba")
+
+
+def test_round_trip_through_plain_data() -> None:
+    cfg = RunConfig(dataset="d", model="tiny", loss={"mse": 2.0}, betas=(0.9, 0.99), seed=3)
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+
+
+def test_unknown_keys_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="epoch_count"):
+        RunConfig.from_dict({"dataset": "d", "epoch_count": 3})
+
+
+def test_every_bad_field_is_listed_at_once() -> None:
+    with pytest.raises(ValueError) as err:
+        RunConfig(dataset="", epochs=0, lr=-1.0, protocol="nope", device="tpu")
+    message = str(err.value)
+    for field in ("dataset", "epochs", "lr", "protocol", "device"):
+        assert f"{field}:" in message

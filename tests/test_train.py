@@ -1,0 +1,113 @@
+"""Training and evaluation end to end on a tiny model and a generated dataset (CPU, deterministic)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from colormamba import checkpoint
+from colormamba.config import RunConfig
+from colormamba.evaluate import evaluate
+from colormamba.storage import LocalStorage, RunLocation
+from colormamba.train import RunCancelled, TrainingDiverged, train
+
+
+def _config(dataset: Path, **overrides: object) -> RunConfig:
+    base = dict(
+        dataset=str(dataset),
+        model="tiny",
+        loss="original",
+        epochs=3,
+        batch_size=4,
+        lr=1e-3,
+        lr_step_epochs=2,
+        device="cpu",
+        seed=7,
+        deterministic=True,
+        cancel_check_every=1,
+    )
+    return RunConfig(**{**base, **overrides})
+
+
+def _weights(store: LocalStorage, where: RunLocation) -> dict[str, torch.Tensor]:
+    return checkpoint.load(store, where.checkpoint("last"))["model"]
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_dataset)
+    store = LocalStorage(tmp_path / "store")
+    straight, resumed = RunLocation("s", "straight"), RunLocation("s", "resumed")
+    train(cfg, store, straight)
+
+    epochs_seen: list[int] = []
+
+    def cancel_in_epoch_2(event: dict) -> None:
+        epochs_seen.append(event.get("epoch", 0))
+
+    with pytest.raises(RunCancelled):
+        train(
+            cfg,
+            store,
+            resumed,
+            on_progress=cancel_in_epoch_2,
+            should_cancel=lambda: max(epochs_seen, default=0) >= 2,
+        )
+    interrupted = checkpoint.load(store, resumed.checkpoint("last"))
+    assert interrupted["epoch"] == 1  # the checkpoint of the finished epoch stays after a cancel
+
+    result = train(cfg, store, resumed)
+    assert result.epochs_done == 3 and len(result.history) == 3
+    a, b = _weights(store, straight), _weights(store, resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    # the resumed run's history equals the uninterrupted one's, except wall-clock seconds
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+    ref = checkpoint.load(store, straight.checkpoint("last"))["history"]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in ref]
+
+
+def test_history_best_checkpoint_and_evaluation_outputs(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_dataset, epochs=2, num_samples=2)
+    store = LocalStorage(tmp_path / "store")
+    where = RunLocation("s", "r")
+    result = train(cfg, store, where)
+    best = checkpoint.load(store, where.checkpoint("best"))
+    assert best["epoch"] == result.best_epoch
+    assert best["val_psnr"] == max(row["val_psnr"] for row in result.history)
+    rows = list(csv.DictReader(io.StringIO(store.get_bytes(where.artifact("history.csv")).decode())))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "train_mse", "val_psnr", "val_ssim", "val_ae", "val_mae", "lr"} <= set(rows[0])
+
+    ev = evaluate(cfg, store, where)
+    metrics = json.loads(store.get_bytes(where.artifact("metrics.json")))
+    assert metrics["protocol"] == "colormamba" and metrics["n_images"] == 3
+    assert metrics["checkpoint_epoch"] == result.best_epoch
+    per_image = list(csv.DictReader(io.StringIO(store.get_bytes(where.artifact("per_image.csv")).decode())))
+    assert len(per_image) == 3
+    mean_psnr = sum(float(r["psnr"]) for r in per_image) / 3
+    assert mean_psnr == pytest.approx(metrics["metrics"]["psnr"]["mean"], abs=1e-5)
+    # the best epoch's validation PSNR is what evaluation of best.pt reproduces
+    assert ev.summary["psnr"]["mean"] == pytest.approx(best["val_psnr"], abs=1e-4)
+    samples = store.list(where.artifact("samples"))
+    assert len(samples) == 2 * 3  # nir, pred, gt for each of num_samples images
+
+
+def test_nan_loss_fails_the_run_with_its_reason(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_dataset, lr=float("1e30"), epochs=2)
+    with pytest.raises(TrainingDiverged, match="epoch"):
+        train(cfg, LocalStorage(tmp_path), RunLocation("s", "r"))
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="nowhere"):
+        train(cfg, LocalStorage(tmp_path / "store"), RunLocation("s", "r"))
+    assert not (tmp_path / "store").exists()  # nothing written for a run that could not start
