@@ -119,6 +119,7 @@ def train(
     val_pairs = list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout)
     augment = AugmentConfig(**cfg.augment)
     train_set = PairedDataset(train_pairs, train=True, augment=augment, seed=cfg.seed)
+    train_set.uniform_size()
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
