@@ -25,8 +25,8 @@ from colormamba import checkpoint
 from colormamba.config import RunConfig
 from colormamba.data import AugmentConfig, PairedDataset, list_pairs
 from colormamba.evaluate import predict_pairs, summarize
-from colormamba.imaging import normalize_per_image
-from colormamba.losses import build_loss, lsgan_discriminator_loss, resolve_loss_config
+from colormamba.imaging import normalize_per_image, rgb_to_hsv
+from colormamba.losses import build_loss, lsgan_discriminator_loss
 from colormamba.models import build_discriminator, build_model
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 
@@ -126,7 +126,7 @@ def train(
 
     # model, loss, optimiser -------------------------------------------------------------------------
     model = build_model(cfg.model, scan_backend=cfg.scan_backend, **cfg.model_overrides).to(device)
-    loss_fn = build_loss(resolve_loss_config(cfg.loss, cfg.loss_weights), vgg_weights=cfg.vgg_weights)
+    loss_fn = build_loss(cfg.loss, cfg.loss_weights, vgg_weights=cfg.vgg_weights)
     loss_fn = loss_fn.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
@@ -194,11 +194,9 @@ def train(
             optimizer.step()
 
             if discriminators is not None:
-                target_hsv = loss_fn.target_hsv(target)
+                d_rgb, d_hsv = discriminators["rgb"], discriminators["hsv"]
                 d_loss = lsgan_discriminator_loss(
-                    discriminators["rgb"](target), discriminators["rgb"](rgb.detach())
-                ) + lsgan_discriminator_loss(
-                    discriminators["hsv"](target_hsv), discriminators["hsv"](hsv.detach())
+                    [d_rgb(target), d_hsv(rgb_to_hsv(target))], [d_rgb(rgb.detach()), d_hsv(hsv.detach())]
                 )
                 optimizer_d.zero_grad(set_to_none=True)
                 d_loss.backward()

@@ -1,0 +1,173 @@
+"""Loss configurations (term -> weight), the study's presets, and the weighted composite loss.
+
+A configuration is a plain mapping from term name to a non-negative weight; it is a spec field, so it
+travels in run specs and checkpoints as JSON. Presets state the study's four configurations; a caller's
+overrides win over a preset's weights, and an unknown term is refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from colormamba.imaging import rgb_to_hsv
+from colormamba.losses.adversarial import DiscriminatorOutputs, lsgan_generator_loss
+from colormamba.losses.histogram import histogram_loss
+from colormamba.losses.terms import cosine_loss, hsv_loss, mse_loss, msssim_loss
+from colormamba.losses.vgg import DEFAULT_VGG_LAYERS, VGGPerceptualLoss
+
+LOSS_TERMS = ("mse", "cosine", "msssim", "vgg", "histogram", "hsv", "adversarial")
+
+# Weights. The pixel terms and the histogram distance are all O(0.01-0.1) for colorization errors
+# (MSE 0.004 is PSNR 24; 1 - MS-SSIM ~ 0.1; W1 between colour histograms a few hundredths), so they
+# are summed unweighted, as the study's baseline does. Feature MSEs of ImageNet VGG-19 summed over five
+# layers are roughly ten times larger (an estimate, not measured here: the pretrained weights cannot be
+# downloaded on this project's machines), hence 0.1 to keep `vgg` comparable with the others in
+# `combined` and with `hsv` (which trains G_B) in `vgg`. Recalibrate from the per-term values the
+# composite returns for logging. `hsv` supervises G_B's output in every configuration.
+_VGG_WEIGHT = 0.1
+_HSV_WEIGHT = 1.0
+
+LOSS_PRESETS: dict[str, dict[str, float]] = {
+    "original": {"mse": 1.0, "cosine": 1.0, "msssim": 1.0, "hsv": _HSV_WEIGHT},
+    "vgg": {"vgg": _VGG_WEIGHT, "hsv": _HSV_WEIGHT},
+    "histogram": {"histogram": 1.0, "hsv": _HSV_WEIGHT},
+    "combined": {"vgg": _VGG_WEIGHT, "histogram": 1.0, "cosine": 1.0, "hsv": _HSV_WEIGHT},
+}
+
+
+def _validated(weights: Mapping[str, float], field: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for term, weight in weights.items():
+        if term not in LOSS_TERMS:
+            raise ValueError(f"{field}: unknown loss term {term!r}; known terms: {', '.join(LOSS_TERMS)}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"{field}.{term}: weight must be a number, got {weight!r}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"{field}.{term}: weight must be finite and >= 0, got {weight!r}")
+        out[term] = float(weight)
+    return out
+
+
+def resolve_loss_config(config: str | Mapping[str, float],
+                        overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Turn a preset name or a term -> weight mapping, plus overrides, into a checked configuration.
+
+    Args:
+        config: a name from LOSS_PRESETS or a mapping term -> weight.
+        overrides: term -> weight applied on top (a 0 switches a preset's term off).
+    Returns:
+        term -> weight, in LOSS_TERMS order.
+    Raises:
+        ValueError: unknown preset or term, a weight that is not a finite number >= 0, or no term with
+            a positive weight; the message names the offending field.
+    """
+    if isinstance(config, str):
+        if config not in LOSS_PRESETS:
+            raise ValueError(f"loss: unknown preset {config!r}; known presets: {', '.join(LOSS_PRESETS)}")
+        weights = dict(LOSS_PRESETS[config])
+    elif isinstance(config, Mapping):
+        weights = _validated(config, "loss")
+    else:
+        raise ValueError(f"loss: expected a preset name or a term -> weight mapping, got {config!r}")
+    weights.update(_validated(overrides or {}, "loss_overrides"))
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError(f"loss: no term has a positive weight in {weights}")
+    return {term: weights[term] for term in LOSS_TERMS if term in weights}
+
+
+# terms that are functions of (pred_rgb, target_rgb) only
+_RGB_TERMS = {"mse": mse_loss, "cosine": cosine_loss, "msssim": msssim_loss, "histogram": histogram_loss}
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of the configured loss terms for one generator step.
+
+    Terms with weight 0 are not computed; VGG is built only when `vgg` has a positive weight. The module
+    has no trainable parameters and an empty state dict.
+
+    Args:
+        weights: a loss configuration (see `resolve_loss_config`).
+        vgg_weights: "pretrained", "random" (tests only) or a path to the VGG-19 weights file.
+        vgg_layers: VGG-19 layers of the perceptual term.
+    """
+
+    def __init__(self, weights: str | Mapping[str, float], vgg_weights: str | os.PathLike[str] = "pretrained",
+                 vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS) -> None:
+        super().__init__()
+        self.weights = resolve_loss_config(weights)
+        self.active = {term: w for term, w in self.weights.items() if w > 0}
+        self.vgg = VGGPerceptualLoss(vgg_weights, vgg_layers) if "vgg" in self.active else None
+
+    @property
+    def needs_discriminator(self) -> bool:
+        """Whether `forward` needs discriminator outputs on the generated images."""
+        return "adversarial" in self.active
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{term}={w:g}" for term, w in self.active.items())
+
+    def forward(self, pred_rgb: torch.Tensor, pred_hsv: torch.Tensor | None, target_rgb: torch.Tensor,
+                target_hsv: torch.Tensor | None = None,
+                disc_fake_outputs: DiscriminatorOutputs | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its terms.
+
+        Computed in float32 with autocast off: MS-SSIM's local variances and the histogram's CDF
+        differences lose their meaning in half precision.
+
+        Args:
+            pred_rgb: (B, 3, H, W) G_A's RGB output in [0, 1].
+            pred_hsv: (B, 3, H, W) G_B's HSV output in (-1, 1); needed when `hsv` is active.
+            target_rgb: (B, 3, H, W) target RGB (as normalised by the data pipeline).
+            target_hsv: (B, 3, H, W) target HSV; default `rgb_to_hsv(target_rgb)`.
+            disc_fake_outputs: discriminator outputs on the generated images (RGB and HSV
+                discriminators), not detached; needed when `adversarial` is active.
+        Returns:
+            The weighted total (scalar, with gradient) and term -> unweighted value (detached, for
+            logging), for the active terms.
+        """
+        with torch.autocast(device_type=pred_rgb.device.type, enabled=False):
+            pred_rgb, target_rgb = pred_rgb.float(), target_rgb.float()
+            values: dict[str, torch.Tensor] = {}
+            for term in self.active:
+                if term == "hsv":
+                    if pred_hsv is None:
+                        raise ValueError("pred_hsv: the hsv term is active but no HSV prediction was given")
+                    target = rgb_to_hsv(target_rgb) if target_hsv is None else target_hsv.float()
+                    values[term] = hsv_loss(pred_hsv.float(), target)
+                elif term == "adversarial":
+                    if disc_fake_outputs is None:
+                        raise ValueError("disc_fake_outputs: the adversarial term is active but no "
+                                         "discriminator outputs were given")
+                    values[term] = lsgan_generator_loss(disc_fake_outputs)
+                elif term == "vgg":
+                    assert self.vgg is not None  # built in __init__ whenever vgg is active
+                    values[term] = self.vgg(pred_rgb, target_rgb)
+                else:
+                    values[term] = _RGB_TERMS[term](pred_rgb, target_rgb)
+            total = sum((self.active[t] * v for t, v in values.items()), start=pred_rgb.new_zeros(()))
+        return total, {term: value.detach() for term, value in values.items()}
+
+
+
+def build_loss(config: str | Mapping[str, float], overrides: Mapping[str, float] | None = None,
+               vgg_weights: str | os.PathLike[str] = "pretrained",
+               vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS) -> CompositeLoss:
+    """The one constructor: resolve a preset or mapping (plus overrides) and build the composite loss.
+
+    Args:
+        config: preset name or term -> weight mapping.
+        overrides: term -> weight on top of `config`.
+        vgg_weights: "pretrained" (looked up locally, never downloaded), "random" (only when a spec says
+            so explicitly), or a path to `vgg19-dcbb9e9d.pth`.
+        vgg_layers: VGG-19 layers of the perceptual term.
+    Raises:
+        ValueError: bad configuration (see `resolve_loss_config`).
+        VGGWeightsNotFoundError: `vgg` active, pretrained weights asked for and not on this machine.
+    """
+    return CompositeLoss(resolve_loss_config(config, overrides), vgg_weights, vgg_layers)
