@@ -214,7 +214,7 @@ def train(
                 epochs=cfg.epochs,
                 step=step + 1,
                 steps=steps_per_epoch,
-                loss=float(loss),
+                loss=loss.item(),
                 eta_s=elapsed / (step + 1) * steps_left,
                 device=str(device),
             )
