@@ -1,8 +1,7 @@
-"""The library's command line: `predict` on frames of any size, `demo` end to end."""
+"""The library's command line: `predict` on frames of any size."""
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,7 @@ from PIL import Image
 
 from colormamba import checkpoint
 from colormamba.cli import main
-from colormamba.demo import format_table, run_demo
 from colormamba.models import build_model
-from colormamba.storage import LocalStorage
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +89,6 @@ def test_predict_errors_name_the_path(
     _write_gray(tmp_path / "x.png", 8, 8)
     assert main(["predict", "--checkpoint", str(bad_ckpt), str(tmp_path / "x.png"), "-o", str(tmp_path)]) == 2
     assert str(bad_ckpt) in capsys.readouterr().err
-
-
-def test_demo_trains_each_loss_and_prints_a_table(tmp_path: Path) -> None:
-    rows = run_demo(
-        tmp_path, losses=("original", "histogram"), epochs=1, size=32, n_train=8, n_val=2, device="cpu"
-    )
-    assert [r["loss"] for r in rows] == ["original", "histogram"]
-    for row in rows:
-        assert math.isfinite(row["PSNR"]) and 0 < row["SSIM"] <= 1 and row["AE(deg)"] >= 0
-    store = LocalStorage(tmp_path / "store")
-    assert store.exists("checkpoints/demo/original-seed0/best.pt")
-    assert store.exists("runs/demo/histogram-seed0/metrics.json")
-    table = format_table(rows)
-    assert table.splitlines()[0].split()[:3] == ["loss", "PSNR", "SSIM"] and len(table.splitlines()) == 3
 
 
 def test_module_entry_point_reports_usage_errors() -> None:

@@ -1,0 +1,10 @@
+"""Selective-scan operators: one entry point, `selective_scan`, over interchangeable backends."""
+
+from colormamba.ops.selective_scan import (
+    ScanBackend,
+    available_backends,
+    register_backend,
+    selective_scan,
+)
+
+__all__ = ["ScanBackend", "available_backends", "register_backend", "selective_scan"]
