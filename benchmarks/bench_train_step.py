@@ -2,10 +2,17 @@
 
     python benchmarks/bench_train_step.py --preset tiny --batch 2 --size 64
     python benchmarks/bench_train_step.py --preset paper --batch 8 --size 256 --device cuda --reference-ms 265
+    python benchmarks/bench_train_step.py --preset paper --batch 8 --size 256 --device cuda --compare-fast \
+        --scan-backend triton       # the fp32 path, then the fast path, in one process, and their ratio
 
 The loss is MSE on both outputs, as in performance.md's reference measurement, so the figure isolates
 the network. Each case prints {"case", "preset", "batch", "size", "device", "ms_per_step" (median),
 "peak_mem_mib", ...}; with --reference-ms a last line gives the ratio to that reference.
+
+The fast path (--fast, or both paths with --compare-fast) changes how the step runs, not what it computes:
+bf16 autocast (matmuls and convolutions in bf16, reductions and the scan's state in float32), channels-last
+activations and weights (the layout cuDNN's fastest convolutions use), and Adam's fused single-kernel
+update (the same update rule as the per-parameter loop).
 """
 
 from __future__ import annotations
@@ -39,13 +46,17 @@ def bench(
     scan_backend: str,
     tf32: bool,
     amp: bool,
+    channels_last: bool = False,
+    fused_adam: bool = False,
 ) -> dict[str, object]:
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    model = build_model(preset, scan_backend=scan_backend).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    nir = torch.rand(batch, 1, size, size, device=device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(preset, scan_backend=scan_backend).to(device, memory_format=layout)
+    # fused=None keeps torch's default choice (foreach); True runs one kernel for every parameter.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), fused=fused_adam or None)
+    nir = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=layout)
     target = torch.rand(batch, 3, size, size, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -74,6 +85,8 @@ def bench(
         "scan_backend": scan_backend,
         "tf32": tf32,
         "bf16_autocast": amp,
+        "channels_last": channels_last,
+        "fused_adam": fused_adam,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "ms_per_step": round(statistics.median(times), 2),
         "ms_min": round(min(times), 2),
@@ -95,22 +108,44 @@ def main() -> None:
     parser.add_argument("--scan-backend", default="auto")
     parser.add_argument("--no-tf32", action="store_true")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last model and input")
+    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True)")
+    parser.add_argument("--fast", action="store_true", help="--bf16 --channels-last --fused-adam together")
+    parser.add_argument(
+        "--compare-fast",
+        action="store_true",
+        help="run the fp32 path and then the fast path in this process, and print their ratio",
+    )
     parser.add_argument("--reference-ms", type=float, default=None, help="a reference step time to compare")
     args = parser.parse_args()
     device = torch.device(args.device)
+    chosen = {
+        "amp": args.bf16 or args.fast,
+        "channels_last": args.channels_last or args.fast,
+        "fused_adam": args.fused_adam or args.fast,
+    }
+    fast = dict.fromkeys(chosen, True)
+    reference = dict.fromkeys(chosen, False)
     for preset in args.preset:
-        row = bench(
-            preset,
-            args.batch,
-            args.size,
-            device,
-            args.steps,
-            args.warmup,
-            args.scan_backend,
-            not args.no_tf32,
-            args.bf16,
-        )
-        print(json.dumps(row), flush=True)
+        common = (preset, args.batch, args.size, device, args.steps, args.warmup, args.scan_backend)
+        if args.compare_fast:
+            base_row = bench(*common, not args.no_tf32, **reference)
+            print(json.dumps(base_row), flush=True)
+            row = bench(*common, not args.no_tf32, **fast)
+            print(json.dumps(row), flush=True)
+            comparison = {
+                "case": "fast_vs_fp32",
+                "preset": preset,
+                "fp32_ms": base_row["ms_per_step"],
+                "fast_ms": row["ms_per_step"],
+                "speedup": round(base_row["ms_per_step"] / row["ms_per_step"], 3),
+                "fp32_peak_mem_mib": base_row["peak_mem_mib"],
+                "fast_peak_mem_mib": row["peak_mem_mib"],
+            }
+            print(json.dumps(comparison), flush=True)
+        else:
+            row = bench(*common, not args.no_tf32, **chosen)
+            print(json.dumps(row), flush=True)
         if args.reference_ms:
             print(
                 json.dumps(

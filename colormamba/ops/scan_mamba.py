@@ -7,7 +7,8 @@ needs CUDA or mamba-ssm. Its interface (mamba-ssm 2.3.2):
     fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> [out, x, *([out_z] if z is given)]
     bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, dz, delta_softplus, recompute_out_z)
         -> [du, ddelta, dA, dB, dC, dD, ddelta_bias, *([dz] if z is given)]
-where x (batch, D, n_chunks, 2N) holds per-chunk scan states: the last state is x[:, :, -1, 1::2].
+where x (batch, D, n_chunks, 2N) holds per-chunk scan states: the last state is x[:, :, -1, 1::2]
+(times B when B is time-invariant: the kernel then leaves B out of the scanned state).
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ class _MambaScanFn(torch.autograd.Function):
         ctx.delta_softplus = delta_softplus
         # out (before the gate) is only needed by the kernel's backward when there is a gate.
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, x, out if z is not None else None)
-        last_state = x[:, :, -1, 1::2].clone()  # (batch, D, N), float32
+        # (batch, D, N), float32, copied out of x. With a time-invariant B the kernel scans delta * u and
+        # folds B into C at the readout, so its stored state lacks the factor B (mamba-ssm's own
+        # selective_scan_fn returns it without).
+        last_state = x[:, :, -1, 1::2] * B if B.dim() == 2 else x[:, :, -1, 1::2].clone()
         ctx.mark_non_differentiable(last_state)  # the kernel computes no gradient for it
         return (rest[0] if z is not None else out), last_state
 

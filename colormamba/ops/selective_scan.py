@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from colormamba.ops import scan_mamba
+from colormamba.ops import scan_mamba, scan_triton
 from colormamba.ops.scan_reference import selective_scan_reference
 from colormamba.ops.scan_torch import selective_scan_torch
 
@@ -61,6 +61,7 @@ register_backend(ScanBackend("torch", selective_scan_torch, _always_available, a
 register_backend(
     ScanBackend("mamba", scan_mamba.selective_scan_mamba, scan_mamba.unavailable_reason, auto_priority=100)
 )
+register_backend(ScanBackend("triton", scan_triton.selective_scan_triton, scan_triton.unavailable_reason, 50))
 
 
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:

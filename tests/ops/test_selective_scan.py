@@ -10,7 +10,14 @@ import math
 import pytest
 import torch
 
-from colormamba.ops import ScanBackend, available_backends, register_backend, scan_mamba, selective_scan
+from colormamba.ops import (
+    ScanBackend,
+    available_backends,
+    register_backend,
+    scan_mamba,
+    scan_triton,
+    selective_scan,
+)
 from colormamba.ops.scan_reference import selective_scan_reference
 from colormamba.ops.scan_torch import SCAN_SIZES, selective_scan_torch
 
@@ -205,6 +212,7 @@ def test_available_backends_on_cpu():
 
 def test_auto_prefers_mamba_on_cuda_when_importable_and_falls_back_to_torch(monkeypatch):
     # No GPU needed: availability is decided from the device type, the dtype and the import.
+    monkeypatch.setattr(scan_triton, "_import_kernels", lambda: "triton cannot be imported")
     monkeypatch.setattr(scan_mamba, "_import_kernel", lambda: "selective_scan_cuda cannot be imported")
     assert available_backends("cuda")[0] == "torch"
     monkeypatch.setattr(scan_mamba, "_import_kernel", lambda: object())
@@ -231,8 +239,8 @@ def test_registering_a_backend_is_one_call_and_auto_honours_its_priority(monkeyp
 
 def test_unknown_backend_is_a_value_error_listing_the_known_ones():
     inputs = make_inputs(torch.float32, length=5)
-    with pytest.raises(ValueError, match=r"unknown backend 'triton'.*mamba.*reference.*torch"):
-        selective_scan(**inputs, backend="triton")
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'.*mamba.*reference.*torch.*triton"):
+        selective_scan(**inputs, backend="cuda")
 
 
 def test_mamba_on_cpu_tensors_is_a_runtime_error():
