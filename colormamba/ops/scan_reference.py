@@ -1,7 +1,8 @@
 """The selective scan written straight from its recurrence: the oracle every other backend is tested against.
 
-One Python step per time step, autograd through the loop. It is slow (minutes at L = 4096) and keeps
-O(batch x D x N x L) activations for backward, which is why it is never picked by `backend="auto"`.
+One Python step per time step, autograd through the loop. Autograd keeps every step's state, so backward
+holds O(batch x D x N x L) activations (about 1.4 GB at batch 1, D 768, N 16, L 4096), and on a GPU each
+step is a handful of tiny kernel launches; that is why `backend="auto"` never picks it.
 """
 
 from __future__ import annotations

@@ -165,6 +165,21 @@ def test_torch_custom_backward_passes_gradcheck(forms):
     assert torch.autograd.gradcheck(scan, tuple(inputs[k] for k in INPUT_NAMES))
 
 
+def test_non_contiguous_inputs_give_the_same_result():
+    inputs = make_inputs(torch.float32, length=33, forms=("dn", "g2"))
+    strided = {
+        k: (
+            v.detach().transpose(-1, -2).contiguous().transpose(-1, -2)
+            if v is not None and v.dim() > 1
+            else v
+        )
+        for k, v in inputs.items()
+    }
+    assert not strided["u"].is_contiguous() and not strided["B"].is_contiguous()
+    expected = run_scan(inputs, True, True, backend="reference")
+    assert_same(run_scan(strided, True, True, backend="torch"), expected, torch.float32)
+
+
 def test_strong_decay_stays_finite_and_matches_reference():
     inputs = make_inputs(torch.float32, length=100, softplus=False)
     with torch.no_grad():
