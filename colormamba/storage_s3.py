@@ -1,0 +1,250 @@
+"""The object-store implementation of `colormamba.storage.Storage`: S3/MinIO through the `minio` SDK.
+
+Why these choices:
+- One bucket, system.md's layout as key prefixes (`datasets/`, `runs/`, `checkpoints/`, `reports/`...),
+  optionally under a `prefix` so that several deployments can share a bucket.
+- Atomic from a reader's point of view: an S3 object becomes visible only when its single PUT (or the
+  CompleteMultipartUpload of a large one) succeeds, so a reader sees the old object or the new one, never
+  a half-written one. Each object also carries the SHA-256 of its bytes in its metadata, and reads verify
+  it, so a truncated transfer is an error and not a corrupt checkpoint.
+- Retries are ours, not urllib3's: transient failures (connection refused or reset, timeouts, 5xx,
+  SlowDown) are retried with exponential backoff until `retry_seconds` have passed, then raise
+  StorageError saying which endpoint was unreachable. Permanent ones (bad credentials, no such bucket)
+  fail at once with the reason. urllib3's own retries are switched off so the bound is the one stated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from colormamba.storage import LocalStorage, ObjectNotFound, Storage, StorageError, check_key
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SHA_META = "sha256"  # user metadata key (sent as x-amz-meta-sha256)
+_MISSING = {"NoSuchKey", "NoSuchObject"}
+_TRANSIENT = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "OperationAborted"}
+
+
+class S3Storage:
+    """Objects in one S3 bucket.
+
+    Args:
+        endpoint: "host:port" or "http(s)://host:port".
+        access_key, secret_key: credentials.
+        bucket: the bucket (created on first use when `create_bucket`).
+        secure: TLS; taken from the URL scheme when `endpoint` has one.
+        prefix: optional key prefix inside the bucket.
+        retry_seconds: how long transient errors are retried before StorageError.
+        region: S3 region (MinIO/SeaweedFS ignore it; AWS needs it).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        prefix: str = "",
+        retry_seconds: float = 60.0,
+        region: str | None = None,
+        create_bucket: bool = True,
+    ) -> None:
+        if "://" in endpoint:
+            url = urlparse(endpoint)
+            secure = url.scheme == "https"
+            endpoint = url.netloc
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.secure = secure
+        self.retry_seconds = retry_seconds
+        self._create_bucket = create_bucket
+        self._bucket_checked = False
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5.0, read=120.0),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
+            maxsize=8,
+        )
+        self.client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+
+    def __repr__(self) -> str:
+        scheme = "https" if self.secure else "http"
+        where = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return f"S3Storage({scheme}://{self.endpoint}, bucket {where!r})"
+
+    # -- the retry loop --------------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one S3 operation with bounded exponential backoff on transient errors."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    raise
+                if exc.code == "NoSuchBucket":
+                    raise StorageError(f"{self!r}: bucket {self.bucket!r} does not exist ({what})") from exc
+                if exc.code not in _TRANSIENT:
+                    raise StorageError(f"{self!r}: {what} refused: {exc.code}: {exc.message}") from exc
+                reason = f"{exc.code}: {exc.message}"
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except ValueError as exc:  # minio raises ValueError for some unexpected non-S3 responses
+                reason = f"unexpected response: {exc}"
+            now = time.monotonic()
+            if now >= deadline:
+                raise StorageError(
+                    f"{self!r} unreachable: {what} failed {attempt} time(s) over {self.retry_seconds:.0f} s; "
+                    f"last error: {reason}. Check that the S3 server is up and the endpoint is right."
+                )
+            sleep = min(delay, deadline - now) * (0.5 + random.random() / 2)
+            log.warning("%r: %s failed (%s); retrying in %.1f s", self, what, reason, sleep)
+            time.sleep(sleep)
+            delay = min(delay * 2, 5.0)
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_checked:
+            return
+        if not self._call("bucket check", lambda: self.client.bucket_exists(self.bucket)):
+            if not self._create_bucket:
+                raise StorageError(f"{self!r}: bucket {self.bucket!r} does not exist")
+            try:
+                self._call("bucket creation", lambda: self.client.make_bucket(self.bucket))
+            except StorageError as exc:  # another process may have created it meanwhile
+                if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
+                    raise
+        self._bucket_checked = True
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    # -- the Storage protocol --------------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        name = self._name(key)
+        self._ensure_bucket()
+        digest = hashlib.sha256(data).hexdigest()
+        self._call(
+            f"upload of {key}",
+            lambda: self.client.put_object(
+                self.bucket, name, io.BytesIO(data), len(data), metadata={SHA_META: digest}
+            ),
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        name = self._name(key)
+        self._ensure_bucket()
+
+        def fetch() -> tuple[bytes, str | None]:
+            response = self.client.get_object(self.bucket, name)
+            try:
+                data = response.read()
+                expected = response.headers.get(f"x-amz-meta-{SHA_META}")
+            finally:
+                response.close()
+                response.release_conn()
+            return data, expected
+
+        try:
+            data, expected = self._call(f"download of {key}", fetch)
+        except S3Error as exc:
+            raise ObjectNotFound(key) from exc
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise StorageError(f"{self!r}: {key}: checksum mismatch (truncated or corrupt object)")
+        return data
+
+    def exists(self, key: str) -> bool:
+        name = self._name(key)
+        self._ensure_bucket()
+        try:
+            self._call(f"stat of {key}", lambda: self.client.stat_object(self.bucket, name))
+        except S3Error:
+            return False
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        self._ensure_bucket()
+        full = self._name(prefix.rstrip("/")) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        objects = self._call(
+            f"listing of {prefix or '/'}",
+            lambda: [
+                o.object_name for o in self.client.list_objects(self.bucket, prefix=full, recursive=True)
+            ],
+        )
+        keys = (name[strip:] for name in objects if name and not name.endswith("/"))
+        return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith("."))
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self._ensure_bucket()
+        self._call(f"deletion of {key}", lambda: self.client.remove_object(self.bucket, name))
+
+
+def s3_from_env(bucket: str | None = None, prefix: str = "") -> S3Storage:
+    """An S3Storage configured from the environment (what containers and `submit.py` use).
+
+    COLORMAMBA_S3_ENDPOINT (required; "host:port" or an http(s) URL), COLORMAMBA_S3_ACCESS_KEY and
+    COLORMAMBA_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), COLORMAMBA_S3_BUCKET
+    (default "colormamba"), COLORMAMBA_S3_SECURE (1 for TLS when the endpoint has no scheme),
+    COLORMAMBA_S3_REGION, COLORMAMBA_S3_RETRY_SECONDS (default 60).
+    """
+    env = os.environ
+    endpoint = env.get("COLORMAMBA_S3_ENDPOINT")
+    if not endpoint:
+        raise StorageError("COLORMAMBA_S3_ENDPOINT is not set (the S3/MinIO endpoint, e.g. localhost:9000)")
+    access = env.get("COLORMAMBA_S3_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID")
+    secret = env.get("COLORMAMBA_S3_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY")
+    if not access or not secret:
+        raise StorageError(
+            "S3 credentials missing: set COLORMAMBA_S3_ACCESS_KEY and COLORMAMBA_S3_SECRET_KEY"
+        )
+    return S3Storage(
+        endpoint,
+        access,
+        secret,
+        bucket or env.get("COLORMAMBA_S3_BUCKET", "colormamba"),
+        secure=env.get("COLORMAMBA_S3_SECURE", "0").lower() in ("1", "true", "yes"),
+        prefix=prefix,
+        retry_seconds=float(env.get("COLORMAMBA_S3_RETRY_SECONDS", "60")),
+        region=env.get("COLORMAMBA_S3_REGION") or None,
+    )
+
+
+def open_store(url: str) -> Storage:
+    """The store a URL names: `s3://bucket[/prefix]` (endpoint and credentials from the environment, see
+    `s3_from_env`) or a local folder path (optionally `file://`)."""
+    if url.startswith("s3://"):
+        rest = url[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        return s3_from_env(bucket or None, prefix)
+    return LocalStorage(url.removeprefix("file://"))

@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""The job suite's command line: submit a study, watch it, cancel it, fetch its report, manage datasets.
+
+    python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all]     queue the study's runs
+    python jobs/submit.py --local SPEC.yaml                          the whole study here, no Redis/MinIO
+    python jobs/submit.py status STUDY [--watch]                     per-run progress
+    python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
+    python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
+    python jobs/submit.py list                                       studies and their run states
+    python jobs/submit.py dataset upload PATH --name NAME | dataset list
+
+Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments);
+3 Redis or the store unreachable; 4 not found (study, run, report); 5 not confirmed (more runs than
+--max-runs without --yes); 6 `--local` finished but some runs failed or were cancelled.
+
+Environment: COLORMAMBA_REDIS_URL (default redis://localhost:6379/0), COLORMAMBA_S3_ENDPOINT,
+COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or COLORMAMBA_STORE (a folder
+or s3://bucket); `--local` uses the folder `artifacts/` unless --store says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite lives beside the package
+
+from kombu.exceptions import KombuError
+
+from colormamba.storage import StorageError
+from colormamba.storage_s3 import open_store
+from services.spec import SpecError, load_spec
+from services.studies import (
+    DONE,
+    FINAL,
+    RERUN_CHOICES,
+    list_studies,
+    load_study,
+    read_status,
+    store_url,
+    study_statuses,
+)
+
+OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED = 0, 1, 2, 3, 4, 5, 6
+SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset")
+DEFAULT_MAX_RUNS = 20
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """A fixed-width text table of the rows' values, in the first row's key order."""
+    columns = list(rows[0])
+    cells = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+class Exit(Exception):
+    """Leave with a message and an exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    # the global options are accepted before or after the subcommand (`submit.py SPEC --local` reads well)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--local", action="store_true", default=argparse.SUPPRESS,
+                        help="no Redis, no MinIO: run here, artifacts in the folder artifacts/")  # fmt: skip
+    common.add_argument("--store", default=argparse.SUPPRESS,
+                        help="a folder or s3://bucket[/prefix] (default: from the environment)")  # fmt: skip
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    p = argparse.ArgumentParser(prog="jobs/submit.py", description=__doc__, parents=[common],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = p.add_subparsers(dest="command")
+
+    s = sub.add_parser("submit", parents=[common], help="queue (or with --local run) a study spec")
+    s.add_argument("spec", type=Path)
+    s.add_argument("--yes", "-y", action="store_true", help="do not ask before queuing many runs")
+    s.add_argument("--max-runs", type=int, default=DEFAULT_MAX_RUNS, help="ask before queuing more runs")
+    s.add_argument("--rerun", choices=RERUN_CHOICES, default="none",
+                   help="run finished runs again: 'failed' ones or 'all' (from scratch)")  # fmt: skip
+    s.add_argument("--dry-run", action="store_true", help="validate and list the runs, queue nothing")
+
+    st = sub.add_parser("status", parents=[common], help="progress of a study's runs")
+    st.add_argument("study")
+    st.add_argument("--watch", action="store_true", help="refresh until every run has ended")
+    st.add_argument("--interval", type=float, default=5.0)
+
+    c = sub.add_parser(
+        "cancel", parents=[common], help="cancel a study's queued and running runs, or one run (STUDY/RUN)"
+    )
+    c.add_argument("target")
+
+    r = sub.add_parser("report", parents=[common], help="download a study's report")
+    r.add_argument("study")
+    r.add_argument("-o", "--out", type=Path, required=True)
+    r.add_argument("--rebuild", action="store_true", help="rebuild it from the runs first")
+
+    sub.add_parser("list", parents=[common], help="studies in the store")
+
+    d = sub.add_parser("dataset", parents=[common], help="datasets in the store")
+    dsub = d.add_subparsers(dest="dataset_command", required=True)
+    up = dsub.add_parser(
+        "upload",
+        parents=[common],
+        help="check a dataset folder and upload it with a manifest",
+    )
+    up.add_argument("path", type=Path)
+    up.add_argument("--name", required=True)
+    up.add_argument(
+        "--replace", action="store_true", help="replace a dataset of that name with other content"
+    )
+    dsub.add_parser("list", parents=[common])
+    return p
+
+
+def _argv_with_default_command(argv: list[str]) -> list[str]:
+    """`submit.py SPEC` means `submit.py submit SPEC`: the first non-option argument picks the command."""
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] == "--store":
+            continue
+        if arg.startswith("-"):
+            continue
+        if arg not in SUBCOMMANDS:
+            return [*argv[:i], "submit", *argv[i:]]
+        return argv
+    return argv
+
+
+def _store(args: argparse.Namespace):
+    try:
+        return open_store(args.store or store_url(local=args.local))
+    except (ValueError, StorageError) as exc:
+        raise Exit(INVALID, str(exc)) from None
+
+
+def _redis_url() -> str:
+    from services.celeryconfig import REDIS_URL
+
+    return REDIS_URL
+
+
+def _coordinator():
+    from services.coord import BrokerUnreachable, Coordinator, connect
+
+    try:
+        return Coordinator(connect(_redis_url()))
+    except BrokerUnreachable as exc:
+        raise Exit(UNREACHABLE, str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    study = load_spec(args.spec)
+    store = _store(args)
+    from services.studies import select_runs
+
+    start, keep = select_runs(store, study, args.rerun)
+    print(f"study {study.name}: {len(study.runs)} run(s); {len(start)} to run, {len(keep)} already finished")
+    if args.dry_run:
+        for run in study.runs:
+            print(f"  {run.run_id}")
+        return OK
+    if args.local:
+        return _submit_local(args, store, study)
+    coord = _coordinator()  # Redis first: an unreachable broker must leave nothing behind
+    if len(start) > args.max_runs and not args.yes:
+        if not sys.stdin.isatty():
+            raise Exit(
+                NOT_CONFIRMED, f"{len(start)} runs is more than --max-runs {args.max_runs}; pass --yes"
+            )
+        answer = input(f"queue {len(start)} runs? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise Exit(NOT_CONFIRMED, "nothing queued")
+    from services.coord import run_key
+    from services.studies import now, prepare_dataset, reset_for_rerun, save_study, write_status
+    from services.tasks import queue_run
+
+    prepare_dataset(store, study, allow_local_path=False)
+    save_study(store, study)
+    queued = skipped = 0
+    for run in start:
+        key = run_key(study.name, run.run_id)
+        if coord.holder(key) is not None:  # a worker has it right now; nothing to send
+            skipped += 1
+            continue
+        status = read_status(store, study.name, run.run_id)
+        if args.rerun != "none" and status is not None and status.get("state") in FINAL:
+            reset_for_rerun(store, study.name, run.run_id)
+            status = None
+        coord.mark_queued(key)
+        task_id = queue_run(study.name, run.run_id)
+        write_status(store, study.name, run.run_id,
+                     {**(status or {}), "state": "queued", "queued_at": now(), "task_id": task_id,
+                      "variant": run.variant, "seed": run.seed, "reason": None})  # fmt: skip
+        queued += 1
+    print(f"queued {queued} run(s)" + (f", {skipped} running already" if skipped else ""))
+    print(f"watch: python jobs/submit.py status {study.name} --watch")
+    print(f"report: python jobs/submit.py report {study.name} -o ./report")
+    return OK
+
+
+def _submit_local(args: argparse.Namespace, store: Any, study: Any) -> int:
+    from services.report import report_prefix
+    from services.studies import local_run_study
+
+    def on_status(status: dict[str, Any]) -> None:
+        if status.get("phase") == "epoch_end" or status.get("state") in DONE:
+            print(f"  {status['run']}: {_progress(status)}", flush=True)
+
+    finals = local_run_study(store, study, args.rerun, on_status=on_status)
+    _print_report(store, study.name)
+    where = (
+        store.path(f"{report_prefix(study.name)}/report.html")
+        if hasattr(store, "path")
+        else report_prefix(study.name)
+    )
+    print(f"report: {where}")
+    bad = [f for f in finals if f.get("state") != "succeeded"]
+    return RUNS_FAILED if bad else OK
+
+
+def _print_report(store: Any, study: str) -> None:
+    import json
+
+    from services.report import report_prefix, table_rows
+
+    data = json.loads(store.get_bytes(f"{report_prefix(study)}/report.json"))
+    print(format_table(table_rows(data)))
+    for r in data["runs"]:
+        if r["state"] == "failed":
+            print(f"failed: {r['run']}: {r['reason']}")
+
+
+def _progress(s: dict[str, Any]) -> str:
+    state = s.get("state", "?")
+    if state == "running":
+        parts = [f"epoch {s.get('epoch') or '-'}/{s.get('epochs') or '-'}"]
+        if s.get("step"):
+            parts.append(f"step {s['step']}/{s.get('steps')}")
+        if s.get("loss") is not None:
+            parts.append(f"loss {s['loss']:.4f}")
+        if s.get("eta_s") is not None:
+            parts.append(f"ETA {_duration(s['eta_s'])}")
+        return "running " + ", ".join(parts)
+    if state == "succeeded":
+        m = s.get("metrics") or {}
+        return f"succeeded PSNR {m.get('psnr', float('nan')):.2f} dB, best epoch {s.get('best_epoch')}"
+    if state in ("failed", "cancelled"):
+        return f"{state}: {s.get('reason')}"
+    return state
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def status_rows(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in statuses:
+        rows.append(
+            {
+                "run": s["run"],
+                "state": s.get("state", "?"),
+                "epoch": f"{s.get('epoch') or '-'}/{s.get('epochs') or '-'}",
+                "step": f"{s.get('step') or '-'}/{s.get('steps') or '-'}",
+                "loss": f"{s['loss']:.4f}" if s.get("loss") is not None else "-",
+                "ETA": _duration(s["eta_s"])
+                if s.get("eta_s") is not None and s.get("state") == "running"
+                else "-",
+                "worker": s.get("worker") or "-",
+                "device": s.get("device") or "-",
+                "note": (s.get("reason") or "")[:60],
+            }
+        )
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    study = _load_study(store, args.study)
+    while True:
+        statuses = study_statuses(store, study)
+        table = format_table(status_rows(statuses))
+        counts: dict[str, int] = {}
+        for s in statuses:
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        if args.watch and sys.stdout.isatty():
+            print("\033[2J\033[H", end="")
+        print(f"study {study.name}: {summary}  ({time.strftime('%H:%M:%S')})")
+        print(table, flush=True)
+        if not args.watch or all(s["state"] in DONE for s in statuses):
+            return OK
+        time.sleep(args.interval)
+
+
+def _load_study(store: Any, name: str):
+    try:
+        return load_study(store, name)
+    except ValueError as exc:
+        raise Exit(NOT_FOUND, str(exc)) from None
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from services.coord import run_key
+    from services.studies import now, write_status
+
+    study_name, _, run = args.target.partition("/")
+    store = _store(args)
+    study = _load_study(store, study_name)
+    runs = [r.run_id for r in study.runs]
+    if run:
+        if run not in runs:
+            raise Exit(NOT_FOUND, f"study {study_name} has no run {run!r}; runs: {', '.join(runs)}")
+        runs = [run]
+    coord = _coordinator()
+    for run_id in runs:
+        status = read_status(store, study_name, run_id)
+        state = status.get("state") if status else None
+        if state in DONE or status is None:
+            continue
+        key = run_key(study_name, run_id)
+        coord.request_cancel(key)
+        if coord.holder(key) is None and state == "queued":  # not started: cancelled now
+            final = {**status, "state": "cancelled", "reason": "cancelled while queued", "finished_at": now()}
+            write_status(store, study_name, run_id, final)
+            coord.mark_done(key)
+            print(f"{run_id}: cancelled (was queued)")
+        else:
+            print(f"{run_id}: cancel requested; it stops within a few training steps")
+    return OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from services.report import build_report, download_report
+
+    store = _store(args)
+    _load_study(store, args.study)
+    if args.rebuild:
+        if args.local:
+            build_report(store, args.study)
+        else:
+            _coordinator()
+            from services.tasks import aggregate
+
+            try:
+                aggregate.apply_async(args=[args.study]).get(timeout=600)
+            except Exception as exc:
+                raise Exit(ERROR, f"the aggregator did not rebuild the report: {exc}") from None
+    try:
+        names = download_report(store, args.study, args.out)
+    except ValueError as exc:
+        raise Exit(NOT_FOUND, str(exc)) from None
+    _print_report(store, args.study)
+    print(f"{len(names)} file(s) in {args.out.resolve()}; open {args.out.resolve() / 'report.html'}")
+    return OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rows = []
+    for name in list_studies(store):
+        study = load_study(store, name)
+        counts: dict[str, int] = {}
+        for s in study_statuses(store, study):
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        rows.append({"study": name, "runs": len(study.runs), **{k: counts.get(k, 0) for k in
+                     ("queued", "running", "succeeded", "failed", "cancelled")}})  # fmt: skip
+    print(format_table(rows) if rows else "no studies")
+    return OK
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from services.datasets import list_datasets, upload_dataset
+
+    store = _store(args)
+    if args.dataset_command == "upload":
+        manifest = upload_dataset(store, args.path, args.name, replace=args.replace)
+        splits = ", ".join(f"{k} {v} pairs" for k, v in manifest["splits"].items())
+        print(f"dataset {args.name}: {manifest['layout']} layout, {splits}, {len(manifest['files'])} files, "
+              f"manifest {manifest['hash'][:12]}")  # fmt: skip
+        return OK
+    rows = [{"name": d["name"], "layout": d["layout"], **d["splits"], "hash": d["hash"][:12]}
+            for d in list_datasets(store)]  # fmt: skip
+    print(format_table(rows) if rows else "no datasets")
+    return OK
+
+
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "report": cmd_report,
+            "list": cmd_list, "dataset": cmd_dataset}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _argv_with_default_command(list(sys.argv[1:] if argv is None else argv))
+    args = _parser().parse_args(argv)
+    for name, default in (("local", False), ("store", None), ("verbose", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.command is None:
+        _parser().print_help()
+        return INVALID
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except Exit as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except SpecError as exc:
+        print(f"error: {exc}\nnothing was queued", file=sys.stderr)
+        return INVALID
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return UNREACHABLE
+    except ValueError as exc:  # bad input named by the library: a dataset, a name, a spec field
+        print(f"error: {exc}", file=sys.stderr)
+        return INVALID
+    except (OSError, KombuError) as exc:  # the broker went away between the ping and a send
+        print(f"error: cannot reach the broker or the store: {exc}", file=sys.stderr)
+        return UNREACHABLE
+    except KeyboardInterrupt:
+        print("interrupted; checkpoints are kept, submit again to resume", file=sys.stderr)
+        return ERROR
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

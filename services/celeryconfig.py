@@ -1,0 +1,67 @@
+"""Celery settings of the job suite, loaded with `app.config_from_object` (one place, read top to bottom).
+
+Runs last hours on one GPU each, so the defaults made for short web tasks are wrong here:
+- JSON only: task messages are ids (study, run), never pickles (a broker is no place for code).
+- `task_acks_late` + `task_reject_on_worker_lost`: a run's message is acknowledged only when the run
+  ends; if the pool process dies (OOM, SIGKILL) the message goes back to the queue at once.
+- Redis redelivers a message not acknowledged within `visibility_timeout`. A run longer than that is
+  delivered again while it still runs: the run lease in Redis (services.coord) makes the second
+  delivery a no-op, so the timeout only bounds how late a message lost with a whole dead worker comes
+  back. The reaper (services.coord.reap) brings such runs back sooner: lease TTL + reaper interval.
+- `worker_prefetch_multiplier=1` and `worker_disable_prefetch` (Redis): an idle GPU worker must not
+  see its next run reserved by a busy one.
+- `worker_concurrency=1` and one worker per GPU; `worker_pool_start_method="spawn"`: the pool process is
+  started fresh (CUDA cannot be initialised in a forked child of a process that touched it), and
+  `worker_max_tasks_per_child=1` gives every run a fresh process, so GPU memory is returned between runs.
+- `task_track_started` and a PROGRESS state carry live progress; results expire after a week.
+"""
+
+from __future__ import annotations
+
+import os
+
+REDIS_URL = os.environ.get("COLORMAMBA_REDIS_URL", "redis://localhost:6379/0")
+RUN_QUEUE = os.environ.get("COLORMAMBA_RUN_QUEUE", "gpu")
+AGGREGATE_QUEUE = os.environ.get("COLORMAMBA_AGGREGATE_QUEUE", "aggregate")
+VISIBILITY_TIMEOUT_S = int(os.environ.get("COLORMAMBA_VISIBILITY_TIMEOUT", str(6 * 3600)))
+
+broker_url = REDIS_URL
+result_backend = REDIS_URL
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 5
+broker_transport_options = {
+    "visibility_timeout": VISIBILITY_TIMEOUT_S,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "health_check_interval": 25,
+}
+result_backend_transport_options = {"retry_policy": {"timeout": 10.0}}
+redis_socket_connect_timeout = 5
+redis_socket_timeout = 30
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+result_accept_content = ["json"]
+
+task_routes = {
+    "services.tasks.run": {"queue": RUN_QUEUE},
+    "services.tasks.aggregate": {"queue": AGGREGATE_QUEUE},
+}
+task_default_queue = AGGREGATE_QUEUE  # nothing should land there by default; runs are routed explicitly
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_track_started = True
+result_expires = 7 * 24 * 3600
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
+
+worker_prefetch_multiplier = 1
+worker_disable_prefetch = True
+worker_concurrency = 1
+worker_pool_start_method = "spawn"
+worker_max_tasks_per_child = 1
+worker_proc_alive_timeout = 120  # a spawned pool process imports torch before it says UP: seconds, not 4
+worker_cancel_long_running_tasks_on_connection_loss = False  # the run lease decides, not the connection
+worker_send_task_events = False

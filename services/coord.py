@@ -1,0 +1,212 @@
+"""Run coordination in Redis: the lease that makes a run exclusive, cancel flags, and the reaper that
+takes up runs whose worker died.
+
+Why a lease and not Celery alone: Celery with Redis delivers a message at least once (a redelivery
+after `visibility_timeout`, a requeue after a lost worker, a resubmission). A run must execute at most
+once at a time and never again after it ended, so every execution first takes the run's lease: a Redis
+key set only if absent, with a TTL, renewed by a heartbeat thread while the run trains. A second
+delivery finds the lease taken and ends without touching the run.
+
+Why a reaper: when a worker dies (SIGKILL, OOM, container restart) its lease expires within `LEASE_TTL_S`
+but its message may be gone or held for hours by the visibility timeout. Every worker runs a reaper
+thread; once per `REAP_INTERVAL_S` one of them (a Redis lock elects it) requeues each started, unfinished
+run without a lease. The new execution resumes from the last checkpoint. Bound: a dead worker's run is
+queued again within LEASE_TTL_S + REAP_INTERVAL_S (defaults 30 s + 10 s) and starts when a GPU worker
+is free.
+
+Keys (prefix `colormamba:`): `lease:<study>/<run>` (token), `active` (set of queued or running runs),
+`started:<study>/<run>` (the run has been taken up at least once), `cancel:<study>/<run>` (flag),
+`reaper` (the reaper's election lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+PREFIX = "colormamba:"
+LEASE_TTL_S = float(os.environ.get("COLORMAMBA_LEASE_TTL", "30"))
+REAP_INTERVAL_S = float(os.environ.get("COLORMAMBA_REAP_INTERVAL", "10"))
+CANCEL_TTL_S = 30 * 24 * 3600
+
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer owns the run (its lease expired and may be someone else's now)."""
+
+
+class BrokerUnreachable(RuntimeError):
+    """Redis does not answer; the message names the URL and what to do."""
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client with short timeouts (a hung broker must end in an error, not a hang), pinged once."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BrokerUnreachable(
+            f"Redis unreachable at {url} ({exc}). Start the stack (`docker compose up -d`), set "
+            "COLORMAMBA_REDIS_URL to the broker's address, or run the study on this machine with --local."
+        ) from None
+    return client
+
+
+def run_key(study: str, run: str) -> str:
+    return f"{study}/{run}"
+
+
+class Lease:
+    """Exclusive ownership of one run, kept alive by a heartbeat thread until `release`.
+
+    `lost` becomes set when a renewal finds the lease gone or Redis unreachable for a whole TTL: from
+    then on another worker may own the run, so the holder must stop without writing anything.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, token: str, ttl: float) -> None:
+        self.client, self.key, self.token, self.ttl = client, key, token, ttl
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease {key}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        import time
+
+        last_ok = time.monotonic()
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.client.eval(_RENEW, 1, self.key, self.token, int(self.ttl * 1000)):
+                    log.error("lease %s was lost (expired or taken)", self.key)
+                    self.lost.set()
+                    return
+                last_ok = time.monotonic()
+            except redis.RedisError as exc:
+                log.warning("lease %s: renewal failed (%s)", self.key, exc)
+                if time.monotonic() - last_ok >= self.ttl:
+                    self.lost.set()
+                    return
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            self.client.eval(_RELEASE, 1, self.key, self.token)
+        except redis.RedisError as exc:  # it expires by itself within the TTL
+            log.warning("lease %s: release failed (%s)", self.key, exc)
+
+
+class Coordinator:
+    """The Redis side of runs: leases, the active set, cancel flags."""
+
+    def __init__(self, client: redis.Redis, lease_ttl: float = LEASE_TTL_S) -> None:
+        self.client = client
+        self.lease_ttl = lease_ttl
+
+    def acquire(self, key: str, owner: str) -> Lease | None:
+        token = f"{owner}:{uuid.uuid4().hex}"
+        if not self.client.set(PREFIX + "lease:" + key, token, nx=True, px=int(self.lease_ttl * 1000)):
+            return None
+        return Lease(self.client, PREFIX + "lease:" + key, token, self.lease_ttl)
+
+    def holder(self, key: str) -> str | None:
+        value = self.client.get(PREFIX + "lease:" + key)
+        return value.decode() if value is not None else None
+
+    def mark_queued(self, key: str) -> None:
+        """A submission queued the run: it is active and no longer cancelled."""
+        pipe = self.client.pipeline()
+        pipe.sadd(PREFIX + "active", key)
+        pipe.delete(PREFIX + "cancel:" + key)
+        pipe.execute()
+
+    def mark_started(self, key: str) -> None:
+        self.client.set(PREFIX + "started:" + key, "1")
+
+    def mark_done(self, key: str) -> None:
+        """The run reached a state recorded in the store: nothing to reap."""
+        pipe = self.client.pipeline()
+        pipe.srem(PREFIX + "active", key)
+        pipe.delete(PREFIX + "started:" + key)
+        pipe.execute()
+
+    def request_cancel(self, key: str) -> None:
+        self.client.set(PREFIX + "cancel:" + key, "1", ex=CANCEL_TTL_S)
+
+    def cancel_requested(self, key: str) -> bool:
+        return bool(self.client.exists(PREFIX + "cancel:" + key))
+
+    def active(self) -> list[str]:
+        return sorted(m.decode() for m in self.client.smembers(PREFIX + "active"))
+
+    def orphans(self) -> list[str]:
+        """Active runs that were taken up once and have no lease now: their worker died."""
+        out = []
+        for key in self.active():
+            if self.client.exists(PREFIX + "started:" + key) and not self.client.exists(
+                PREFIX + "lease:" + key
+            ):
+                out.append(key)
+        return out
+
+    def reap(self, requeue: Callable[[str, str], None]) -> list[str]:
+        """Requeue orphaned runs, at most once per run per two intervals across all reapers."""
+        done = []
+        for key in self.orphans():
+            if self.client.set(PREFIX + "requeued:" + key, "1", nx=True, ex=int(max(2 * REAP_INTERVAL_S, 1))):
+                study, run = key.split("/", 1)
+                log.warning(
+                    "reaper: %s has no live worker; queuing it again (it resumes from its checkpoint)", key
+                )
+                requeue(study, run)
+                done.append(key)
+        return done
+
+
+def start_reaper(client: redis.Redis, requeue: Callable[[str, str], None], interval: float = REAP_INTERVAL_S,
+                 heartbeat: str | None = None) -> threading.Event:  # fmt: skip
+    """A daemon thread that reaps every `interval` seconds while it holds the election lock; returns the
+    event that stops it.
+
+    `heartbeat`: a file touched at start and after every election round that reached Redis, so a
+    container healthcheck can test liveness with `find FILE -mmin -2` instead of starting a Celery client.
+    """
+    stop = threading.Event()
+    coord = Coordinator(client)
+    me = uuid.uuid4().hex
+
+    def beat() -> None:
+        if heartbeat:
+            try:
+                Path(heartbeat).touch()
+            except OSError as exc:
+                log.warning("reaper: cannot touch heartbeat file %s (%s)", heartbeat, exc)
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                elected = client.set(PREFIX + "reaper", me, nx=True, px=int(interval * 1000 * 0.9))
+                beat()
+                if elected:
+                    coord.reap(requeue)
+            except redis.RedisError as exc:
+                log.warning("reaper: Redis error (%s); trying again in %.0f s", exc, interval)
+            except Exception:
+                log.exception("reaper: unexpected error")
+
+    beat()  # the caller just reached Redis (services.coord.connect pings it)
+    threading.Thread(target=loop, name="colormamba reaper", daemon=True).start()
+    return stop

@@ -1,0 +1,170 @@
+"""One run's lifecycle, independent of how it was scheduled: the Celery task and `--local` both call
+`execute_run`, so a run behaves the same on a GPU worker and on a laptop.
+
+The run's `status.json` is its public record: state, reason of a failure, progress (epoch, step, loss,
+ETA, worker, device) refreshed every few seconds, and the final metrics. Exclusive execution (the
+Redis lease) is the caller's business; this module assumes it is the only executor of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from colormamba.config import RunConfig
+from colormamba.evaluate import evaluate
+from colormamba.storage import RunLocation, Storage
+from colormamba.train import RunCancelled, train
+from services.datasets import fetch_dataset
+from services.spec import is_local_path
+from services.studies import DONE, now, read_status, write_status
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = float(os.environ.get("COLORMAMBA_STATUS_INTERVAL", "5"))
+
+
+class StatusWriter:
+    """Merges progress events into the run's status and writes it at most every `interval` seconds (and
+    at every epoch end), so a long run costs a few small PUTs a minute, not one per step."""
+
+    def __init__(self, store: Storage, study: str, run: str, status: dict[str, Any], interval: float,
+                 also: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+        self.store, self.study, self.run = store, study, run
+        self.status = status
+        self.interval = interval
+        self.also = also
+        self._last = 0.0
+
+    def write(self, **fields: Any) -> dict[str, Any]:
+        self.status = write_status(self.store, self.study, self.run, {**self.status, **fields})
+        self._last = time.monotonic()
+        if self.also is not None:
+            self.also(self.status)
+        return self.status
+
+    def progress(self, event: dict[str, Any]) -> None:
+        phase = event.get("phase")
+        fields = {
+            k: v for k, v in event.items() if k in ("phase", "epoch", "epochs", "step", "steps", "eta_s")
+        }
+        if "loss" in event:
+            fields["loss"] = round(float(event["loss"]), 6)
+        if phase == "epoch_end":
+            fields |= {"val_psnr": event.get("val_psnr"), "train_loss": event.get("train_loss"), "step": None,
+                       "checkpoint_saved_epoch": event.get("epoch")}  # fmt: skip
+        self.status = {**self.status, **fields}
+        if phase == "epoch_end" or time.monotonic() - self._last >= self.interval:
+            self.write()
+
+
+def local_dataset(store: Storage, dataset: str, cache_dir: str | Path | None) -> Path:
+    """The folder a run reads: a local path as it is (`--local`), a stored dataset through the cache."""
+    if is_local_path(dataset):
+        return Path(dataset).expanduser().resolve()
+    return fetch_dataset(store, dataset, cache_dir)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def execute_run(
+    store: Storage,
+    plan: dict[str, Any],
+    *,
+    worker: str | None = None,
+    cache_dir: str | Path | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    status_interval: float = STATUS_INTERVAL_S,
+) -> dict[str, Any]:
+    """Train, then evaluate one run, resuming from its last checkpoint; returns its final status.
+
+    A run that is already done (succeeded, failed or cancelled) is returned untouched. A failure of the
+    run itself (bad data, NaN loss, missing VGG weights...) ends as `failed` with its reason; a cancel
+    ends as `cancelled` with the checkpoint kept. Exceptions raised by `should_cancel` other than a
+    plain True (e.g. a lost lease) propagate without touching the status: someone else owns the run.
+    """
+    study, run = plan["study"], plan["run_id"]
+    where = RunLocation(study, run)
+    previous = read_status(store, study, run) or {}
+    if previous.get("state") in DONE:
+        return previous
+    # train() emits epoch_end after the checkpoint is written, so this is the epoch it resumes after
+    resumed_from = previous.get("checkpoint_saved_epoch")
+    import torch  # the device is worth recording: which GPU ran it
+
+    device = plan["config"].get("device", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    writer = StatusWriter(
+        store,
+        study,
+        run,
+        {
+            "variant": plan["variant"],
+            "seed": plan["seed"],
+            "attempt": int(previous.get("attempt", 0)) + 1,
+            "queued_at": previous.get("queued_at"),
+            "task_id": previous.get("task_id"),
+            "resumed_from_epoch": resumed_from,
+            "checkpoint_saved_epoch": resumed_from,
+        },
+        status_interval,
+        on_status,
+    )
+    writer.write(state="running", phase="dataset", worker=worker or socket.gethostname(), device=device,
+                 started_at=now(), reason=None)  # fmt: skip
+    started = time.monotonic()
+    try:
+        root = local_dataset(store, plan["dataset"], cache_dir)
+        cfg = RunConfig.from_dict({**plan["config"], "dataset": str(root)})
+        result = train(cfg, store, where, on_progress=writer.progress, should_cancel=should_cancel)
+        writer.write(phase="evaluate", step=None, eta_s=None)
+        ev = evaluate(cfg, store, where, which=plan.get("checkpoint", "best"), on_progress=writer.progress)
+    except RunCancelled as exc:
+        return writer.write(state="cancelled", reason=str(exc), finished_at=now(), eta_s=None)
+    except (Exception, KeyboardInterrupt) as exc:
+        if _owned_elsewhere(exc):
+            raise
+        log.exception("%s/%s failed", study, run)
+        tail = "".join(traceback.format_exception(exc)[-3:])
+        state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            writer.write(state=state, reason=_reason(exc) if state == "failed" else "interrupted",
+                         traceback=tail, finished_at=now(), eta_s=None)  # fmt: skip
+        except Exception:  # the store itself is down: leave the run unfinished, to be taken up again
+            log.exception("%s/%s: could not record the failure", study, run)
+            raise exc from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return writer.status
+    return writer.write(
+        state="succeeded",
+        phase=None,
+        finished_at=now(),
+        eta_s=None,
+        step=None,
+        wall_seconds=round(time.monotonic() - started, 2),
+        train_seconds=round(result.train_seconds, 2),
+        epochs_done=result.epochs_done,
+        best_epoch=result.best_epoch,
+        checkpoint_epoch=ev.checkpoint_epoch,
+        metrics={k: v["mean"] for k, v in ev.summary.items()},
+    )
+
+
+def _owned_elsewhere(exc: BaseException) -> bool:
+    """Errors that mean "not yours any more": recorded by nobody (the new owner writes the status)."""
+    from services.coord import LeaseLost
+
+    return isinstance(exc, LeaseLost)

@@ -1,0 +1,1 @@
+"""Tests of the job suite: specs, storage, the run lifecycle, the report, Celery workers, submit.py."""

