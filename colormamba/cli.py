@@ -27,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from colormamba.config import resolve_device
     from colormamba.predict import expand_inputs, load_generator, predict_files
-    from colormamba.train import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -99,3 +101,14 @@ class RunConfig:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
         return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a `device` field; "auto" prefers CUDA. An unusable choice is a ValueError, so a
+    run asked for a GPU fails at start on a CPU-only machine instead of silently training for days."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but CUDA is not available on this machine")
+    return device

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from colormamba import checkpoint
-from colormamba.config import RunConfig
+from colormamba.config import RunConfig, resolve_device
 from colormamba.data import Pair, list_pairs
 from colormamba.imaging import encode_png, load_image
 from colormamba.metrics import compute_metrics, prepare_target
@@ -121,8 +121,6 @@ def evaluate(
     Args:
         which: "best" (highest validation PSNR, the study's choice) or "last".
     """
-    from colormamba.train import resolve_device  # the one device rule; train imports this module
-
     state = checkpoint.load(store, where.checkpoint(which))
     device = resolve_device(cfg.device)
     model = build_model_from_config(state["model_config"]).to(device)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from colormamba import checkpoint
-from colormamba.config import RunConfig
+from colormamba.config import RunConfig, resolve_device
 from colormamba.data import AugmentConfig, PairedDataset, list_pairs
 from colormamba.evaluate import predict_pairs, summarize
 from colormamba.imaging import normalize_per_image, rgb_to_hsv
@@ -55,15 +55,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------------------
 # small pure helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available on this machine")
-    return device
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -27,3 +27,15 @@ def test_every_bad_field_is_listed_at_once() -> None:
     message = str(err.value)
     for field in ("dataset", "epochs", "lr", "protocol", "device"):
         assert f"{field}:" in message
+
+
+def test_device_resolution() -> None:
+    import torch
+
+    from colormamba.config import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
