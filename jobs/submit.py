@@ -3,7 +3,7 @@
 
     python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all]     queue the study's runs
     python jobs/submit.py --local SPEC.yaml                          the whole study here, no Redis/MinIO
-    python jobs/submit.py status STUDY [--watch]                     per-run progress
+    python jobs/submit.py status STUDY [--watch [--timeout S]]       per-run progress
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
     python jobs/submit.py list                                       studies and their run states
@@ -11,7 +11,8 @@
 
 Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments);
 3 Redis or the store unreachable; 4 not found (study, run, report); 5 not confirmed (more runs than
---max-runs without --yes); 6 `--local` finished but some runs failed or were cancelled.
+--max-runs without --yes); 6 `--local` finished but some runs failed or were cancelled; 7 `status --watch
+--timeout` gave up while runs were still queued or running.
 
 Environment: COLORMAMBA_REDIS_URL (default redis://localhost:6379/0), COLORMAMBA_S3_ENDPOINT,
 COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or COLORMAMBA_STORE (a folder
@@ -25,6 +26,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from services.studies import (
     study_statuses,
 )
 
-OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED = 0, 1, 2, 3, 4, 5, 6
+OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
 SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset")
 DEFAULT_MAX_RUNS = 20
 
@@ -92,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[common], help="progress of a study's runs")
     st.add_argument("study")
     st.add_argument("--watch", action="store_true", help="refresh until every run has ended")
-    st.add_argument("--interval", type=float, default=5.0)
+    st.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes of --watch")
+    st.add_argument("--timeout", type=float, default=None,
+                    help="with --watch: give up after this many seconds (exit code 7)")  # fmt: skip
 
     c = sub.add_parser(
         "cancel", parents=[common], help="cancel a study's queued and running runs, or one run (STUDY/RUN)"
@@ -183,7 +187,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             raise Exit(NOT_CONFIRMED, "nothing queued")
     from services.coord import run_key
-    from services.studies import now, prepare_dataset, reset_for_rerun, save_study, write_status
+    from services.studies import now, prepare_dataset, reset_for_rerun, save_study, should_start, write_status
     from services.tasks import queue_run
 
     prepare_dataset(store, study, allow_local_path=False)
@@ -194,15 +198,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if coord.holder(key) is not None:  # a worker has it right now; nothing to send
             skipped += 1
             continue
-        status = read_status(store, study.name, run.run_id)
-        if args.rerun != "none" and status is not None and status.get("state") in FINAL:
+        status = read_status(store, study.name, run.run_id)  # fresh: it may have ended since select_runs
+        if not should_start(status, args.rerun):
+            continue
+        if status is not None and status.get("state") in FINAL:
             reset_for_rerun(store, study.name, run.run_id)
             status = None
-        coord.mark_queued(key)
-        task_id = queue_run(study.name, run.run_id)
+        # "queued" is written before the message goes out: once it is sent, only the worker writes the
+        # status, so a run that starts and ends at once is never set back to "queued"
+        task_id = str(uuid.uuid4())
         write_status(store, study.name, run.run_id,
                      {**(status or {}), "state": "queued", "queued_at": now(), "task_id": task_id,
                       "variant": run.variant, "seed": run.seed, "reason": None})  # fmt: skip
+        coord.mark_queued(key)
+        queue_run(study.name, run.run_id, task_id=task_id)
         queued += 1
     print(f"queued {queued} run(s)" + (f", {skipped} running already" if skipped else ""))
     print(f"watch: python jobs/submit.py status {study.name} --watch")
@@ -292,8 +301,11 @@ def status_rows(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
+        raise Exit(INVALID, "--interval must be positive and --timeout not negative")
     store = _store(args)
     study = _load_study(store, args.study)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     while True:
         statuses = study_statuses(store, study)
         table = format_table(status_rows(statuses))
@@ -307,7 +319,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(table, flush=True)
         if not args.watch or all(s["state"] in DONE for s in statuses):
             return OK
-        time.sleep(args.interval)
+        if deadline is None:
+            time.sleep(args.interval)
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:  # the table above is the state at the deadline
+            raise Exit(
+                WATCH_TIMEOUT, f"--timeout {args.timeout:g} s reached; not every run has ended ({summary})"
+            )
+        time.sleep(min(args.interval, left))
 
 
 def _load_study(store: Any, name: str):

@@ -79,6 +79,7 @@ class Lease:
     def __init__(self, client: redis.Redis, key: str, token: str, ttl: float) -> None:
         self.client, self.key, self.token, self.ttl = client, key, token, ttl
         self.lost = threading.Event()
+        self.reason = ""  # why `lost` was set: what the holder's LeaseLost message says
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease {key}", daemon=True)
         self._thread.start()
@@ -90,15 +91,24 @@ class Lease:
         while not self._stop.wait(self.ttl / 3):
             try:
                 if not self.client.eval(_RENEW, 1, self.key, self.token, int(self.ttl * 1000)):
-                    log.error("lease %s was lost (expired or taken)", self.key)
-                    self.lost.set()
+                    self._lose("its lease expired or was taken over; another worker may own the run now")
                     return
                 last_ok = time.monotonic()
             except redis.RedisError as exc:
                 log.warning("lease %s: renewal failed (%s)", self.key, exc)
-                if time.monotonic() - last_ok >= self.ttl:
-                    self.lost.set()
+                down = time.monotonic() - last_ok
+                if down >= self.ttl:
+                    self._lose(
+                        f"Redis unreachable for {down:.0f} s, a whole lease TTL ({self.ttl:g} s), so another "
+                        f"worker may own the run now (last error: {exc}); once Redis answers, the reaper "
+                        "queues the run again and it resumes from its last checkpoint"
+                    )
                     return
+
+    def _lose(self, reason: str) -> None:
+        self.reason = reason
+        log.error("lease %s lost: %s", self.key, reason)
+        self.lost.set()
 
     def release(self) -> None:
         self._stop.set()

@@ -35,7 +35,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from colormamba.config import RunConfig
-from colormamba.losses import resolve_loss_config
 from colormamba.storage import check_name
 
 # Recipe fields of RunConfig that a spec may set (model, loss, dataset, seed and evaluation have their own
@@ -296,6 +295,10 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
     Raises:
         SpecError: every problem found, each prefixed with its field path.
     """
+    # imported here: colormamba.losses pulls in torch and torchvision (seconds), which `status`, `list`,
+    # `cancel` and `report` (they read stored studies through Study.from_dict) do not need
+    from colormamba.losses import resolve_loss_config
+
     problems: list[str] = []
     try:
         check_name(spec.study, "study name")
@@ -393,6 +396,8 @@ def parse_spec(data: Any, source: str = "spec") -> Study:
 def _raw_problems(data: dict[str, Any]) -> list[str]:
     """The semantic checks of `expand` that can still run when the schema check failed elsewhere, so
     that one pass lists every problem (a user fixing a spec should not discover them one at a time)."""
+    from colormamba.losses import resolve_loss_config
+
     problems = []
     if isinstance(data.get("study"), str):
         try:

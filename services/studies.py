@@ -102,13 +102,14 @@ def select_runs(store: Storage, study: Study, rerun: str = "none") -> tuple[list
     start, keep = [], []
     for run in study.runs:
         status = read_status(store, study.name, run.run_id)
-        state = status["state"] if status else None
-        final = state in FINAL
-        if not final or rerun == "all" or (rerun == "failed" and state == "failed"):
-            start.append(run)
-        else:
-            keep.append(run)
+        (start if should_start(status, rerun) else keep).append(run)
     return start, keep
+
+
+def should_start(status: dict[str, Any] | None, rerun: str) -> bool:
+    """Whether a run with this recorded status is (re)started under the `rerun` choice."""
+    state = status["state"] if status else None
+    return state not in FINAL or rerun == "all" or (rerun == "failed" and state == "failed")
 
 
 def reset_for_rerun(store: Storage, study: str, run: str) -> None:

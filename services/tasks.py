@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
+import redis
+
+from colormamba.storage import Storage
 from colormamba.storage_s3 import open_store
 from services.app import app
 from services.coord import Coordinator, LeaseLost, connect, run_key
@@ -22,7 +26,7 @@ PROGRESS_FIELDS = (
 )
 
 
-def _store():
+def _store() -> Storage:
     return open_store(store_url())
 
 
@@ -30,9 +34,10 @@ def _coordinator() -> Coordinator:
     return Coordinator(connect(app.conf.broker_url))
 
 
-def queue_run(study: str, run: str) -> str:
-    """Send one run to the GPU queue; returns the task id."""
-    result = run_task.apply_async(args=[study, run])
+def queue_run(study: str, run: str, task_id: str | None = None) -> str:
+    """Send one run to the GPU queue; returns the task id (chosen by the caller when it records the id
+    before sending, so that nothing is written about the run after a worker may have taken it)."""
+    result = run_task.apply_async(args=[study, run], task_id=task_id)
     return result.id
 
 
@@ -43,14 +48,45 @@ def queue_aggregate(study: str) -> str:
 @app.task(name="services.tasks.run", bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_task(self, study: str, run: str) -> dict[str, Any]:
     """Execute one run if nobody else does and it has not ended; see services.coord for why."""
-    store = _store()
-    coord = _coordinator()
-    key = run_key(study, run)
+
+    def on_status(status: dict[str, Any]) -> None:
+        self.update_state(state="PROGRESS", meta={k: status.get(k) for k in PROGRESS_FIELDS})
+
     worker = self.request.hostname or socket.gethostname()
+    return execute_exclusively(_store(), _coordinator(), study, run, worker, on_status=on_status,
+                               on_end=queue_aggregate)  # fmt: skip
+
+
+def execute_exclusively(
+    store: Storage,
+    coord: Coordinator,
+    study: str,
+    run: str,
+    worker: str,
+    *,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    on_end: Callable[[str], object] | None = None,
+) -> dict[str, Any]:
+    """The body of the run task, free of Celery so that tests can race it from several threads with
+    their own Redis clients: take the run's lease or end at once, skip a run that has ended, honour a
+    cancel that came before the start, else execute it under the lease.
+
+    Returns the final status, or `{"state": "skipped", "reason": ...}` for a delivery that touched
+    nothing. Raises LeaseLost when the lease went away mid-run (taken over, or Redis unreachable for a
+    whole TTL): the run stops at its next cancel check and records nothing more (no failed or cancelled
+    state), leaving the run to its next owner. `on_end(study)` (the task:
+    queue the aggregator) is called when this delivery ended the run or found it cancelled.
+
+    Redis errors while the lease holds do not end the run: the cancel flag is read as "not cancelled"
+    and a failing `on_status` (the task's progress goes to the result backend in Redis) is logged, so
+    that a Redis restart shorter than the lease TTL costs nothing; a longer outage is the lease's call.
+    """
+    key = run_key(study, run)
     lease = coord.acquire(key, worker)
     if lease is None:
-        log.info("%s: held by %s; this delivery ends here", key, coord.holder(key))
-        return {"state": "skipped", "reason": f"held by {coord.holder(key)}"}
+        holder = coord.holder(key)
+        log.info("%s: held by %s; this delivery ends here", key, holder)
+        return {"state": "skipped", "reason": f"held by {holder}"}
     try:
         status = read_status(store, study, run)
         if status is not None and status.get("state") in DONE:
@@ -69,26 +105,37 @@ def run_task(self, study: str, run: str) -> dict[str, Any]:
                 },
             )
             coord.mark_done(key)
-            queue_aggregate(study)
+            if on_end is not None:
+                on_end(study)
             return final
         coord.mark_started(key)
         plan = load_plan(store, study, run)
 
         def should_cancel() -> bool:
             if lease.lost.is_set():
-                raise LeaseLost(f"{key}: lease lost; another worker may own the run now")
-            return coord.cancel_requested(key)
+                raise LeaseLost(f"{key}: stopped without recording anything: {lease.reason}")
+            try:
+                return coord.cancel_requested(key)
+            except redis.RedisError as exc:
+                log.warning("%s: cannot read the cancel flag (%s); going on while the lease holds", key, exc)
+                return False
 
-        def on_status(status: dict[str, Any]) -> None:
-            self.update_state(state="PROGRESS", meta={k: status.get(k) for k in PROGRESS_FIELDS})
+        def report(status: dict[str, Any]) -> None:
+            if on_status is None:
+                return
+            try:
+                on_status(status)
+            except Exception as exc:  # status.json has been written; the live copy can miss a beat
+                log.warning("%s: progress not published (%s)", key, exc)
 
         final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})", should_cancel=should_cancel,
-                            on_status=on_status)  # fmt: skip
+                            on_status=report)  # fmt: skip
         if final.get("state") in DONE:
             coord.mark_done(key)
     finally:
         lease.release()
-    queue_aggregate(study)
+    if on_end is not None:
+        on_end(study)
     return final
 
 

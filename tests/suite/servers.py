@@ -195,10 +195,29 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM to the worker's process group: a warm shutdown, as `docker stop` asks for."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = 30) -> None:
+        self.terminate()
+        if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.wait(30)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def stop_workers(workers: list[Worker], timeout: float = 30) -> None:
+    """Stop workers together: each warm shutdown takes seconds (a pool process may be starting), and
+    one after another those seconds add up at the end of every queue test."""
+    for w in workers:
+        w.terminate()
+    deadline = time.monotonic() + timeout
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is None:
+            try:
+                w.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.kill()

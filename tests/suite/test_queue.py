@@ -26,7 +26,7 @@ from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation
 from colormamba.storage_s3 import s3_from_env
 from services.datasets import fetch_dataset
-from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker
+from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, stop_workers
 from tests.suite.test_submit_cli import submit
 
 pytestmark = pytest.mark.slow
@@ -90,6 +90,9 @@ def make_stack(tmp: Path, redis_server: RedisServer, s3: SeaweedS3) -> Stack:
         "COLORMAMBA_REAP_INTERVAL": "2",
         "COLORMAMBA_STATUS_INTERVAL": "0.5",
         "TORCH_HOME": str(tmp / "torch_home"),  # no VGG weights there: the vgg configuration must fail
+        # one intra-op thread per pool process: two workers and an aggregator share two cores here, and
+        # torch's default of one thread per core would have them fight over both (a speed setting only)
+        "OMP_NUM_THREADS": "1",
     }
     redis.Redis.from_url(env["COLORMAMBA_REDIS_URL"]).flushdb()
     return Stack(env, tmp)
@@ -97,10 +100,22 @@ def make_stack(tmp: Path, redis_server: RedisServer, s3: SeaweedS3) -> Stack:
 
 @pytest.fixture
 def stack(tmp_path, redis_server, seaweed) -> Iterator[Stack]:
+    """A stack of this test alone (its own Redis database, so its own broker, and its own bucket): for
+    tests that kill or add workers, whose workers must not be shared."""
     s = make_stack(tmp_path, redis_server, seaweed)
     yield s
-    for w in s.workers:
-        w.stop()
+    stop_workers(s.workers)
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory, redis_server, seaweed) -> Iterator[Stack]:
+    """One GPU worker and one aggregator for the tests that only submit to them (each in a study of its
+    own): starting a Celery worker costs seconds of two busy cores, so they are started once."""
+    s = make_stack(tmp_path_factory.mktemp("shared_stack"), redis_server, seaweed)
+    s.worker("gpu1")
+    s.worker("agg", "aggregate")
+    yield s
+    stop_workers(s.workers)
 
 
 def write_spec(tmp: Path, name: str, **changes) -> Path:
@@ -140,19 +155,30 @@ def study_done(stack: Stack, study: str, n_runs: int, states=("succeeded",)):
     return None
 
 
-LONG_DATASET = {"synthetic": {"n_train": 40, "n_val": 2, "size": 32, "seed": 0}}
+# The fault tests' run: eight epochs of eight steps on 16x16 images, about a second an epoch on one core,
+# so that a kill or an outage after epoch 1 or 2 lands in the middle of training with epochs to spare.
+LONG_DATASET = {"synthetic": {"n_train": 16, "n_val": 2, "size": 16, "seed": 0}}
 LONG_RECIPE = {"epochs": 8, "batch_size": 2, "lr": 1e-3}
 
 
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(stack, tmp_path):
+@pytest.fixture
+def second_gpu_worker(shared_stack: Stack) -> Iterator[Worker]:
+    """A second GPU worker on the shared stack for one test, stopped after it."""
+    w = shared_stack.worker("gpu2")
+    yield w
+    w.stop()
+    shared_stack.workers.remove(w)
+
+
+def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
+    shared_stack, second_gpu_worker, tmp_path
+):
     """Submit the demo study to two GPU workers and an aggregator; every run finishes once; the report
     in S3 has one row per configuration and its metrics equal a recomputation from the checkpoints."""
-    stack.worker("gpu1")
-    stack.worker("gpu2")
-    stack.worker("agg", "aggregate")
+    stack = shared_stack
     out = submit(str(DEMO), "--yes", env=stack.env)
     assert out.returncode == 0, out.stderr
     assert "queued 4 run(s)" in out.stdout
@@ -250,17 +276,16 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_and_finishes_once(stac
     print(f"resumed {time.monotonic() - started:.1f} s after the kill (lease TTL 6 s, reaper every 2 s)")
 
 
-def test_cancel_a_queued_and_a_running_run(stack):
+def test_cancel_a_queued_and_a_running_run(shared_stack):
+    stack = shared_stack
     spec = write_spec(
         stack.tmp,
         "cancelled",
         dataset=LONG_DATASET,
-        recipe={**LONG_RECIPE, "epochs": 30},
+        recipe={**LONG_RECIPE, "epochs": 500},  # runs until cancelled, however fast the machine
         seeds=[0, 1],
         configurations={"original": {"loss": "original"}},
     )
-    stack.worker("gpu1")
-    stack.worker("agg", "aggregate")
     assert submit(str(spec), "--yes", env=stack.env).returncode == 0
     from services.spec import load_spec
 
@@ -293,13 +318,20 @@ def test_cancel_a_queued_and_a_running_run(stack):
     )
     print(f"running run stopped {time.monotonic() - t0:.1f} s after cancel")
     assert stack.store.exists(RunLocation("cancelled", running).checkpoint("last")), "its checkpoint stays"
-    # the queued run's message is consumed later and must not start it
-    time.sleep(6)
+    # the queued run's message is consumed later (once the worker is free) and must not start it: wait
+    # for that delivery itself rather than for a guessed time
+    wait_for(
+        "the cancelled run's message consumed",
+        lambda: "'reason': 'already cancelled'" in stack.logs(),
+        90,
+        stack,
+    )
     assert stack.status("cancelled", queued)["state"] == "cancelled"
     assert "attempt" not in stack.status("cancelled", queued)
 
 
-def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(stack):
+def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(shared_stack):
+    stack = shared_stack
     spec = write_spec(
         stack.tmp,
         "failing",
@@ -310,8 +342,6 @@ def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(stack):
             "vgg": {"loss": "vgg"},  # pretrained VGG weights are absent on this worker
         },
     )
-    stack.worker("gpu1")
-    stack.worker("agg", "aggregate")
     assert submit(str(spec), "--yes", env=stack.env).returncode == 0
     data = wait_for(
         "all runs ended", lambda: study_done(stack, "failing", 3, ("succeeded", "failed")), 300, stack
@@ -359,6 +389,5 @@ def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, red
         assert "retrying" in stack.logs(), "the outage was seen and retried"
         assert data["summary"][0]["psnr_mean"] is not None
     finally:
-        for w in stack.workers:
-            w.stop()
+        stop_workers(stack.workers)
         s3.stop()

@@ -1,0 +1,150 @@
+"""`jobs/submit.py status STUDY --watch` as a user runs it (a real subprocess): the live table follows
+the runs' status.json files, the command exits by itself once every run has ended, `--timeout` bounds
+it for scripts, and an unreachable store is a clear error. `status` reads only the store (never Redis),
+so a folder store, whose statuses the test writes as workers would, is all it needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from colormamba.storage import LocalStorage
+from services.spec import Study, load_spec
+from services.studies import save_study, write_status
+from tests.suite.servers import free_port
+from tests.suite.test_submit_cli import DEMO, REPO, SUBMIT, submit
+
+RUNNING = {"state": "running", "phase": "train", "epoch": 1, "epochs": 2, "step": 3, "steps": 4,
+           "loss": 0.1234, "eta_s": 75, "worker": "gpu1@host (pid 7)", "device": "cpu"}  # fmt: skip
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> tuple[LocalStorage, Study]:
+    """The demo study's records in a folder store: one run running, one queued, one succeeded, one failed."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(DEMO)
+    save_study(store, study)
+    running, queued, succeeded, failed = (r.run_id for r in study.runs)
+    write_status(store, "demo", running, RUNNING)
+    write_status(store, "demo", queued, {"state": "queued"})
+    write_status(store, "demo", succeeded, {"state": "succeeded", "epoch": 2, "epochs": 2, "worker": "gpu2"})
+    write_status(store, "demo", failed, {"state": "failed", "reason": "TrainingDiverged: loss is nan"})
+    return store, study
+
+
+def watch(store: LocalStorage, out: Path, *args: str) -> subprocess.Popen:
+    """`status demo --watch` in the background, its stdout going to a file the test can read meanwhile."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLORMAMBA_")}
+    env |= {"COLORMAMBA_STORE": str(store.root), "PYTHONUNBUFFERED": "1"}
+    with out.open("w") as fh:
+        return subprocess.Popen(
+            [sys.executable, str(SUBMIT), "status", "demo", "--watch", *args], cwd=REPO, env=env,
+            stdout=fh, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+
+def renders(out: Path) -> list[str]:
+    """The tables printed so far, one string each (every render starts with its summary line)."""
+    text = out.read_text()
+    return ["study demo:" + block for block in text.split("study demo:")[1:]]
+
+
+def row_of(render: str, run: str) -> list[str]:
+    """The cells of `run`'s row in one render ([] when it has none)."""
+    return next((line.split() for line in render.splitlines() if line.split()[:1] == [run]), [])
+
+
+def wait_for_render(out: Path, predicate: Any, proc: subprocess.Popen, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in renders(out) if predicate(r)]
+        if found:
+            return found[-1]
+        assert proc.poll() is None, f"exited early with {proc.returncode}: {out.read_text()}"
+        time.sleep(0.05)
+    raise AssertionError(f"no such render after {timeout} s:\n{out.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[subprocess.Popen]]:
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def test_watch_follows_the_runs_and_exits_when_every_run_has_ended(study, tmp_path, cleanup):
+    store, spec = study
+    running, queued = spec.runs[0].run_id, spec.runs[1].run_id
+    out = tmp_path / "watch.txt"
+    proc = watch(store, out, "--interval", "0.2")
+    cleanup.append(proc)
+
+    first = wait_for_render(out, lambda r: "running" in r, proc)
+    assert "1 failed, 1 queued, 1 running, 1 succeeded" in first
+    for column in ("run", "state", "epoch", "step", "loss", "ETA", "worker", "device", "note"):
+        assert column in first.splitlines()[1].split(), column
+    row = row_of(first, running)
+    for cell in ("running", "1/2", "3/4", "0.1234", "1m15s", "gpu1@host", "cpu"):
+        assert cell in row, (cell, row)
+    assert "TrainingDiverged: loss is nan" in first
+
+    # the next epoch shows up in a later render: the table is live, not printed once
+    write_status(store, "demo", running, {**RUNNING, "epoch": 2, "step": 1, "eta_s": 20})
+    later = wait_for_render(out, lambda r: "2/2" in row_of(r, running), proc)
+    assert "0m20s" in row_of(later, running) and "1/4" in row_of(later, running)
+    assert proc.poll() is None, "runs are still going: the watch goes on"
+
+    write_status(store, "demo", running, {"state": "succeeded", "epoch": 2, "epochs": 2})
+    write_status(store, "demo", queued, {"state": "cancelled", "reason": "cancelled while queued"})
+    rc = proc.wait(10)
+    _, err = proc.communicate()
+    assert rc == 0, err
+    last = renders(out)[-1]
+    assert "1 cancelled, 1 failed, 2 succeeded" in last, "it exits after rendering the final states"
+    assert "running" not in last and "cancelled while queued" in last
+    assert len(renders(out)) >= 3
+
+
+def test_watch_timeout_gives_up_with_exit_7(study, tmp_path, cleanup):
+    store, _ = study
+    out = tmp_path / "watch.txt"
+    t0 = time.monotonic()
+    proc = watch(store, out, "--interval", "0.3", "--timeout", "1")
+    cleanup.append(proc)
+    rc = proc.wait(30)
+    took = time.monotonic() - t0
+    _, err = proc.communicate()
+    assert rc == 7, err
+    assert "--timeout 1 s reached; not every run has ended" in err
+    assert "(1 failed, 1 queued, 1 running, 1 succeeded)" in err
+    assert "Traceback" not in err
+    assert len(renders(out)) >= 3, "it kept refreshing until the deadline"
+    assert took < 15, took  # 1 s of watching plus the interpreter's start on a busy machine
+
+    bad = submit("status", "demo", "--watch", "--interval", "0", env={"COLORMAMBA_STORE": str(store.root)})
+    assert bad.returncode == 2 and "--interval must be positive" in bad.stderr
+
+
+def test_status_with_the_store_unreachable_is_a_clear_error(tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        "COLORMAMBA_S3_ENDPOINT": f"http://{endpoint}",
+        "COLORMAMBA_S3_ACCESS_KEY": "k",
+        "COLORMAMBA_S3_SECRET_KEY": "secret-secret",
+        "COLORMAMBA_S3_RETRY_SECONDS": "1",
+    }
+    out = submit("status", "demo", "--watch", env=env, timeout=60)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert f"S3Storage(http://{endpoint}" in out.stderr and "unreachable" in out.stderr, out.stderr
+    assert "Check that the S3 server is up" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
