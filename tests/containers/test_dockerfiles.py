@@ -320,7 +320,7 @@ def test_every_copied_file_exists_and_is_in_the_context(path: Path) -> None:
 
 def test_context_leaves_out_what_must_not_be_sent() -> None:
     allowed = dockerignore_allows()
-    for private in (".env", ".venv", ".git", "third_party", "artifacts", "demo_output", "tests"):
+    for private in (".env", ".venv", ".git", "third_party", "artifacts", "build", "tests"):
         assert not any(private == a or private.startswith(a + "/") for a in allowed), private
 
 
