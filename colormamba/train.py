@@ -13,7 +13,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +73,32 @@ def history_csv(rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode()
 
 
+def make_adam(params: Iterable[nn.Parameter], cfg: RunConfig, device: torch.device) -> torch.optim.Adam:
+    """The recipe's Adam, with the fastest implementation for `device`.
+
+    On CUDA the fused kernel (one launch for every parameter instead of a dozen per tensor) computes the
+    same update as the per-tensor algorithm, up to float rounding; elsewhere foreach, which on the CPU is
+    bit-identical to torch's per-tensor default.
+    """
+    kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, **kernel)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load a checkpoint's optimiser state, keeping this optimiser's implementation flags.
+
+    A state dict carries its groups' `fused`/`foreach`, and torch would restore them with it (and place
+    Adam's step counters for them): a run checkpointed on a GPU and resumed on a CPU, or the reverse,
+    must use the implementation of the device it runs on now.
+    """
+    flags = ("fused", "foreach")
+    groups = [
+        {**old, **{k: new[k] for k in flags if k in new}}
+        for old, new in zip(saved["param_groups"], optimizer.param_groups, strict=True)
+    ]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
 def _emit(on_progress: ProgressFn | None, **event: Any) -> None:
     if on_progress is not None:
         on_progress(event)
@@ -117,9 +143,14 @@ def train(
 
     # model, loss, optimiser -------------------------------------------------------------------------
     model = build_model(cfg.model, scan_backend=cfg.scan_backend, **cfg.model_overrides).to(device)
+    # channels-last changes the weights' layout, not their values (checkpoints load into either layout)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.channels_last:
+        model = model.to(memory_format=layout)
+    bf16 = cfg.precision == "bf16"
     loss_fn = build_loss(cfg.loss, cfg.loss_weights, vgg_weights=cfg.vgg_weights)
     loss_fn = loss_fn.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    optimizer = make_adam(model.parameters(), cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     discriminators: nn.ModuleDict | None = None
     optimizer_d: torch.optim.Optimizer | None = None
@@ -127,7 +158,7 @@ def train(
         discriminators = nn.ModuleDict({"rgb": build_discriminator(3), "hsv": build_discriminator(3)}).to(
             device
         )
-        optimizer_d = torch.optim.Adam(discriminators.parameters(), lr=cfg.lr, betas=cfg.betas)
+        optimizer_d = make_adam(discriminators.parameters(), cfg, device)
 
     # resume -----------------------------------------------------------------------------------------
     start_epoch, best_epoch, best_psnr, train_seconds, history = 0, -1, -math.inf, 0.0, []
@@ -137,11 +168,11 @@ def train(
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if discriminators is not None:
             discriminators.load_state_dict(state["discriminators"])
-            optimizer_d.load_state_dict(state["optimizer_d"])
+            load_optimizer_state(optimizer_d, state["optimizer_d"])
         checkpoint.set_rng_state(state["rng"])
         start_epoch, best_epoch, best_psnr = state["epoch"], state["best_epoch"], state["best_psnr"]
         train_seconds, history = state["train_seconds"], state["history"]
@@ -166,9 +197,14 @@ def train(
             if should_cancel is not None and step % cfg.cancel_check_every == 0 and should_cancel():
                 raise RunCancelled(f"{where.study}/{where.run} cancelled in epoch {epoch + 1}, step {step}")
             nir = batch["nir"].to(device, non_blocking=True)  # (B, 1, H, W) in [0, 1]
+            nir = nir.contiguous(memory_format=layout)  # a no-op in the default layout
             target = normalize_per_image(batch["rgb"].to(device, non_blocking=True))  # (B, 3, H, W)
 
-            rgb, hsv = model(nir)
+            # Autocast covers the generator only: the loss turns it off itself (float32 statistics) and
+            # the discriminators, optimisers and metrics see float32 tensors; `.float()` is a no-op in fp32.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                rgb, hsv = model(nir)
+            rgb, hsv = rgb.float(), hsv.float()
             fake_scores = None
             if discriminators is not None:
                 fake_scores = (discriminators["rgb"](rgb), discriminators["hsv"](hsv))
@@ -215,6 +251,8 @@ def train(
 
         # validate, record, checkpoint ---------------------------------------------------------------
         _emit(on_progress, phase="validate", epoch=epoch + 1, epochs=cfg.epochs)
+        # Validation runs in float32 whatever `precision` says: the study's metrics must not depend on a
+        # speed setting, they equal what `evaluate` reproduces from best.pt, and the split is small.
         val = summarize(predict_pairs(model, val_pairs, cfg.protocol, device, keep_predictions=0).metrics)
         n_steps = min(steps_per_epoch, len(loader))
         row = {

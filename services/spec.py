@@ -106,6 +106,8 @@ class Recipe(_Strict):
     layout: Literal["auto", "vcip2020", "plain"] | None = None
     device: str | None = None
     deterministic: bool | None = None
+    precision: Literal["fp32", "bf16"] | None = None
+    channels_last: bool | None = None
     cancel_check_every: int | None = Field(None, ge=1)
 
 
@@ -371,7 +373,8 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
                     break
                 config = cfg.to_dict()
                 del config["dataset"]
-                digest = _digest({"dataset": ds, "config": config, "checkpoint": spec.evaluation.checkpoint})
+                checkpoint = spec.evaluation.checkpoint
+                digest = _digest({"dataset": ds, "config": config, "checkpoint": checkpoint})
                 run_id = f"{variant}-seed{seed}-{digest[:6]}"
                 if len(run_id) > MAX_RUN_ID:
                     problems.append(f"{field_path}: run id {run_id!r} is longer than {MAX_RUN_ID} characters")

@@ -39,3 +39,13 @@ def test_device_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_fast_path_fields_default_to_the_reference_step_and_are_validated() -> None:
+    cfg = RunConfig(dataset="d")
+    assert (cfg.precision, cfg.channels_last) == ("fp32", False)
+    fast = RunConfig(dataset="d", precision="bf16", channels_last=True)
+    assert RunConfig.from_dict(fast.to_dict()) == fast
+    with pytest.raises(ValueError, match="precision: must be one of") as err:
+        RunConfig(dataset="d", precision="fp16", channels_last="yes")  # type: ignore[arg-type]
+    assert "channels_last:" in str(err.value)

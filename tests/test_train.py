@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,38 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nowhere"):
         train(cfg, LocalStorage(tmp_path / "store"), RunLocation("s", "r"))
     assert not (tmp_path / "store").exists()  # nothing written for a run that could not start
+
+
+def test_bf16_channels_last_fast_path_trains_like_fp32(tiny_dataset: Path, tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    fp32 = train(_config(tiny_dataset, epochs=2), store, RunLocation("s", "fp32"))
+    where = RunLocation("s", "fast")
+    fast = train(_config(tiny_dataset, epochs=2, precision="bf16", channels_last=True), store, where)
+    assert fast.epochs_done == 2
+    losses = [v for row in fast.history for k, v in row.items() if k.startswith("train_")]
+    assert losses and all(math.isfinite(v) for v in losses)
+    a, b = fp32.history[0]["train_loss"], fast.history[0]["train_loss"]
+    assert b == pytest.approx(a, rel=0.1)
+    assert b != a  # bf16 autocast did run: the same seed in fp32 gives bit-identical losses
+    weights = _weights(store, where)
+    convs = [w for w in weights.values() if w.dim() == 4 and w.shape[1] > 1 and w.shape[2] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+
+
+def test_optimizer_state_keeps_this_devices_adam_implementation() -> None:
+    from colormamba.train import load_optimizer_state
+
+    param = torch.nn.Parameter(torch.ones(3))
+    fused = torch.optim.Adam([param], lr=0.1, fused=True)  # as a CUDA run saves it
+    param.grad = torch.ones(3)
+    fused.step()
+    other = torch.nn.Parameter(param.detach().clone())
+    foreach = torch.optim.Adam([other], lr=0.1, foreach=True)
+    load_optimizer_state(foreach, fused.state_dict())
+    group = foreach.param_groups[0]
+    assert group["foreach"] is True and not group["fused"]
+    assert foreach.state[other]["step"].item() == 1  # the state itself did come along
+    other.grad = torch.ones(3)
+    foreach.step()
+    assert torch.all(other < param)

@@ -171,3 +171,22 @@ def test_sweep_of_an_empty_list_is_refused():
     with pytest.raises(SpecError) as info:
         parse_spec(copy.deepcopy(data))
     assert any(p.startswith("recipe.lr") for p in info.value.problems)
+
+
+def test_fast_path_fields_pass_through_and_change_run_ids():
+    default_ids = [r.run_id for r in parse_spec(demo_data()).runs]
+    explicit = demo_data()
+    explicit["recipe"] |= {"precision": "fp32", "channels_last": False}
+    assert [r.run_id for r in parse_spec(explicit).runs] == default_ids  # ids hash the resolved config
+
+    fast = demo_data()
+    fast["recipe"] |= {"precision": "bf16", "channels_last": True}
+    study = parse_spec(fast)
+    assert all((r.config["precision"], r.config["channels_last"]) == ("bf16", True) for r in study.runs)
+    assert set(default_ids).isdisjoint(r.run_id for r in study.runs)
+
+    bad = demo_data()
+    bad["recipe"]["precision"] = "fp16"
+    with pytest.raises(SpecError) as info:
+        parse_spec(bad)
+    assert any(p.startswith("recipe.precision") for p in info.value.problems)
