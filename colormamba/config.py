@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from colormamba.data.layouts import LAYOUTS
+
 PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # the generator forward's autocast, see `RunConfig.precision`
@@ -90,8 +92,8 @@ class RunConfig:
             problems.append(f"precision: must be one of {PRECISIONS}, got {self.precision!r}")
         if not isinstance(self.channels_last, bool):
             problems.append(f"channels_last: must be true or false, got {self.channels_last!r}")
-        if self.layout not in ("auto", "vcip2020", "plain"):
-            problems.append(f"layout: must be 'auto', 'vcip2020' or 'plain', got {self.layout!r}")
+        if self.layout != "auto" and self.layout not in LAYOUTS:
+            problems.append(f"layout: must be 'auto' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
         if problems:
             raise ValueError("invalid run configuration:\n  " + "\n  ".join(problems))
 

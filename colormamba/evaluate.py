@@ -1,6 +1,6 @@
 """Evaluation: colorize a split at full resolution and score every image (PSNR, SSIM, AE, MAE).
 
-`predict_pairs` is shared by the per-epoch validation inside training and by the final evaluation, so
+`predict_split` is shared by the per-epoch validation inside training and by the final evaluation, so
 the numbers in the history and in `metrics.json` are computed the same way.
 """
 
@@ -20,8 +20,8 @@ from torch import nn
 
 from colormamba import checkpoint
 from colormamba.config import RunConfig, resolve_device
-from colormamba.data import Pair, list_pairs
-from colormamba.imaging import encode_png, load_image
+from colormamba.data import PairedDataset, list_pairs
+from colormamba.imaging import encode_png
 from colormamba.metrics import compute_metrics, prepare_target
 from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation, Storage
@@ -41,9 +41,9 @@ class Predictions:
     # (name, nir (1,H,W), prediction (3,H,W), target as scored (3,H,W))
 
 
-def predict_pairs(
+def predict_split(
     model: nn.Module,
-    pairs: list[Pair],
+    split: PairedDataset,
     protocol: str,
     device: torch.device,
     keep_predictions: int = 0,
@@ -51,27 +51,34 @@ def predict_pairs(
 ) -> Predictions:
     """Colorize each pair's NIR image at its own size and score it against its RGB partner.
 
+    Args:
+        split: a non-augmenting dataset (`train=False`); training builds it once and validates on it
+            every epoch, so the images are read from disk once per run, not once per epoch.
     Images go one at a time: evaluation splits are small and may mix frame sizes.
     """
+    if split.train:
+        raise ValueError("predict_split needs a split without augmentation (PairedDataset(train=False))")
     was_training = model.training
     model.eval()
     names: list[str] = []
     scores: dict[str, list[torch.Tensor]] = {m: [] for m in METRIC_NAMES}
     samples = []
     with torch.no_grad():
-        for i, pair in enumerate(pairs):
-            nir = load_image(pair.nir, 1).unsqueeze(0).to(device)  # (1, 1, H, W)
-            gt = load_image(pair.rgb, 3).unsqueeze(0).to(device)  # (1, 3, H, W)
+        for i in range(len(split)):
+            item = split[i]
+            nir = item["nir"].unsqueeze(0).to(device)  # (1, 1, H, W)
+            gt = item["rgb"].unsqueeze(0).to(device)  # (1, 3, H, W)
             rgb, _ = model(nir)
             rgb = rgb.float()
             values = compute_metrics(rgb, gt, protocol)
             for m in METRIC_NAMES:
                 scores[m].append(values[m].cpu())
-            names.append(pair.name)
+            name = item["name"]
+            names.append(name)
             if i < keep_predictions:
-                samples.append((pair.name, nir[0].cpu(), rgb[0].cpu(), prepare_target(gt, protocol)[0].cpu()))
+                samples.append((name, nir[0].cpu(), rgb[0].cpu(), prepare_target(gt, protocol)[0].cpu()))
             if on_image is not None:
-                on_image(i + 1, len(pairs))
+                on_image(i + 1, len(split))
     model.train(was_training)
     return Predictions(names, {m: torch.cat(v) for m, v in scores.items()}, samples)
 
@@ -125,14 +132,14 @@ def evaluate(
     device = resolve_device(cfg.device)
     model = build_model_from_config(state["model_config"]).to(device)
     model.load_state_dict(state["model"])
-    pairs = list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout)
+    split = PairedDataset(list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout), train=False)
 
     def on_image(done: int, total: int) -> None:
         if on_progress is not None:
             on_progress({"phase": "evaluate", "step": done, "steps": total})
 
-    pred = predict_pairs(
-        model, pairs, cfg.protocol, device, keep_predictions=cfg.num_samples, on_image=on_image
+    pred = predict_split(
+        model, split, cfg.protocol, device, keep_predictions=cfg.num_samples, on_image=on_image
     )
     summary = summarize(pred.metrics)
     record = {

@@ -9,12 +9,11 @@ from pathlib import Path
 import torch
 
 from colormamba import checkpoint
+from colormamba.data import IMAGE_SUFFIXES
 from colormamba.imaging import load_image, save_image
 from colormamba.models import build_model_from_config
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from colormamba import checkpoint
 from colormamba.config import RunConfig, resolve_device
 from colormamba.data import AugmentConfig, PairedDataset, list_pairs
-from colormamba.evaluate import predict_pairs, summarize
+from colormamba.evaluate import predict_split, summarize
 from colormamba.imaging import normalize_per_image, rgb_to_hsv
 from colormamba.losses import build_loss, lsgan_discriminator_loss
 from colormamba.models import build_discriminator, build_model
@@ -133,10 +133,10 @@ def train(
 
     # data ------------------------------------------------------------------------------------------
     train_pairs = list_pairs(cfg.dataset, "train", layout=cfg.layout)
-    val_pairs = list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout)
     augment = AugmentConfig(**cfg.augment)
     train_set = PairedDataset(train_pairs, train=True, augment=augment, seed=cfg.seed)
     train_set.uniform_size()
+    val_set = PairedDataset(list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout), train=False)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -253,7 +253,7 @@ def train(
         _emit(on_progress, phase="validate", epoch=epoch + 1, epochs=cfg.epochs)
         # Validation runs in float32 whatever `precision` says: the study's metrics must not depend on a
         # speed setting, they equal what `evaluate` reproduces from best.pt, and the split is small.
-        val = summarize(predict_pairs(model, val_pairs, cfg.protocol, device, keep_predictions=0).metrics)
+        val = summarize(predict_split(model, val_set, cfg.protocol, device, keep_predictions=0).metrics)
         n_steps = min(steps_per_epoch, len(loader))
         row = {
             "epoch": epoch + 1,

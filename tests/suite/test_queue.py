@@ -20,8 +20,8 @@ import yaml
 
 from colormamba import checkpoint
 from colormamba.config import RunConfig
-from colormamba.data import list_pairs
-from colormamba.evaluate import predict_pairs
+from colormamba.data import PairedDataset, list_pairs
+from colormamba.evaluate import predict_split
 from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation
 from colormamba.storage_s3 import s3_from_env
@@ -207,7 +207,7 @@ def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
     # the report's metrics equal a recomputation from the stored checkpoints on the stored dataset
     store = stack.store
     root = fetch_dataset(store, data["dataset"], tmp_path / "verify_cache")
-    pairs = list_pairs(root, "val")
+    split = PairedDataset(list_pairs(root, "val"), train=False)
     for row in data["summary"]:
         values = {m: [] for m in ("psnr", "ssim", "ae", "mae")}
         for run in (r for r in study.runs if r.variant == row["variant"]):
@@ -215,7 +215,7 @@ def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
             model = build_model_from_config(state["model_config"])
             model.load_state_dict(state["model"])
             cfg = RunConfig.from_dict({**run.config, "dataset": str(root)})
-            pred = predict_pairs(model, pairs, cfg.protocol, torch.device("cpu"))
+            pred = predict_split(model, split, cfg.protocol, torch.device("cpu"))
             for m in values:
                 values[m] += pred.metrics[m].tolist()
         for m, v in values.items():
