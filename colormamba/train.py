@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from colormamba import checkpoint
 from colormamba.config import RunConfig, resolve_device
-from colormamba.data import AugmentConfig, PairedDataset, list_pairs
+from colormamba.data import AugmentConfig, PairedDataset, TrainBatches, list_pairs
 from colormamba.evaluate import predict_split, summarize
 from colormamba.imaging import normalize_per_image, rgb_to_hsv
 from colormamba.losses import build_loss, lsgan_discriminator_loss
@@ -55,11 +54,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------------------
 # small pure helpers
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The shuffling RNG of one epoch: a function of (seed, epoch) only, so resuming replays it."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def history_csv(rows: list[dict[str, Any]]) -> bytes:
@@ -132,12 +126,11 @@ def train(
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     # data ------------------------------------------------------------------------------------------
+    # The training split lives on the training device and is augmented there (colormamba.data.batches).
     train_pairs = list_pairs(cfg.dataset, "train", layout=cfg.layout)
-    augment = AugmentConfig(**cfg.augment)
-    train_set = PairedDataset(train_pairs, train=True, augment=augment, seed=cfg.seed)
-    train_set.uniform_size()
+    batches = TrainBatches(train_pairs, device, AugmentConfig(**cfg.augment), seed=cfg.seed)
     val_set = PairedDataset(list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout), train=False)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = batches.steps_per_epoch(cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
 
@@ -181,24 +174,15 @@ def train(
     # the loop ---------------------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        train_set.set_epoch(epoch)
-        loader = DataLoader(
-            train_set,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=False,
-            generator=epoch_generator(cfg.seed, epoch),
-        )
         epoch_start = time.perf_counter()
         sums: dict[str, float] = {}
-        for step, batch in enumerate(loader):
+        for step, (nir, target_rgb) in enumerate(batches.epoch(epoch, cfg.batch_size)):
             if step >= steps_per_epoch:
                 break
             if should_cancel is not None and step % cfg.cancel_check_every == 0 and should_cancel():
                 raise RunCancelled(f"{where.study}/{where.run} cancelled in epoch {epoch + 1}, step {step}")
-            nir = batch["nir"].to(device, non_blocking=True)  # (B, 1, H, W) in [0, 1]
-            nir = nir.contiguous(memory_format=layout)  # a no-op in the default layout
-            target = normalize_per_image(batch["rgb"].to(device, non_blocking=True))  # (B, 3, H, W)
+            nir = nir.contiguous(memory_format=layout)  # (B, 1, H, W) in [0, 1]; a no-op by default
+            target = normalize_per_image(target_rgb)  # (B, 3, H, W)
 
             # Autocast covers the generator only: the loss turns it off itself (float32 statistics) and
             # the discriminators, optimisers and metrics see float32 tensors; `.float()` is a no-op in fp32.
@@ -209,11 +193,6 @@ def train(
             if discriminators is not None:
                 fake_scores = (discriminators["rgb"](rgb), discriminators["hsv"](hsv))
             loss, parts = loss_fn(rgb, hsv, target, disc_fake_outputs=fake_scores)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step} "
-                    f"(terms: {', '.join(f'{k}={v.item():.4g}' for k, v in parts.items())})"
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -230,8 +209,19 @@ def train(
                 optimizer_d.step()
                 parts = {**parts, "discriminator": d_loss.detach()}
 
-            for name, value in {"loss": loss.detach(), **parts}.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+            # One device sync per step, for every logged value at once. A non-finite loss is caught
+            # here, after the update it spoiled: the run stops and the last checkpoint is untouched.
+            logged = {"loss": loss.detach(), **parts}
+            values = dict(
+                zip(logged, torch.stack([v.float() for v in logged.values()]).tolist(), strict=True)
+            )
+            if not math.isfinite(values["loss"]):
+                raise TrainingDiverged(
+                    f"loss is {values['loss']} at epoch {epoch + 1}, step {step} "
+                    f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in values.items() if k != 'loss')})"
+                )
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
             elapsed = time.perf_counter() - epoch_start
             steps_left = (steps_per_epoch - step - 1) + (cfg.epochs - epoch - 1) * steps_per_epoch
             _emit(
@@ -241,7 +231,7 @@ def train(
                 epochs=cfg.epochs,
                 step=step + 1,
                 steps=steps_per_epoch,
-                loss=loss.item(),
+                loss=values["loss"],
                 eta_s=elapsed / (step + 1) * steps_left,
                 device=str(device),
             )
@@ -254,10 +244,9 @@ def train(
         # Validation runs in float32 whatever `precision` says: the study's metrics must not depend on a
         # speed setting, they equal what `evaluate` reproduces from best.pt, and the split is small.
         val = summarize(predict_split(model, val_set, cfg.protocol, device, keep_predictions=0).metrics)
-        n_steps = min(steps_per_epoch, len(loader))
         row = {
             "epoch": epoch + 1,
-            **{f"train_{k}": v / n_steps for k, v in sums.items()},
+            **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
             **{f"val_{k}": v["mean"] for k, v in val.items()},
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(epoch_seconds, 3),

@@ -1,10 +1,12 @@
-"""Data: readers of the VCIP2020 and plain folder layouts, training augmentation and the torch Dataset.
+"""Data: readers of the VCIP2020 and plain folder layouts, training augmentation, the torch Dataset
+and the device-resident training batches.
 
 The synthetic dataset generator is imported from its own module, `colormamba.data.synthetic`, which is also
 run as a command (`python -m colormamba.data.synthetic`; importing it here would make runpy warn).
 """
 
-from colormamba.data.augment import AugmentConfig, augment_pair
+from colormamba.data.augment import AugmentConfig, augment_batch, augment_pair
+from colormamba.data.batches import TrainBatches
 from colormamba.data.dataset import PairedDataset
 from colormamba.data.layouts import (
     IMAGE_SUFFIXES,
@@ -31,6 +33,8 @@ __all__ = [
     "Layout",
     "Pair",
     "PairedDataset",
+    "TrainBatches",
+    "augment_batch",
     "augment_pair",
     "available_splits",
     "check_pairs",

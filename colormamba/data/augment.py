@@ -16,6 +16,7 @@ a run resumed at epoch e sees exactly what an uninterrupted run sees at epoch e.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,26 +95,61 @@ def sample_params(cfg: AugmentConfig, height: int, width: int, generator: torch.
     return AugmentParams(flip=u_flip < cfg.hflip_p, crop=(top, left, crop_h, crop_w), contrast=contrast)
 
 
-def adjust_contrast(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """Blend a grey image with its mean (torchvision's adjust_contrast for one channel), clamped to [0, 1].
+def augment_batch(
+    nir: torch.Tensor, rgb: torch.Tensor, params: Sequence[AugmentParams]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply each item's augmentation to a batch, on whatever device the batch is on.
+
+    One code path for one item and for a batch on the GPU (the training loop keeps the split there), so
+    both give the same pixels: a flip, then the crop resized back with bicubic interpolation, antialias
+    on (for upsampling that is PIL's bicubic kernel, a = -0.5, which the reference's PIL-based transforms
+    use; antialias off would switch to the sharper a = -0.75 kernel), clamped to [0, 1] because bicubic
+    overshoots; then contrast jitter on the NIR: a blend with the image's mean (torchvision's
+    adjust_contrast for one channel), clamped to [0, 1].
 
     Args:
-        image: (1, H, W) in [0, 1].
+        nir: (B, 1, H, W) in [0, 1].
+        rgb: (B, 3, H, W) in [0, 1].
+        params: B items' choices (sample_params); every crop has the same size, as sample_params gives
+            for one frame size.
     Returns:
-        (1, H, W).
+        nir (B, 1, H, W) and rgb (B, 3, H, W), in [0, 1], new tensors.
     """
-    mean = image.mean()
-    return ((image - mean) * factor + mean).clamp_(0.0, 1.0)
+    if len(params) != nir.shape[0]:
+        raise ValueError(f"augment_batch: {len(params)} params for a batch of {nir.shape[0]}")
+    height, width = nir.shape[-2:]
+    both = torch.cat([nir, rgb], dim=1)  # (B, 4, H, W): one geometry for input and target
+    flipped = [i for i, p in enumerate(params) if p.flip]
+    if flipped:
+        both[flipped] = both[flipped].flip(-1)
+    crop_sizes = {p.crop[2:] for p in params}
+    if len(crop_sizes) != 1:
+        raise ValueError(f"augment_batch: the items' crops must share one size, got {sorted(crop_sizes)}")
+    crop_h, crop_w = crop_sizes.pop()
+    if (crop_h, crop_w) != (height, width):
+        corners = [p.crop[:2] for p in params]
+        crops = [
+            item[:, top : top + crop_h, left : left + crop_w]
+            for item, (top, left) in zip(both, corners, strict=True)
+        ]
+        both = F.interpolate(
+            torch.stack(crops), size=(height, width), mode="bicubic", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
+    nir, rgb = both[:, :1], both[:, 1:]
+    jittered = [i for i, p in enumerate(params) if p.contrast is not None]
+    if jittered:
+        factor = torch.tensor([params[i].contrast for i in jittered], dtype=nir.dtype).to(nir.device)
+        grey = nir[jittered]
+        mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+        nir = nir.clone()
+        nir[jittered] = ((grey - mean) * factor.view(-1, 1, 1, 1) + mean).clamp_(0.0, 1.0)
+    return nir, rgb
 
 
 def apply_params(
     nir: torch.Tensor, rgb: torch.Tensor, params: AugmentParams
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply one item's augmentation.
-
-    The crop is resized back with bicubic interpolation, antialias on: for upsampling that is PIL's bicubic
-    kernel (a = -0.5), which the reference's PIL-based transforms use; antialias off would switch to the
-    sharper a = -0.75 kernel. Bicubic overshoots, hence the clamp to [0, 1].
+    """Apply one item's augmentation (augment_batch on a batch of one).
 
     Args:
         nir: (1, H, W) in [0, 1].
@@ -121,21 +157,8 @@ def apply_params(
     Returns:
         nir (1, H, W) and rgb (3, H, W), in [0, 1].
     """
-    height, width = nir.shape[1:]
-    both = torch.cat([nir, rgb], dim=0)  # (4, H, W): one geometry for input and target
-    if params.flip:
-        both = both.flip(-1)
-    top, left, crop_h, crop_w = params.crop
-    if (crop_h, crop_w) != (height, width):
-        both = both[:, top : top + crop_h, left : left + crop_w]
-        both = F.interpolate(
-            both[None], size=(height, width), mode="bicubic", align_corners=False, antialias=True
-        )
-        both = both[0].clamp_(0.0, 1.0)
-    nir, rgb = both[:1], both[1:]
-    if params.contrast is not None:
-        nir = adjust_contrast(nir, params.contrast)
-    return nir, rgb
+    out_nir, out_rgb = augment_batch(nir[None], rgb[None], [params])
+    return out_nir[0], out_rgb[0]
 
 
 def augment_pair(

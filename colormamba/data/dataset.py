@@ -84,6 +84,15 @@ class PairedDataset(Dataset):
                 )
         return sizes[0]
 
+    def stacked(self) -> torch.Tensor:
+        """Every pair in one uint8 tensor (N, 4, H, W), NIR then RGB channels (exact: pixels are k/255).
+
+        Raises:
+            DatasetError: the pairs do not share one size (see `uniform_size`).
+        """
+        self.uniform_size()
+        return torch.stack([_to_bytes(torch.cat(self._read(i))) for i in range(len(self))])
+
     def __len__(self) -> int:
         return len(self.pairs)
 
