@@ -59,6 +59,7 @@ class RunConfig:
     # it trains to the same loss curve within noise but not bit-identically, so it is opt-in.
     precision: str = "fp32"  # "fp32" | "bf16"
     channels_last: bool = False  # model weights and NIR batches in channels-last layout (cuDNN's fastest)
+    compile: bool = False  # torch.compile the MambaIR blocks (colormamba.models.compile): minutes at start
     cancel_check_every: int = 5  # steps between cancel-flag checks
 
     def __post_init__(self) -> None:
@@ -90,8 +91,9 @@ class RunConfig:
             problems.append(f"device: must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: must be one of {PRECISIONS}, got {self.precision!r}")
-        if not isinstance(self.channels_last, bool):
-            problems.append(f"channels_last: must be true or false, got {self.channels_last!r}")
+        for name in ("channels_last", "compile", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
             problems.append(f"layout: must be 'auto' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
         if problems:

@@ -26,7 +26,7 @@ from colormamba.data import AugmentConfig, PairedDataset, TrainBatches, list_pai
 from colormamba.evaluate import predict_split, summarize
 from colormamba.imaging import normalize_per_image, rgb_to_hsv
 from colormamba.losses import build_loss, lsgan_discriminator_loss
-from colormamba.models import build_discriminator, build_model
+from colormamba.models import build_discriminator, build_model, compile_blocks
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,8 @@ def train(
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     if cfg.channels_last:
         model = model.to(memory_format=layout)
+    if cfg.compile:
+        log.info("%s/%s: compiled %d blocks", where.study, where.run, compile_blocks(model))
     bf16 = cfg.precision == "bf16"
     loss_fn = build_loss(cfg.loss, cfg.loss_weights, vgg_weights=cfg.vgg_weights)
     loss_fn = loss_fn.to(device)

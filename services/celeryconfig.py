@@ -8,11 +8,18 @@ Runs last hours on one GPU each, so the defaults made for short web tasks are wr
   delivered again while it still runs: the run lease in Redis (services.coord) makes the second
   delivery a no-op, so the timeout only bounds how late a message lost with a whole dead worker comes
   back. The reaper (services.coord.reap) brings such runs back sooner: lease TTL + reaper interval.
-- `worker_prefetch_multiplier=1` and `worker_disable_prefetch` (Redis): an idle GPU worker must not
-  see its next run reserved by a busy one.
-- `worker_concurrency=1` and one worker per GPU; `worker_pool_start_method="spawn"`: the pool process is
-  started fresh (CUDA cannot be initialised in a forked child of a process that touched it), and
-  `worker_max_tasks_per_child=1` gives every run a fresh process, so GPU memory is returned between runs.
+- `worker_prefetch_multiplier=1` and `worker_disable_prefetch` (Redis): a worker reserves no more runs
+  than it has free pool processes, so an idle GPU worker never sees its next run reserved by a busy one.
+- One worker per GPU, running `COLORMAMBA_RUNS_PER_GPU` runs at once (`worker_concurrency`, default 1).
+  A small preset (tiny, small batches) leaves most of an H100/H200 idle: k runs on one GPU share its
+  memory and SMs and together get through a sweep sooner (benchmarks/bench_runs_per_gpu.py measures the
+  throughput for k = 1, 2, 4). Each run keeps a pool process of its own (its own CUDA context, run lease
+  and status.json), so a run that crashes ends only its own process; but the k runs compete for the
+  GPU's memory, so raise k only while k runs of the study's preset and batch fit in it (a CUDA OOM fails
+  whichever run asks last). The worker's main process (reaper, heartbeat file) stays one per GPU.
+- `worker_pool_start_method="spawn"`: a pool process is started fresh (CUDA cannot be initialised in a
+  forked child of a process that touched it), and `worker_max_tasks_per_child=1` gives every run a fresh
+  process, so GPU memory is returned between runs.
 - `task_track_started` and a PROGRESS state carry live progress; results expire after a week.
 """
 
@@ -24,6 +31,23 @@ REDIS_URL = os.environ.get("COLORMAMBA_REDIS_URL", "redis://localhost:6379/0")
 RUN_QUEUE = os.environ.get("COLORMAMBA_RUN_QUEUE", "gpu")
 AGGREGATE_QUEUE = os.environ.get("COLORMAMBA_AGGREGATE_QUEUE", "aggregate")
 VISIBILITY_TIMEOUT_S = int(os.environ.get("COLORMAMBA_VISIBILITY_TIMEOUT", str(6 * 3600)))
+
+
+def parse_runs_per_gpu(value: str | None) -> int:
+    """`COLORMAMBA_RUNS_PER_GPU` as an integer >= 1 (unset or empty: 1); anything else is refused with
+    the variable's name, so a typo stops the worker at start instead of leaving a GPU idle or overfull."""
+    if value is None or not value.strip():
+        return 1
+    try:
+        runs = int(value.strip())
+    except ValueError:
+        runs = 0
+    if runs < 1:
+        raise ValueError(f"COLORMAMBA_RUNS_PER_GPU must be an integer >= 1, got {value!r}")
+    return runs
+
+
+RUNS_PER_GPU = parse_runs_per_gpu(os.environ.get("COLORMAMBA_RUNS_PER_GPU"))
 
 broker_url = REDIS_URL
 result_backend = REDIS_URL
@@ -59,7 +83,7 @@ task_publish_retry_policy = {"max_retries": 2, "interval_start": 0.2, "interval_
 
 worker_prefetch_multiplier = 1
 worker_disable_prefetch = True
-worker_concurrency = 1
+worker_concurrency = RUNS_PER_GPU  # pool processes: runs at once on this worker's GPU
 worker_pool_start_method = "spawn"
 worker_max_tasks_per_child = 1
 worker_proc_alive_timeout = 120  # a spawned pool process imports torch before it says UP: seconds, not 4

@@ -101,13 +101,14 @@ class Recipe(_Strict):
     betas: tuple[float, float] | None = None
     augment: dict[str, Any] | None = None
     model_overrides: dict[str, Any] | None = None
-    scan_backend: Literal["auto", "torch", "mamba", "reference"] | None = None
+    scan_backend: Literal["auto", "torch", "mamba", "triton", "reference"] | None = None
     vgg_weights: str | None = None
     layout: Literal["auto", "vcip2020", "plain"] | None = None
     device: str | None = None
     deterministic: bool | None = None
     precision: Literal["fp32", "bf16"] | None = None
     channels_last: bool | None = None
+    compile: bool | None = None
     cancel_check_every: int | None = Field(None, ge=1)
 
 
@@ -231,6 +232,13 @@ def dataset_name(ref: str | SyntheticRef) -> str:
 
 def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _changed(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run's config that differ from RunConfig's defaults: what its id hashes, so that a
+    field added to RunConfig later (at a default that keeps what runs compute) leaves existing ids alone."""
+    defaults = RunConfig(dataset="-").to_dict()
+    return {k: v for k, v in config.items() if k not in defaults or v != defaults[k]}
 
 
 def _fmt(value: Any) -> str:
@@ -374,7 +382,7 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
                 config = cfg.to_dict()
                 del config["dataset"]
                 checkpoint = spec.evaluation.checkpoint
-                digest = _digest({"dataset": ds, "config": config, "checkpoint": checkpoint})
+                digest = _digest({"dataset": ds, "config": _changed(config), "checkpoint": checkpoint})
                 run_id = f"{variant}-seed{seed}-{digest[:6]}"
                 if len(run_id) > MAX_RUN_ID:
                     problems.append(f"{field_path}: run id {run_id!r} is longer than {MAX_RUN_ID} characters")

@@ -43,9 +43,9 @@ def test_device_resolution() -> None:
 
 def test_fast_path_fields_default_to_the_reference_step_and_are_validated() -> None:
     cfg = RunConfig(dataset="d")
-    assert (cfg.precision, cfg.channels_last) == ("fp32", False)
-    fast = RunConfig(dataset="d", precision="bf16", channels_last=True)
+    assert (cfg.precision, cfg.channels_last, cfg.compile) == ("fp32", False, False)
+    fast = RunConfig(dataset="d", precision="bf16", channels_last=True, compile=True)
     assert RunConfig.from_dict(fast.to_dict()) == fast
     with pytest.raises(ValueError, match="precision: must be one of") as err:
-        RunConfig(dataset="d", precision="fp16", channels_last="yes")  # type: ignore[arg-type]
-    assert "channels_last:" in str(err.value)
+        RunConfig(dataset="d", precision="fp16", channels_last="yes", compile=1)  # type: ignore[arg-type]
+    assert "channels_last:" in str(err.value) and "compile:" in str(err.value)

@@ -1,5 +1,6 @@
 """The ColorMamba networks: config, G_B, G_A, the generator, the discriminator and named presets."""
 
+from colormamba.models.compile import compile_blocks
 from colormamba.models.config import ModelConfig
 from colormamba.models.discriminator import PatchDiscriminator, build_discriminator
 from colormamba.models.generator import ColorMamba
@@ -22,6 +23,7 @@ __all__ = [
     "build_discriminator",
     "build_model",
     "build_model_from_config",
+    "compile_blocks",
     "list_presets",
     "register_preset",
     "resolve_config",

@@ -176,13 +176,14 @@ def test_sweep_of_an_empty_list_is_refused():
 def test_fast_path_fields_pass_through_and_change_run_ids():
     default_ids = [r.run_id for r in parse_spec(demo_data()).runs]
     explicit = demo_data()
-    explicit["recipe"] |= {"precision": "fp32", "channels_last": False}
+    explicit["recipe"] |= {"precision": "fp32", "channels_last": False, "compile": False}
     assert [r.run_id for r in parse_spec(explicit).runs] == default_ids  # ids hash the resolved config
 
     fast = demo_data()
-    fast["recipe"] |= {"precision": "bf16", "channels_last": True}
+    fast["recipe"] |= {"precision": "bf16", "channels_last": True, "compile": True}
     study = parse_spec(fast)
-    assert all((r.config["precision"], r.config["channels_last"]) == ("bf16", True) for r in study.runs)
+    fields = ("precision", "channels_last", "compile")
+    assert all(tuple(r.config[f] for f in fields) == ("bf16", True, True) for r in study.runs)
     assert set(default_ids).isdisjoint(r.run_id for r in study.runs)
 
     bad = demo_data()

@@ -1,0 +1,35 @@
+"""Compiling the blocks that compile quickly: the MambaIR blocks, where the time goes in small kernels.
+
+A MambaIR block is a chain of layer norms, permutes, elementwise gates and small projections around the
+scan; eager PyTorch runs each as its own kernel. Inductor fuses those chains (a norm with the gate after
+it, the residual adds and scalings) without changing what is computed beyond float rounding. The scan
+itself stays outside the compiled graphs (`colormamba.ops.selective_scan` is excluded from tracing):
+its backends are hand-written kernels already.
+
+Each block compiles once per input shape with static shapes (`dynamic=False`): training shapes do not
+change, and symbolic shapes make inductor fail on the scan's padded map sizes. Compiling the paper preset's
+blocks takes minutes on the first steps, paid once per run.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from colormamba.layers import MambaIRBlock
+
+COMPILED_BLOCKS: tuple[type[nn.Module], ...] = (MambaIRBlock,)
+
+
+def compile_blocks(model: nn.Module) -> int:
+    """Compile every block of COMPILED_BLOCKS inside `model`, in place.
+
+    In place (`nn.Module.compile`) rather than `torch.compile(model)`: the module tree and its state-dict
+    keys stay those of the eager model, so checkpoints load into either.
+
+    Returns:
+        How many blocks were compiled.
+    """
+    blocks = [m for m in model.modules() if isinstance(m, COMPILED_BLOCKS)]
+    for block in blocks:
+        block.compile(dynamic=False)
+    return len(blocks)
