@@ -13,6 +13,8 @@ blocks takes minutes on the first steps, paid once per run.
 
 from __future__ import annotations
 
+import torch
+import torch._dynamo.config
 from torch import nn
 
 from colormamba.layers import MambaIRBlock
@@ -30,6 +32,10 @@ def compile_blocks(model: nn.Module) -> int:
         How many blocks were compiled.
     """
     blocks = [m for m in model.modules() if isinstance(m, COMPILED_BLOCKS)]
+    # Blocks of one class share their code, and dynamo keeps one compiled graph per (code, input shape
+    # and layout): a network with more block shapes than the default limit (8) would silently run the
+    # rest eagerly. Each block gets room for a few layouts (train, eval, channels-last).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(blocks))
     for block in blocks:
         block.compile(dynamic=False)
     return len(blocks)
