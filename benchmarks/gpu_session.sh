@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session (device tool): build mamba-ssm's scan kernel from the sdist sources, run the CUDA tests
 # of the scan backends, time triton/mamba/torch scans at the SS2D sizes and the paper preset's training
-# step (fp32/TF32 path and the fast path). Results go to OUT_DIR as text and JSON lines.
+# step (fp32/TF32 path and the fast path), and the throughput of 1, 2, 4 tiny runs sharing the GPU. Results
+# go to OUT_DIR as text and JSON lines.
 # Usage: bash benchmarks/gpu_session.sh [OUT_DIR]   (expects third_party/mamba_csrc/selective_scan)
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu_out}}
@@ -24,6 +25,10 @@ timeout 120 python benchmarks/bench_train_step.py --preset paper --batch 8 --siz
     --scan-backend mamba --steps 10 --warmup 3 --reference-ms 265 --compare-fast 2>&1 | tee -a "$out/train_step.jsonl"
 timeout 60 python benchmarks/bench_train_step.py --preset paper --batch 8 --size 256 --device cuda \
     --scan-backend triton --steps 10 --warmup 3 --reference-ms 265 --fast 2>&1 | tee -a "$out/train_step.jsonl"
+step runs per gpu
+timeout 180 python benchmarks/bench_runs_per_gpu.py --preset tiny --batch 8 --size 256 --device cuda \
+    --scan-backend triton --steps 20 --warmup 3 --runs-per-device 1,2,4 --timeout 150 2>&1 \
+    | tee "$out/runs_per_gpu.jsonl"
 step scan
 timeout 150 python benchmarks/bench_triton_gpu.py --configs 8:32:4,16:16:4,4:64:4 --torch-repeat 1 2>&1 \
     | tee "$out/triton_scan.jsonl"

@@ -40,8 +40,9 @@ class Stack:
     tmp: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def worker(self, name: str, queues: str = "gpu") -> Worker:
-        w = Worker(name, queues, self.env, self.tmp / f"{name}.log").start()
+    def worker(self, name: str, queues: str = "gpu", env: dict[str, str] | None = None) -> Worker:
+        """Start a worker with the stack's environment, and `env` on top (a worker setting)."""
+        w = Worker(name, queues, {**self.env, **(env or {})}, self.tmp / f"{name}.log").start()
         self.workers.append(w)
         return w
 
@@ -391,3 +392,34 @@ def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, red
     finally:
         stop_workers(stack.workers)
         s3.stop()
+
+
+def test_a_worker_with_two_runs_per_gpu_trains_two_runs_at_once(stack):
+    """COLORMAMBA_RUNS_PER_GPU=2: one worker takes both runs of a study, each in a pool process of its
+    own, and their running intervals overlap; both finish."""
+    spec = write_spec(
+        stack.tmp,
+        "pergpu",
+        dataset=LONG_DATASET,
+        recipe={**LONG_RECIPE, "epochs": 3},  # a few seconds a run: long enough to overlap clearly
+        seeds=[0, 1],
+        configurations={"original": {"loss": "original"}},
+    )
+    stack.worker("gpu1", env={"COLORMAMBA_RUNS_PER_GPU": "2"})
+    assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+    from services.spec import load_spec
+
+    runs = [r.run_id for r in load_spec(spec).runs]
+    assert len(runs) == 2
+
+    def states() -> list[str | None]:
+        return [(stack.status("pergpu", r) or {}).get("state") for r in runs]
+
+    wait_for("both runs running at once", lambda: states() == ["running", "running"], 120, stack, 0.2)
+    wait_for("both runs succeeded", lambda: states() == ["succeeded", "succeeded"], 120, stack)
+    a, b = (stack.status("pergpu", r) for r in runs)
+    # timestamps have whole seconds: a strict inequality means the intervals really overlap
+    assert max(a["started_at"], b["started_at"]) < min(a["finished_at"], b["finished_at"]), (a, b)
+    assert a["attempt"] == b["attempt"] == 1
+    assert a["worker"].split(" (pid ")[0] == b["worker"].split(" (pid ")[0], "one worker took both"
+    assert a["worker"] != b["worker"], "each run in a pool process of its own"

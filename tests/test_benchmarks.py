@@ -1,0 +1,43 @@
+"""The benchmarks run: a tiny CPU pass of benchmarks/bench_runs_per_gpu.py as a user runs it (a
+subprocess), checking its JSON lines, and that a failing run ends it with the run's error, not a hang."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS_PER_GPU = REPO / "benchmarks" / "bench_runs_per_gpu.py"
+TINY = ("--batch", "1", "--size", "32", "--device", "cpu", "--steps", "2", "--warmup", "1",
+        "--threads-per-run", "1", "--runs-per-device", "1,2")  # fmt: skip
+
+
+def bench_runs_per_gpu(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(RUNS_PER_GPU), *args], capture_output=True, text=True, timeout=timeout,
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_runs_per_gpu_benchmark_prints_one_line_per_k() -> None:
+    out = bench_runs_per_gpu("--preset", "tiny", *TINY)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["k"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["bench"] == "runs_per_device"
+        assert (row["preset"], row["batch"], row["size"], row["device"]) == ("tiny", 1, 32, "cpu")
+        assert row["steps_per_s_total"] > 0
+        assert row["ms_per_step_per_run"] > 0 and len(row["ms_per_step_runs"]) == row["k"]
+        assert row["peak_mem_mib_per_run"] > 0
+        assert row["speedup_vs_k1"] > 0
+    assert rows[0]["speedup_vs_k1"] == 1.0
+
+
+def test_runs_per_gpu_benchmark_reports_a_failing_run_and_exits() -> None:
+    out = bench_runs_per_gpu("--preset", "no-such-preset", *TINY, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "k=1: run0 failed" in out.stderr and "no-such-preset" in out.stderr, out.stderr
+    assert out.stdout == ""
