@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import io
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from colormamba.storage import Storage
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1  # bump when the layout of the dict below changes
 
@@ -33,6 +39,74 @@ def from_bytes(data: bytes, source: str) -> dict[str, Any]:
 
 def save(store: Storage, key: str, state: dict[str, Any]) -> None:
     store.put_bytes(key, to_bytes(state))
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a state (nested dicts, lists, tuples of tensors and plain values) with every tensor
+    copied to the CPU: state_dict() returns the live tensors, which the next optimiser step changes in
+    place while a background write is still serialising them."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Writes checkpoints on one thread while training goes on.
+
+    A paper-preset `last.pt` (weights and Adam's two moments) is about 1.1 GiB: serialising and uploading
+    it takes seconds, as long as a whole epoch of the fast GPU step. One write is in flight at a time, so at
+    most one snapshot waits in memory, and writes land in the order submitted (best.pt before the last.pt
+    that refers to it). A failed write is raised by the next `submit` or by `wait`, never lost.
+    """
+
+    def __init__(self, store: Storage) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, items: Sequence[tuple[str, dict[str, Any] | bytes]]) -> None:
+        """Write (key, state or raw bytes) pairs in order, after the previous submission has finished.
+        States must be snapshots (`snapshot`): they are serialised later, on the writer's thread."""
+        self.wait()
+        with self._lock:
+            self._pending = self._pool.submit(self._write, list(items))
+
+    def _write(self, items: list[tuple[str, dict[str, Any] | bytes]]) -> None:
+        for key, item in items:
+            self.store.put_bytes(key, item if isinstance(item, bytes) else to_bytes(item))
+
+    def wait(self) -> None:
+        """Block until the submitted writes are stored; raise the error of one that failed."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last writes (raising their error) and stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        """Always let the writes in flight land (the checkpoint a resume starts from). When the block
+        failed, that error is what propagates; a write that failed too is only logged."""
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception:
+            log.exception("checkpoint write failed while the run was stopping (%s)", exc_type.__name__)
 
 
 def load(store: Storage, key: str) -> dict[str, Any]:

@@ -61,6 +61,9 @@ class RunConfig:
     channels_last: bool = False  # model weights and NIR batches in channels-last layout (cuDNN's fastest)
     compile: bool = False  # torch.compile the MambaIR blocks (colormamba.models.compile): minutes at start
     cancel_check_every: int = 5  # steps between cancel-flag checks
+    # Seconds of training between checkpoints (last.pt, best.pt, history.csv); 0 = after every epoch.
+    # A crash loses at most this much (plus one epoch); the last epoch always checkpoints.
+    checkpoint_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # JSON round-trips give lists
@@ -83,6 +86,10 @@ class RunConfig:
             problems.append(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
         if not 0 < self.lr_gamma <= 1:
             problems.append(f"lr_gamma: must be in (0, 1], got {self.lr_gamma!r}")
+        if not (isinstance(self.checkpoint_interval_s, int | float) and self.checkpoint_interval_s >= 0):
+            problems.append(
+                f"checkpoint_interval_s: must be a number >= 0, got {self.checkpoint_interval_s!r}"
+            )
         if self.grad_clip < 0:
             problems.append(f"grad_clip: must be >= 0, got {self.grad_clip!r}")
         if self.protocol not in PROTOCOLS:

@@ -174,121 +174,131 @@ def train(
         log.info("%s/%s: resuming after epoch %d", where.study, where.run, start_epoch)
 
     # the loop ---------------------------------------------------------------------------------------
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        epoch_start = time.perf_counter()
-        sums: dict[str, float] = {}
-        for step, (nir, target_rgb) in enumerate(batches.epoch(epoch, cfg.batch_size)):
-            if step >= steps_per_epoch:
-                break
-            if should_cancel is not None and step % cfg.cancel_check_every == 0 and should_cancel():
-                raise RunCancelled(f"{where.study}/{where.run} cancelled in epoch {epoch + 1}, step {step}")
-            nir = nir.contiguous(memory_format=layout)  # (B, 1, H, W) in [0, 1]; a no-op by default
-            target = normalize_per_image(target_rgb)  # (B, 3, H, W)
+    best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's, until best.pt is written
+    last_saved = time.monotonic()
+    with checkpoint.BackgroundWriter(store) as writer:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            epoch_start = time.perf_counter()
+            sums: dict[str, float] = {}
+            for step, (nir, target_rgb) in enumerate(batches.epoch(epoch, cfg.batch_size)):
+                if step >= steps_per_epoch:
+                    break
+                if should_cancel is not None and step % cfg.cancel_check_every == 0 and should_cancel():
+                    raise RunCancelled(
+                        f"{where.study}/{where.run} cancelled in epoch {epoch + 1}, step {step}"
+                    )
+                nir = nir.contiguous(memory_format=layout)  # (B, 1, H, W) in [0, 1]; a no-op by default
+                target = normalize_per_image(target_rgb)  # (B, 3, H, W)
 
-            # Autocast covers the generator only: the loss turns it off itself (float32 statistics) and
-            # the discriminators, optimisers and metrics see float32 tensors; `.float()` is a no-op in fp32.
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                rgb, hsv = model(nir)
-            rgb, hsv = rgb.float(), hsv.float()
-            fake_scores = None
-            if discriminators is not None:
-                fake_scores = (discriminators["rgb"](rgb), discriminators["hsv"](hsv))
-            loss, parts = loss_fn(rgb, hsv, target, disc_fake_outputs=fake_scores)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+                # Autocast covers the generator only: the loss turns it off itself (float32 statistics)
+                # and the discriminators, optimisers and metrics see float32 tensors; `.float()` is a
+                # no-op in fp32.
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    rgb, hsv = model(nir)
+                rgb, hsv = rgb.float(), hsv.float()
+                fake_scores = None
+                if discriminators is not None:
+                    fake_scores = (discriminators["rgb"](rgb), discriminators["hsv"](hsv))
+                loss, parts = loss_fn(rgb, hsv, target, disc_fake_outputs=fake_scores)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
 
-            if discriminators is not None:
-                d_rgb, d_hsv = discriminators["rgb"], discriminators["hsv"]
-                d_loss = lsgan_discriminator_loss(
-                    [d_rgb(target), d_hsv(rgb_to_hsv(target))], [d_rgb(rgb.detach()), d_hsv(hsv.detach())]
+                if discriminators is not None:
+                    d_rgb, d_hsv = discriminators["rgb"], discriminators["hsv"]
+                    d_loss = lsgan_discriminator_loss(
+                        [d_rgb(target), d_hsv(rgb_to_hsv(target))], [d_rgb(rgb.detach()), d_hsv(hsv.detach())]
+                    )
+                    optimizer_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    optimizer_d.step()
+                    parts = {**parts, "discriminator": d_loss.detach()}
+
+                # One device sync per step, for every logged value at once. A non-finite loss is caught
+                # here, after the update it spoiled: the run stops and the last checkpoint is untouched.
+                logged = {"loss": loss.detach(), **parts}
+                values = dict(
+                    zip(logged, torch.stack([v.float() for v in logged.values()]).tolist(), strict=True)
                 )
-                optimizer_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                optimizer_d.step()
-                parts = {**parts, "discriminator": d_loss.detach()}
-
-            # One device sync per step, for every logged value at once. A non-finite loss is caught
-            # here, after the update it spoiled: the run stops and the last checkpoint is untouched.
-            logged = {"loss": loss.detach(), **parts}
-            values = dict(
-                zip(logged, torch.stack([v.float() for v in logged.values()]).tolist(), strict=True)
-            )
-            if not math.isfinite(values["loss"]):
-                raise TrainingDiverged(
-                    f"loss is {values['loss']} at epoch {epoch + 1}, step {step} "
-                    f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in values.items() if k != 'loss')})"
+                if not math.isfinite(values["loss"]):
+                    raise TrainingDiverged(
+                        f"loss is {values['loss']} at epoch {epoch + 1}, step {step} "
+                        f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in values.items() if k != 'loss')})"
+                    )
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                elapsed = time.perf_counter() - epoch_start
+                steps_left = (steps_per_epoch - step - 1) + (cfg.epochs - epoch - 1) * steps_per_epoch
+                _emit(
+                    on_progress,
+                    phase="train",
+                    epoch=epoch + 1,
+                    epochs=cfg.epochs,
+                    step=step + 1,
+                    steps=steps_per_epoch,
+                    loss=values["loss"],
+                    eta_s=elapsed / (step + 1) * steps_left,
+                    device=str(device),
                 )
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
-            elapsed = time.perf_counter() - epoch_start
-            steps_left = (steps_per_epoch - step - 1) + (cfg.epochs - epoch - 1) * steps_per_epoch
+            scheduler.step()
+            epoch_seconds = time.perf_counter() - epoch_start
+            train_seconds += epoch_seconds
+
+            # validate, record, checkpoint ---------------------------------------------------------------
+            _emit(on_progress, phase="validate", epoch=epoch + 1, epochs=cfg.epochs)
+            # Validation runs in float32 whatever `precision` says: the study's metrics must not depend on a
+            # speed setting, they equal what `evaluate` reproduces from best.pt, and the split is small.
+            val = summarize(predict_split(model, val_set, cfg.protocol, device, keep_predictions=0).metrics)
+            row = {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
+                **{f"val_{k}": v["mean"] for k, v in val.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(epoch_seconds, 3),
+            }
+            history.append(row)
+            if row["val_psnr"] > best_psnr:
+                best_epoch, best_psnr = epoch + 1, row["val_psnr"]
+                best_weights = checkpoint.snapshot(model.state_dict())
+
+            # Checkpoints are snapshots written on a thread while the next epoch trains; best.pt goes first,
+            # so a last.pt never names a best epoch that best.pt does not hold.
+            if epoch + 1 == cfg.epochs or time.monotonic() - last_saved >= cfg.checkpoint_interval_s:
+                about = {"config": cfg.to_dict(), "model_config": asdict(model.config)}
+                writes: list[tuple[str, dict[str, Any] | bytes]] = []
+                if best_weights is not None:
+                    best = {**about, "epoch": best_epoch, "model": best_weights, "val_psnr": best_psnr}
+                    writes.append((where.checkpoint("best"), best))
+                last = {
+                    **about,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": checkpoint.rng_state(),
+                    "best_epoch": best_epoch,
+                    "best_psnr": best_psnr,
+                    "train_seconds": train_seconds,
+                    "history": history,
+                }
+                if discriminators is not None:
+                    last |= {
+                        "discriminators": discriminators.state_dict(),
+                        "optimizer_d": optimizer_d.state_dict(),
+                    }
+                writes.append((where.checkpoint("last"), checkpoint.snapshot(last)))
+                writes.append((where.artifact("history.csv"), history_csv(history)))
+                writer.submit(writes)
+                best_weights, last_saved = None, time.monotonic()
             _emit(
                 on_progress,
-                phase="train",
+                phase="epoch_end",
                 epoch=epoch + 1,
                 epochs=cfg.epochs,
-                step=step + 1,
-                steps=steps_per_epoch,
-                loss=values["loss"],
-                eta_s=elapsed / (step + 1) * steps_left,
-                device=str(device),
+                **{k: v for k, v in row.items() if k != "epoch"},
             )
-        scheduler.step()
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-
-        # validate, record, checkpoint ---------------------------------------------------------------
-        _emit(on_progress, phase="validate", epoch=epoch + 1, epochs=cfg.epochs)
-        # Validation runs in float32 whatever `precision` says: the study's metrics must not depend on a
-        # speed setting, they equal what `evaluate` reproduces from best.pt, and the split is small.
-        val = summarize(predict_split(model, val_set, cfg.protocol, device, keep_predictions=0).metrics)
-        row = {
-            "epoch": epoch + 1,
-            **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
-            **{f"val_{k}": v["mean"] for k, v in val.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(epoch_seconds, 3),
-        }
-        history.append(row)
-        improved = row["val_psnr"] > best_psnr
-        if improved:
-            best_epoch, best_psnr = epoch + 1, row["val_psnr"]
-        model_state = {"config": cfg.to_dict(), "model_config": asdict(model.config), "epoch": epoch + 1}
-        if improved:
-            checkpoint.save(
-                store,
-                where.checkpoint("best"),
-                {
-                    **model_state,
-                    "model": model.state_dict(),
-                    "val_psnr": best_psnr,
-                },
-            )
-        last = {
-            **model_state,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "best_epoch": best_epoch,
-            "best_psnr": best_psnr,
-            "train_seconds": train_seconds,
-            "history": history,
-        }
-        if discriminators is not None:
-            last |= {"discriminators": discriminators.state_dict(), "optimizer_d": optimizer_d.state_dict()}
-        checkpoint.save(store, where.checkpoint("last"), last)
-        store.put_bytes(where.artifact("history.csv"), history_csv(history))
-        _emit(
-            on_progress,
-            phase="epoch_end",
-            epoch=epoch + 1,
-            epochs=cfg.epochs,
-            **{k: v for k, v in row.items() if k != "epoch"},
-        )
 
     return TrainResult(cfg.epochs, best_epoch, best_psnr, train_seconds, history)

@@ -110,6 +110,7 @@ class Recipe(_Strict):
     channels_last: bool | None = None
     compile: bool | None = None
     cancel_check_every: int | None = Field(None, ge=1)
+    checkpoint_interval_s: NonNegNum | None = None
 
 
 class Evaluation(_Strict):
@@ -234,11 +235,18 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+# RunConfig fields that change how a run is executed, not what it computes: not part of its id, so
+# resubmitting a spec with another value finds the runs already done.
+NOT_IN_RUN_ID = ("cancel_check_every", "checkpoint_interval_s")
+
+
 def _changed(config: dict[str, Any]) -> dict[str, Any]:
     """The fields of a run's config that differ from RunConfig's defaults: what its id hashes, so that a
     field added to RunConfig later (at a default that keeps what runs compute) leaves existing ids alone."""
     defaults = RunConfig(dataset="-").to_dict()
-    return {k: v for k, v in config.items() if k not in defaults or v != defaults[k]}
+    return {
+        k: v for k, v in config.items() if k not in NOT_IN_RUN_ID and (k not in defaults or v != defaults[k])
+    }
 
 
 def _fmt(value: Any) -> str:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from colormamba import checkpoint
 from colormamba.config import RunConfig
 from colormamba.evaluate import evaluate
-from colormamba.storage import LocalStorage, RunLocation
+from colormamba.storage import LocalStorage, RunLocation, StorageError
 from colormamba.train import RunCancelled, TrainingDiverged, train
 
 
@@ -147,3 +148,63 @@ def test_optimizer_state_keeps_this_devices_adam_implementation() -> None:
     other.grad = torch.ones(3)
     foreach.step()
     assert torch.all(other < param)
+
+
+class RecordingStore(LocalStorage):
+    """Keeps every version of last.pt written. `delay_s` slows down each best.pt write: a best.pt goes out
+    just before its last.pt, so that last.pt is serialised while the next epoch already trains."""
+
+    def __init__(self, root: Path, delay_s: float = 0.0, fail: bool = False) -> None:
+        super().__init__(root)
+        self.delay_s, self.fail = delay_s, fail
+        self.versions: list[bytes] = []
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if key.endswith("best.pt"):
+            time.sleep(self.delay_s)
+        if key.endswith("last.pt"):
+            if self.fail:
+                raise StorageError(f"{key}: disk full (test)")
+            self.versions.append(data)
+        super().put_bytes(key, data)
+
+
+def _epochs_written(store: RecordingStore) -> list[int]:
+    return [checkpoint.from_bytes(v, "test")["epoch"] for v in store.versions]
+
+
+def test_checkpoints_written_in_the_background_hold_their_epochs_state(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_dataset)
+    fast = RecordingStore(tmp_path / "fast")
+    slow = RecordingStore(tmp_path / "slow", delay_s=2.0)  # the next epoch trains while last.pt waits
+    train(cfg, fast, RunLocation("s", "r"))
+    train(cfg, slow, RunLocation("s", "r"))
+    assert _epochs_written(fast) == _epochs_written(slow) == [1, 2, 3]
+    for a, b in zip(fast.versions, slow.versions, strict=True):
+        sa, sb = checkpoint.from_bytes(a, "a"), checkpoint.from_bytes(b, "b")
+        for name in sa["model"]:
+            assert torch.equal(sa["model"][name], sb["model"][name]), name  # a snapshot, not live weights
+        assert sa["optimizer"]["state"][0]["step"] == sb["optimizer"]["state"][0]["step"]
+
+
+def test_checkpoint_interval_skips_epochs_but_always_saves_the_last(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    store = RecordingStore(tmp_path / "store")
+    result = train(_config(tiny_dataset, checkpoint_interval_s=3600), store, RunLocation("s", "r"))
+    assert _epochs_written(store) == [3]
+    best = checkpoint.load(store, RunLocation("s", "r").checkpoint("best"))
+    assert best["epoch"] == result.best_epoch and best["val_psnr"] == result.best_psnr
+    every_epoch = RecordingStore(tmp_path / "every")
+    train(_config(tiny_dataset), every_epoch, RunLocation("s", "r"))
+    assert _epochs_written(every_epoch) == [1, 2, 3]
+    a, b = _weights(store, RunLocation("s", "r")), _weights(every_epoch, RunLocation("s", "r"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # fewer checkpoints, the same training
+
+
+def test_a_failed_checkpoint_write_fails_the_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "store", fail=True)
+    with pytest.raises(StorageError, match="disk full"):
+        train(_config(tiny_dataset, epochs=2), store, RunLocation("s", "r"))

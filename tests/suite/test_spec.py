@@ -178,6 +178,11 @@ def test_fast_path_fields_pass_through_and_change_run_ids():
     explicit = demo_data()
     explicit["recipe"] |= {"precision": "fp32", "channels_last": False, "compile": False}
     assert [r.run_id for r in parse_spec(explicit).runs] == default_ids  # ids hash the resolved config
+    execution = demo_data()
+    execution["recipe"] |= {"checkpoint_interval_s": 600, "cancel_check_every": 20}
+    study = parse_spec(execution)
+    assert [r.run_id for r in study.runs] == default_ids  # how a run executes is not what it computes
+    assert all(r.config["checkpoint_interval_s"] == 600 for r in study.runs)
 
     fast = demo_data()
     fast["recipe"] |= {"precision": "bf16", "channels_last": True, "compile": True}
