@@ -1,5 +1,6 @@
-"""The benchmarks run: a tiny CPU pass of benchmarks/bench_runs_per_gpu.py as a user runs it (a
-subprocess), checking its JSON lines, and that a failing run ends it with the run's error, not a hang."""
+"""The benchmarks run: tiny CPU passes of benchmarks/bench_runs_per_gpu.py and bench_pipeline.py as a user
+runs them (subprocesses), checking their JSON lines, and that a failing run ends bench_runs_per_gpu with
+the run's error, not a hang."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS_PER_GPU = REPO / "benchmarks" / "bench_runs_per_gpu.py"
@@ -41,3 +44,27 @@ def test_runs_per_gpu_benchmark_reports_a_failing_run_and_exits() -> None:
     assert out.returncode == 1, out.stdout + out.stderr
     assert "k=1: run0 failed" in out.stderr and "no-such-preset" in out.stderr, out.stderr
     assert out.stdout == ""
+
+
+def test_pipeline_benchmark_compares_each_way_with_its_baseline() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_pipeline.py"), "--pairs", "6", "--size", "32",
+         "--batch", "4", "--epochs", "1", "--preset", "tiny", "--repeat", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    cases = [(r["bench"], r["case"]) for r in rows]
+    assert cases == [
+        ("data", "dataloader_per_item"),
+        ("data", "train_batches_on_device"),
+        ("data", "ratio"),
+        ("checkpoint", "synchronous_save"),
+        ("checkpoint", "snapshot_background_write"),
+        ("checkpoint", "ratio"),
+    ]
+    data, ckpt = rows[:3], rows[3:]
+    assert all(r["ms_per_batch"] > 0 for r in data[:2])
+    speedup = data[0]["ms_per_batch"] / data[1]["ms_per_batch"]
+    assert data[2]["speedup"] == pytest.approx(speedup, rel=0.05)  # of the unrounded times
+    assert ckpt[0]["mib"] > 1 and ckpt[1]["write_ms"] >= ckpt[1]["blocked_ms"] > 0
