@@ -87,14 +87,15 @@ def bench_checkpoint(preset: str, device: torch.device, tmp: Path, repeat: int) 
         t0 = time.perf_counter()
         checkpoint.save(store, f"checkpoints/b/sync{i}/last.pt", state())
         sync_ms.append((time.perf_counter() - t0) * 1000)
-    with checkpoint.BackgroundWriter(store) as writer:
-        for i in range(repeat):
-            _sync(device)
-            t0 = time.perf_counter()
-            writer.submit([(f"checkpoints/b/bg{i}/last.pt", checkpoint.snapshot(state()))])
-            blocked_ms.append((time.perf_counter() - t0) * 1000)
-            writer.wait()
-            write_ms.append((time.perf_counter() - t0) * 1000)
+    writer = checkpoint.BackgroundWriter(store)
+    for i in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        writer.submit([(f"checkpoints/b/bg{i}/last.pt", checkpoint.snapshot(state()))])
+        blocked_ms.append((time.perf_counter() - t0) * 1000)
+        writer.wait()
+        write_ms.append((time.perf_counter() - t0) * 1000)
+    writer.close()
     size_mib = (tmp / "store" / "checkpoints/b/sync0/last.pt").stat().st_size / 2**20
     common = {"bench": "checkpoint", "preset": preset, "device": str(device), "mib": round(size_mib)}
     return [

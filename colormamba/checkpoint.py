@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -60,21 +59,22 @@ class BackgroundWriter:
     A paper-preset `last.pt` (weights and Adam's two moments) is about 1.1 GiB: serialising and uploading
     it takes seconds, as long as a whole epoch of the fast GPU step. One write is in flight at a time, so at
     most one snapshot waits in memory, and writes land in the order submitted (best.pt before the last.pt
-    that refers to it). A failed write is raised by the next `submit` or by `wait`, never lost.
+    that refers to it). A failed write is raised by the next `submit`, `wait` or `landed`, never lost.
+    Only the thread that submits calls these methods.
     """
 
     def __init__(self, store: Storage) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self._pending: Future[None] | None = None
-        self._lock = threading.Lock()
+        self._pending: tuple[Future[None], Any] | None = None
+        self._landed: list[Any] = []
 
-    def submit(self, items: Sequence[tuple[str, dict[str, Any] | bytes]]) -> None:
-        """Write (key, state or raw bytes) pairs in order, after the previous submission has finished.
-        States must be snapshots (`snapshot`): they are serialised later, on the writer's thread."""
+    def submit(self, items: Sequence[tuple[str, dict[str, Any] | bytes]], label: Any = None) -> None:
+        """Write (key, state or raw bytes) pairs in order, after the previous submission has finished;
+        `label` (e.g. the epoch) is what `landed` reports once they are stored. States must be snapshots
+        (`snapshot`): they are serialised later, on the writer's thread."""
         self.wait()
-        with self._lock:
-            self._pending = self._pool.submit(self._write, list(items))
+        self._pending = (self._pool.submit(self._write, list(items)), label)
 
     def _write(self, items: list[tuple[str, dict[str, Any] | bytes]]) -> None:
         for key, item in items:
@@ -82,31 +82,30 @@ class BackgroundWriter:
 
     def wait(self) -> None:
         """Block until the submitted writes are stored; raise the error of one that failed."""
-        with self._lock:
-            pending, self._pending = self._pending, None
+        pending, self._pending = self._pending, None
         if pending is not None:
-            pending.result()
+            future, label = pending
+            future.result()
+            self._landed.append(label)
 
-    def close(self) -> None:
-        """Wait for the last writes (raising their error) and stop the thread."""
+    def landed(self) -> list[Any]:
+        """Labels of the submissions stored since the last call (without waiting for one in flight)."""
+        if self._pending is not None and self._pending[0].done():
+            self.wait()
+        out, self._landed = self._landed, []
+        return out
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Wait for the last writes and stop the thread. A failed write is raised, or only logged with
+        `raise_errors=False` (when the caller is already stopping for another error)."""
         try:
             self.wait()
+        except Exception:
+            if raise_errors:
+                raise
+            log.exception("checkpoint write failed while the run was stopping")
         finally:
             self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> BackgroundWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        """Always let the writes in flight land (the checkpoint a resume starts from). When the block
-        failed, that error is what propagates; a write that failed too is only logged."""
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except Exception:
-            log.exception("checkpoint write failed while the run was stopping (%s)", exc_type.__name__)
 
 
 def load(store: Storage, key: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ scheduler and RNG states travel in the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -98,6 +99,13 @@ def _emit(on_progress: ProgressFn | None, **event: Any) -> None:
         on_progress(event)
 
 
+def _report_checkpoints(writer: checkpoint.BackgroundWriter, on_progress: ProgressFn | None) -> None:
+    """A "checkpoint" event for each epoch whose checkpoint has landed in the store (what a resume would
+    start from; epoch_end comes earlier, while the write is still in flight)."""
+    for epoch in writer.landed():
+        _emit(on_progress, phase="checkpoint", epoch=epoch)
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -172,11 +180,13 @@ def train(
         start_epoch, best_epoch, best_psnr = state["epoch"], state["best_epoch"], state["best_psnr"]
         train_seconds, history = state["train_seconds"], state["history"]
         log.info("%s/%s: resuming after epoch %d", where.study, where.run, start_epoch)
+        _emit(on_progress, phase="resume", epoch=start_epoch)
 
     # the loop ---------------------------------------------------------------------------------------
     best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's, until best.pt is written
     last_saved = time.monotonic()
-    with checkpoint.BackgroundWriter(store) as writer:
+    writer = checkpoint.BackgroundWriter(store)
+    try:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             epoch_start = time.perf_counter()
@@ -210,7 +220,8 @@ def train(
                 if discriminators is not None:
                     d_rgb, d_hsv = discriminators["rgb"], discriminators["hsv"]
                     d_loss = lsgan_discriminator_loss(
-                        [d_rgb(target), d_hsv(rgb_to_hsv(target))], [d_rgb(rgb.detach()), d_hsv(hsv.detach())]
+                        [d_rgb(target), d_hsv(rgb_to_hsv(target))],
+                        [d_rgb(rgb.detach()), d_hsv(hsv.detach())],
                     )
                     optimizer_d.zero_grad(set_to_none=True)
                     d_loss.backward()
@@ -243,6 +254,7 @@ def train(
                     eta_s=elapsed / (step + 1) * steps_left,
                     device=str(device),
                 )
+                _report_checkpoints(writer, on_progress)
             scheduler.step()
             epoch_seconds = time.perf_counter() - epoch_start
             train_seconds += epoch_seconds
@@ -291,7 +303,7 @@ def train(
                     }
                 writes.append((where.checkpoint("last"), checkpoint.snapshot(last)))
                 writes.append((where.artifact("history.csv"), history_csv(history)))
-                writer.submit(writes)
+                writer.submit(writes, label=epoch + 1)
                 best_weights, last_saved = None, time.monotonic()
             _emit(
                 on_progress,
@@ -300,5 +312,14 @@ def train(
                 epochs=cfg.epochs,
                 **{k: v for k, v in row.items() if k != "epoch"},
             )
+        writer.close()
+    except BaseException:
+        # The write in flight still lands (it is what a resume starts from); the error that stopped the
+        # run is the one raised, a failed write or progress report at this point only logged.
+        writer.close(raise_errors=False)
+        with contextlib.suppress(Exception):
+            _report_checkpoints(writer, on_progress)
+        raise
+    _report_checkpoints(writer, on_progress)
 
     return TrainResult(cfg.epochs, best_epoch, best_psnr, train_seconds, history)

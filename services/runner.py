@@ -51,14 +51,22 @@ class StatusWriter:
 
     def progress(self, event: dict[str, Any]) -> None:
         phase = event.get("phase")
+        if phase in ("resume", "checkpoint"):
+            # train() reports the epoch it resumed after, and each checkpoint once it is in the store:
+            # the epoch a run restarted now would resume after, written at once.
+            saved = {"checkpoint_saved_epoch": event["epoch"]}
+            if phase == "resume":
+                saved["resumed_from_epoch"] = event["epoch"]
+            self.status = {**self.status, **saved}
+            self.write()
+            return
         fields = {
             k: v for k, v in event.items() if k in ("phase", "epoch", "epochs", "step", "steps", "eta_s")
         }
         if "loss" in event:
             fields["loss"] = round(float(event["loss"]), 6)
         if phase == "epoch_end":
-            fields |= {"val_psnr": event.get("val_psnr"), "train_loss": event.get("train_loss"), "step": None,
-                       "checkpoint_saved_epoch": event.get("epoch")}  # fmt: skip
+            fields |= {"val_psnr": event.get("val_psnr"), "train_loss": event.get("train_loss"), "step": None}
         self.status = {**self.status, **fields}
         if phase == "epoch_end" or time.monotonic() - self._last >= self.interval:
             self.write()
@@ -97,7 +105,7 @@ def execute_run(
     previous = read_status(store, study, run) or {}
     if previous.get("state") in DONE:
         return previous
-    # train() emits epoch_end after the checkpoint is written, so this is the epoch it resumes after
+    # the last checkpoint the previous attempt saw land; train() reports the one it really resumes from
     resumed_from = previous.get("checkpoint_saved_epoch")
     import torch  # the device is worth recording: which GPU ran it
 

@@ -64,7 +64,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     interrupted = checkpoint.load(store, resumed.checkpoint("last"))
     assert interrupted["epoch"] == 1  # the checkpoint of the finished epoch stays after a cancel
 
-    result = train(cfg, store, resumed)
+    events: list[dict] = []
+    result = train(cfg, store, resumed, on_progress=events.append)
+    assert events[0] == {"phase": "resume", "epoch": 1}
     assert result.epochs_done == 3 and len(result.history) == 3
     a, b = _weights(store, straight), _weights(store, resumed)
     assert a.keys() == b.keys()
@@ -193,13 +195,23 @@ def test_checkpoint_interval_skips_epochs_but_always_saves_the_last(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
     store = RecordingStore(tmp_path / "store")
-    result = train(_config(tiny_dataset, checkpoint_interval_s=3600), store, RunLocation("s", "r"))
+    events: list[dict] = []
+    result = train(
+        _config(tiny_dataset, checkpoint_interval_s=3600),
+        store,
+        RunLocation("s", "r"),
+        on_progress=events.append,
+    )
     assert _epochs_written(store) == [3]
+    assert [e["epoch"] for e in events if e["phase"] == "checkpoint"] == [3]  # reported once it landed
+    assert [e["phase"] for e in events].index("checkpoint") > [e["phase"] for e in events].index("epoch_end")
     best = checkpoint.load(store, RunLocation("s", "r").checkpoint("best"))
     assert best["epoch"] == result.best_epoch and best["val_psnr"] == result.best_psnr
     every_epoch = RecordingStore(tmp_path / "every")
-    train(_config(tiny_dataset), every_epoch, RunLocation("s", "r"))
+    events.clear()
+    train(_config(tiny_dataset), every_epoch, RunLocation("s", "r"), on_progress=events.append)
     assert _epochs_written(every_epoch) == [1, 2, 3]
+    assert [e["epoch"] for e in events if e["phase"] == "checkpoint"] == [1, 2, 3]
     a, b = _weights(store, RunLocation("s", "r")), _weights(every_epoch, RunLocation("s", "r"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # fewer checkpoints, the same training
 
