@@ -261,9 +261,12 @@ def train(
 
             # validate, record, checkpoint ---------------------------------------------------------------
             _emit(on_progress, phase="validate", epoch=epoch + 1, epochs=cfg.epochs)
-            # Validation runs in float32 whatever `precision` says: the study's metrics must not depend on a
-            # speed setting, they equal what `evaluate` reproduces from best.pt, and the split is small.
-            val = summarize(predict_split(model, val_set, cfg.protocol, device, keep_predictions=0).metrics)
+            # Validation runs in float32 and eagerly whatever `precision` and `compile` say: the study's
+            # metrics must not depend on a speed setting, they equal what `evaluate` reproduces from
+            # best.pt, the split is small, and its images may come in sizes that would each cost a compile.
+            with torch.compiler.set_stance("force_eager"):
+                val = predict_split(model, val_set, cfg.protocol, device, keep_predictions=0).metrics
+            val = summarize(val)
             row = {
                 "epoch": epoch + 1,
                 **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -220,3 +221,19 @@ def test_a_failed_checkpoint_write_fails_the_run(tiny_dataset: Path, tmp_path: P
     store = RecordingStore(tmp_path / "store", fail=True)
     with pytest.raises(StorageError, match="disk full"):
         train(_config(tiny_dataset, epochs=2), store, RunLocation("s", "r"))
+
+
+def test_compiled_fast_path_trains_and_validates_eagerly(
+    tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = _config(
+        tiny_dataset, epochs=1, max_steps_per_epoch=2, precision="bf16", channels_last=True, compile=True
+    )
+    store, where = LocalStorage(tmp_path / "store"), RunLocation("s", "r")
+    with caplog.at_level(logging.INFO, logger="colormamba.train"):
+        result = train(cfg, store, where)
+    assert any("compiled 9 blocks" in r.getMessage() for r in caplog.records)
+    assert math.isfinite(result.history[0]["train_loss"])
+    # validation ran eagerly in float32: evaluating best.pt (an uncompiled model) reproduces it
+    ev = evaluate(cfg, store, where)
+    assert ev.summary["psnr"]["mean"] == pytest.approx(result.best_psnr, abs=1e-4)

@@ -7,8 +7,11 @@ itself stays outside the compiled graphs (`colormamba.ops.selective_scan` is exc
 its backends are hand-written kernels already.
 
 Each block compiles once per input shape with static shapes (`dynamic=False`): training shapes do not
-change, and symbolic shapes make inductor fail on the scan's padded map sizes. Compiling the paper preset's
-blocks takes minutes on the first steps, paid once per run.
+change (an epoch's last, smaller batch compiles once more), and symbolic shapes make inductor fail on the
+scan's padded map sizes. Compiling the paper preset's blocks takes minutes on the first steps, paid once
+per run (inductor's on-disk cache shortens it for the next runs of the same machine). Validation runs the
+blocks eagerly (`torch.compiler.set_stance("force_eager")` in colormamba.train): its images may come in
+sizes that would each cost a compile.
 """
 
 from __future__ import annotations
