@@ -223,6 +223,7 @@ def test_a_failed_checkpoint_write_fails_the_run(tiny_dataset: Path, tmp_path: P
         train(_config(tiny_dataset, epochs=2), store, RunLocation("s", "r"))
 
 
+@pytest.mark.slow  # compiling the blocks: about a minute and a half on 2 cores without inductor's cache
 def test_compiled_fast_path_trains_and_validates_eagerly(
     tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
