@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import urllib3
@@ -66,6 +66,10 @@ class S3Storage:
         region: str | None = None,
         create_bucket: bool = True,
     ) -> None:
+        # what pickling carries to a spawned process, which builds its own client and connections
+        self._args = (endpoint, access_key, secret_key, bucket)
+        self._kwargs = {"secure": secure, "prefix": prefix, "retry_seconds": retry_seconds, "region": region,
+                        "create_bucket": create_bucket}  # fmt: skip
         if "://" in endpoint:
             url = urlparse(endpoint)
             secure = url.scheme == "https"
@@ -90,6 +94,9 @@ class S3Storage:
             region=region,
             http_client=http,
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_s3_storage, (self._args, self._kwargs))
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
@@ -208,6 +215,10 @@ class S3Storage:
         name = self._name(key)
         self._ensure_bucket()
         self._call(f"deletion of {key}", lambda: self.client.remove_object(self.bucket, name))
+
+
+def _rebuild_s3_storage(args: tuple[Any, ...], kwargs: dict[str, Any]) -> S3Storage:
+    return S3Storage(*args, **kwargs)
 
 
 def s3_from_env(bucket: str | None = None, prefix: str = "") -> S3Storage:

@@ -2,7 +2,7 @@
 """The job suite's command line: submit a study, watch it, cancel it, fetch its report, manage datasets.
 
     python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all]     queue the study's runs
-    python jobs/submit.py --local SPEC.yaml                          the whole study here, no Redis/MinIO
+    python jobs/submit.py --local SPEC.yaml [--runs-per-gpu K]       the whole study here, no Redis/MinIO
     python jobs/submit.py status STUDY [--watch [--timeout S]]       per-run progress
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
@@ -16,7 +16,8 @@ Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dat
 
 Environment: COLORMAMBA_REDIS_URL (default redis://localhost:6379/0), COLORMAMBA_S3_ENDPOINT,
 COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or COLORMAMBA_STORE (a folder
-or s3://bucket); `--local` uses the folder `artifacts/` unless --store says otherwise.
+or s3://bucket); `--local` uses the folder `artifacts/` unless --store says otherwise, and trains
+COLORMAMBA_RUNS_PER_GPU runs at once (default 1) unless --runs-per-gpu says otherwise.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--rerun", choices=RERUN_CHOICES, default="none",
                    help="run finished runs again: 'failed' ones or 'all' (from scratch)")  # fmt: skip
     s.add_argument("--dry-run", action="store_true", help="validate and list the runs, queue nothing")
+    s.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
+                   help="with --local: train K runs at once, each in its own process "
+                        "(default: COLORMAMBA_RUNS_PER_GPU, else 1)")  # fmt: skip
 
     st = sub.add_parser("status", parents=[common], help="progress of a study's runs")
     st.add_argument("study")
@@ -165,6 +169,9 @@ def _coordinator():
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.runs_per_gpu is not None and not args.local:
+        raise Exit(INVALID, "--runs-per-gpu is for --local; GPU workers read COLORMAMBA_RUNS_PER_GPU")
+    runs_at_once = _runs_at_once(args) if args.local else 1
     study = load_spec(args.spec)
     store = _store(args)
     from services.studies import select_runs
@@ -176,7 +183,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"  {run.run_id}")
         return OK
     if args.local:
-        return _submit_local(args, store, study)
+        return _submit_local(args, store, study, runs_at_once)
     coord = _coordinator()  # Redis first: an unreachable broker must leave nothing behind
     if len(start) > args.max_runs and not args.yes:
         if not sys.stdin.isatty():
@@ -219,7 +226,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return OK
 
 
-def _submit_local(args: argparse.Namespace, store: Any, study: Any) -> int:
+def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
     from services.report import report_prefix
     from services.studies import local_run_study
 
@@ -227,7 +234,7 @@ def _submit_local(args: argparse.Namespace, store: Any, study: Any) -> int:
         if status.get("phase") == "epoch_end" or status.get("state") in DONE:
             print(f"  {status['run']}: {_progress(status)}", flush=True)
 
-    finals = local_run_study(store, study, args.rerun, on_status=on_status)
+    finals = local_run_study(store, study, args.rerun, on_status=on_status, runs_at_once=runs_at_once)
     _print_report(store, study.name)
     where = (
         store.path(f"{report_prefix(study.name)}/report.html")
@@ -237,6 +244,20 @@ def _submit_local(args: argparse.Namespace, store: Any, study: Any) -> int:
     print(f"report: {where}")
     bad = [f for f in finals if f.get("state") != "succeeded"]
     return RUNS_FAILED if bad else OK
+
+
+def _runs_at_once(args: argparse.Namespace) -> int:
+    """--runs-per-gpu, else COLORMAMBA_RUNS_PER_GPU (what GPU workers read), else 1."""
+    from services.celeryconfig import parse_runs_per_gpu
+
+    if args.runs_per_gpu is not None:
+        if args.runs_per_gpu < 1:
+            raise Exit(INVALID, f"--runs-per-gpu must be >= 1, got {args.runs_per_gpu}")
+        return args.runs_per_gpu
+    try:
+        return parse_runs_per_gpu(os.environ.get("COLORMAMBA_RUNS_PER_GPU"))
+    except ValueError as exc:
+        raise Exit(INVALID, str(exc)) from None
 
 
 def _print_report(store: Any, study: str) -> None:

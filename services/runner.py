@@ -144,7 +144,10 @@ def execute_run(
     except (Exception, KeyboardInterrupt) as exc:
         if _owned_elsewhere(exc):
             raise
-        log.exception("%s/%s failed", study, run)
+        if isinstance(exc, KeyboardInterrupt):
+            log.warning("%s/%s interrupted", study, run)
+        else:
+            log.exception("%s/%s failed", study, run)
         tail = "".join(traceback.format_exception(exc)[-3:])
         state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
