@@ -131,3 +131,16 @@ def test_missing_environment_is_named(monkeypatch):
     monkeypatch.delenv("COLORMAMBA_S3_ENDPOINT", raising=False)
     with pytest.raises(StorageError, match="COLORMAMBA_S3_ENDPOINT"):
         s3_from_env()
+
+
+def test_a_pickled_store_reaches_the_same_bucket_with_its_own_client(s3_store):
+    """What `--local --runs-per-gpu K` hands each run's spawned process."""
+    import pickle
+
+    s3_store.put_bytes("runs/p/r/status.json", b"{}")
+    copy = pickle.loads(pickle.dumps(s3_store))
+    assert copy.client is not s3_store.client
+    assert (copy.endpoint, copy.bucket, copy.prefix) == (s3_store.endpoint, s3_store.bucket, s3_store.prefix)
+    assert copy.get_bytes("runs/p/r/status.json") == b"{}"
+    copy.put_bytes("runs/p/r/other.json", b"[]")
+    assert s3_store.get_bytes("runs/p/r/other.json") == b"[]"
