@@ -94,11 +94,15 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin colormamba \
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/torch /opt/torch
+# The compiled-kernel caches of Triton (the `triton` scan) and of torch.compile (`compile: true`) live on
+# the cache volume: every run is a fresh process that would compile them again, and a new container too.
 ENV PATH=/opt/venv/bin:$PATH \
     TORCH_HOME=/opt/torch \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TRITON_CACHE_DIR=/cache/triton \
+    TORCHINDUCTOR_CACHE_DIR=/cache/inductor
 
 # The project itself (its dependencies are in the venv already), from the build context without a layer
 # of sources; .dockerignore keeps that context to what the package needs.
