@@ -11,7 +11,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 app = Celery("colormamba", include=["services.tasks"])
 app.config_from_object("services.celeryconfig")
@@ -31,6 +31,18 @@ def _start_reaper(sender=None, **_kwargs) -> None:
     heartbeat = os.environ.get("COLORMAMBA_HEARTBEAT_FILE") or None  # read by compose's healthcheck
     _reaper_stop = start_reaper(client, lambda study, run: queue_run(study, run), heartbeat=heartbeat)
     log.info("reaper started")
+
+
+@worker_process_init.connect
+def _share_cpu_threads(**_kwargs) -> None:
+    """A pool process of a worker that trains COLORMAMBA_RUNS_PER_GPU > 1 runs at once takes its share
+    of the cores (all of a run's work on the CPU worker; data and loss bookkeeping on a GPU worker)."""
+    from services.celeryconfig import RUNS_PER_GPU
+
+    if RUNS_PER_GPU > 1:
+        from services.runner import share_cpu_threads
+
+        log.info("%d runs at once: %d CPU threads each", RUNS_PER_GPU, share_cpu_threads(RUNS_PER_GPU))
 
 
 @worker_shutting_down.connect

@@ -30,6 +30,17 @@ log = logging.getLogger(__name__)
 STATUS_INTERVAL_S = float(os.environ.get("COLORMAMBA_STATUS_INTERVAL", "5"))
 
 
+def share_cpu_threads(runs_at_once: int) -> int:
+    """Give this process its share of the machine's cores when `runs_at_once` runs train side by side
+    (each in a process of its own): torch's default, every core for every process, makes them fight.
+    Returns the thread count set."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // runs_at_once)
+    torch.set_num_threads(threads)
+    return threads
+
+
 class StatusWriter:
     """Merges progress events into the run's status and writes it at most every `interval` seconds (and
     at every epoch end), so a long run costs a few small PUTs a minute, not one per step."""

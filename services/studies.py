@@ -227,14 +227,12 @@ def record_queued(store: Storage, study: str, run: RunPlan, status: dict[str, An
     write_status(store, study, run.run_id, queued)
 
 
-def _execute_in_process(store: Storage, plan: dict[str, Any], cache_dir: Any, threads: int) -> None:
+def _execute_in_process(store: Storage, plan: dict[str, Any], cache_dir: Any, runs_at_once: int) -> None:
     """One `--local` run in a process of its own (started by `_run_in_processes`); its outcome is its
     status.json, which `execute_run` writes."""
-    import torch
+    from services.runner import execute_run, share_cpu_threads
 
-    from services.runner import execute_run
-
-    torch.set_num_threads(threads)  # the machine's cores shared out, not each run taking them all
+    share_cpu_threads(runs_at_once)
     try:
         execute_run(store, plan, worker=f"local-{os.getpid()}", cache_dir=cache_dir)
     except KeyboardInterrupt:  # Ctrl-C: the run recorded itself as cancelled
@@ -254,7 +252,6 @@ def _run_in_processes(store: Storage, plans: list[dict[str, Any]], runs_at_once:
     import signal
     from multiprocessing.connection import wait
 
-    threads = max(1, (os.cpu_count() or 1) // runs_at_once)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     waiting, running = list(plans), {}
     finals: list[dict[str, Any]] = []
@@ -270,7 +267,7 @@ def _run_in_processes(store: Storage, plans: list[dict[str, Any]], runs_at_once:
             while waiting and len(running) < runs_at_once:
                 plan = waiting.pop(0)
                 process = context.Process(target=_execute_in_process, name=plan["run_id"],
-                                          args=(store, plan, cache_dir, threads))  # fmt: skip
+                                          args=(store, plan, cache_dir, runs_at_once))  # fmt: skip
                 process.start()
                 running[process] = plan
             ended = wait([p.sentinel for p in running], timeout=1.0)

@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -423,3 +424,5 @@ def test_a_worker_with_two_runs_per_gpu_trains_two_runs_at_once(stack):
     assert a["attempt"] == b["attempt"] == 1
     assert a["worker"].split(" (pid ")[0] == b["worker"].split(" (pid ")[0], "one worker took both"
     assert a["worker"] != b["worker"], "each run in a pool process of its own"
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert stack.logs().count(f"2 runs at once: {threads} CPU threads each") >= 2  # the cores shared out
