@@ -11,7 +11,7 @@ import io
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,9 @@ class Predictions:
     # (name, nir (1,H,W), prediction (3,H,W), target as scored (3,H,W))
 
 
+PREDICT_BATCH = 8  # images colorized together by predict_split (consecutive ones of one size)
+
+
 def predict_split(
     model: nn.Module,
     split: PairedDataset,
@@ -48,13 +51,20 @@ def predict_split(
     device: torch.device,
     keep_predictions: int = 0,
     on_image: Callable[[int, int], None] | None = None,
+    batch_size: int = PREDICT_BATCH,
 ) -> Predictions:
     """Colorize each pair's NIR image at its own size and score it against its RGB partner.
+
+    Consecutive images of one size go through the network together, up to `batch_size` at a time (the
+    network treats the images of a batch independently in eval mode, so a split with mixed sizes gets the
+    same scores, in smaller batches); scores stay on the device until the end: one sync per split, not
+    one per image, as validation runs every epoch.
 
     Args:
         split: a non-augmenting dataset (`train=False`); training builds it once and validates on it
             every epoch, so the images are read from disk once per run, not once per epoch.
-    Images go one at a time: evaluation splits are small and may mix frame sizes.
+        keep_predictions: keep (name, nir, prediction, target) of the first this-many images.
+        on_image: called with (images done, images in the split) after each batch.
     """
     if split.train:
         raise ValueError("predict_split needs a split without augmentation (PairedDataset(train=False))")
@@ -63,24 +73,36 @@ def predict_split(
     names: list[str] = []
     scores: dict[str, list[torch.Tensor]] = {m: [] for m in METRIC_NAMES}
     samples = []
+    items = (split[i] for i in range(len(split)))
     with torch.no_grad():
-        for i in range(len(split)):
-            item = split[i]
-            nir = item["nir"].unsqueeze(0).to(device)  # (1, 1, H, W)
-            gt = item["rgb"].unsqueeze(0).to(device)  # (1, 3, H, W)
-            rgb, _ = model(nir)
-            rgb = rgb.float()
+        for batch in _same_size_batches(items, batch_size):
+            nir = torch.stack([item["nir"] for item in batch]).to(device)  # (b, 1, H, W)
+            gt = torch.stack([item["rgb"] for item in batch]).to(device)  # (b, 3, H, W)
+            rgb = model(nir)[0].float()
             values = compute_metrics(rgb, gt, protocol)
             for m in METRIC_NAMES:
-                scores[m].append(values[m].cpu())
-            name = item["name"]
-            names.append(name)
-            if i < keep_predictions:
-                samples.append((name, nir[0].cpu(), rgb[0].cpu(), prepare_target(gt, protocol)[0].cpu()))
+                scores[m].append(values[m])
+            for j, item in enumerate(batch):
+                if len(names) < keep_predictions:
+                    target = prepare_target(gt[j : j + 1], protocol)[0]
+                    samples.append((item["name"], nir[j].cpu(), rgb[j].cpu(), target.cpu()))
+                names.append(item["name"])
             if on_image is not None:
-                on_image(i + 1, len(split))
+                on_image(len(names), len(split))
     model.train(was_training)
-    return Predictions(names, {m: torch.cat(v) for m, v in scores.items()}, samples)
+    return Predictions(names, {m: torch.cat(v).cpu() for m, v in scores.items()}, samples)
+
+
+def _same_size_batches(items: Iterable[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive items grouped while they share one frame size, at most `batch_size` to a group."""
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or item["nir"].shape != batch[0]["nir"].shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
 
 
 def summarize(metrics: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
