@@ -7,42 +7,53 @@
 #      (its first step compiles for minutes, so it comes last).
 # Usage: bash benchmarks/gpu_session.sh OUT_DIR a|b      Results: OUT_DIR/*.jsonl and OUT_DIR/log.txt.
 # Part b uses the kernel part a built in build/ssc (same warm machine) if it is there, else the triton scan.
+# The device image has torch, triton, numpy, pillow, pytest, pyyaml but not pytorch-msssim (the losses, so
+# train() and the loss-curve benchmark, import it): carry its wheel in .whl (ignored by git):
+#   echo /.whl/ >> .git/info/exclude; pip download --no-deps -d .whl pytorch-msssim==1.0.0
+# and name both .whl and third_party/mamba_csrc in the device call's `carry`.
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu_out}}
 part=${2:-a}
 mkdir -p "$out"
 export PYTHONPATH="$PWD:$PWD/build/ssc${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 step() { echo "== $* ($(date +%T))" | tee -a "$out/log.txt"; }
+py=${PYTHON:-$(command -v python3 || command -v python)}  # the device image's python3 holds torch
 paper=(--preset paper --batch 8 --size 256 --device cuda)
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+"$py" -c "import pytorch_msssim" 2>/dev/null || echo "warning: pytorch_msssim missing: the loss-curve step will fail" \
+    | tee -a "$out/log.txt"
 
 if [[ $part == a ]]; then
     step env
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-    python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
+    "$py" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
         | tee -a "$out/gpu.txt"
     step build mamba kernel
-    timeout 200 python benchmarks/build_mamba_kernel.py third_party/mamba_csrc/selective_scan --arch 9.0 \
+    timeout 200 "$py" benchmarks/build_mamba_kernel.py third_party/mamba_csrc/selective_scan --arch 9.0 \
         --build-dir build/ssc 2>&1 | tail -5 | tee "$out/build.txt"
     step cuda tests
-    timeout 90 python -m pytest -q -p no:cacheprovider tests/ops tests/data/test_batches.py \
+    timeout 90 "$py" -m pytest -q -p no:cacheprovider tests/ops tests/data/test_batches.py \
         -k "cuda or mamba or triton or gpu" 2>&1 | tail -12 | tee "$out/tests.txt"
     step scan
-    timeout 120 python benchmarks/bench_triton_gpu.py --configs 8:32:4,16:16:4,4:64:4 --torch-repeat 1 2>&1 \
+    timeout 120 "$py" benchmarks/bench_triton_gpu.py --configs 8:32:4,16:16:4,4:64:4 --torch-repeat 1 2>&1 \
         | tee "$out/scan.jsonl"
     step train step
-    timeout 90 python benchmarks/bench_train_step.py "${paper[@]}" --scan-backend mamba --steps 10 --warmup 3 \
+    timeout 90 "$py" benchmarks/bench_train_step.py "${paper[@]}" --scan-backend mamba --steps 10 --warmup 3 \
         --reference-ms 265 --compare-fast 2>&1 | tee -a "$out/train_step.jsonl"
-    timeout 45 python benchmarks/bench_train_step.py "${paper[@]}" --scan-backend triton --steps 10 --warmup 3 \
+    timeout 45 "$py" benchmarks/bench_train_step.py "${paper[@]}" --scan-backend triton --steps 10 --warmup 3 \
         --reference-ms 265 --fast 2>&1 | tee -a "$out/train_step.jsonl"
 else
     step runs per gpu
-    timeout 150 python benchmarks/bench_runs_per_gpu.py "${paper[@]}" --precision bf16 --steps 10 --warmup 3 \
+    timeout 150 "$py" benchmarks/bench_runs_per_gpu.py "${paper[@]}" --precision bf16 --steps 10 --warmup 3 \
         --runs-per-device 1,2,4 --timeout 140 2>&1 | tee "$out/runs_per_gpu.jsonl"
     step loss curve
-    timeout 150 python benchmarks/bench_loss_curve.py --preset small --size 256 --batch 8 --steps 200 \
+    timeout 150 "$py" benchmarks/bench_loss_curve.py --preset small --size 256 --batch 8 --steps 200 \
         --window 25 --device cuda 2>&1 | tee "$out/loss_curve.jsonl"
     step compiled step
-    timeout 240 python benchmarks/bench_train_step.py "${paper[@]}" --steps 10 --warmup 3 --reference-ms 265 \
+    timeout 240 "$py" benchmarks/bench_train_step.py "${paper[@]}" --steps 10 --warmup 3 --reference-ms 265 \
         --fast --compile 2>&1 | tee -a "$out/train_step_compiled.jsonl"
 fi
 step finished
