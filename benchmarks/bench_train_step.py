@@ -12,8 +12,9 @@ the network. Each case prints {"case", "preset", "batch", "size", "device", "ms_
 The fast path (--fast, or both paths with --compare-fast) changes how the step runs, not what it computes:
 bf16 autocast (matmuls and convolutions in bf16, reductions and the scan's state in float32), channels-last
 activations and weights (the layout cuDNN's fastest convolutions use), and Adam's fused single-kernel
-update (the same update rule as the per-parameter loop). --compile adds torch.compile of the MambaIR
-blocks (fused norms and elementwise chains); "first_step_s" then shows what compiling costs once.
+update (the same update rule as the per-parameter loop). --compile adds torch.compile of the MambaIR,
+SPADE and criss-cross blocks (fused norms and elementwise chains); "first_step_s" then shows what
+compiling costs once.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def setup(
     fused_adam: bool = False,
     compile: bool = False,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
-    """The model preset on `device` (its MambaIR blocks compiled if `compile`), its Adam, and one random
-    batch (NIR input, RGB target); seeded."""
+    """The model preset on `device` (`compile_blocks` applied if `compile`), its Adam, and one random batch
+    (NIR input, RGB target); seeded."""
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the MambaIR blocks (of the fast path with --compare-fast)",
+        help="compile_blocks (torch.compile; of the fast path with --compare-fast)",
     )
     parser.add_argument(
         "--compare-fast",

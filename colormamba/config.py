@@ -59,7 +59,7 @@ class RunConfig:
     # it trains to the same loss curve within noise but not bit-identically, so it is opt-in.
     precision: str = "fp32"  # "fp32" | "bf16"
     channels_last: bool = False  # model weights and NIR batches in channels-last layout (cuDNN's fastest)
-    compile: bool = False  # torch.compile the MambaIR blocks (colormamba.models.compile): minutes at start
+    compile: bool = False  # torch.compile of the blocks in colormamba.models.compile: minutes at start
     cancel_check_every: int = 5  # steps between cancel-flag checks
     # Seconds of training between checkpoints (last.pt, best.pt, history.csv); 0 = after every epoch.
     # A crash loses at most this much (plus one epoch); the last epoch always checkpoints.

@@ -1,10 +1,13 @@
-"""Compiling the blocks that compile quickly: the MambaIR blocks, where the time goes in small kernels.
+"""Compiling the blocks that compile quickly: where the step's time goes in small memory-bound kernels.
 
-A MambaIR block is a chain of layer norms, permutes, elementwise gates and small projections around the
-scan; eager PyTorch runs each as its own kernel. Inductor fuses those chains (a norm with the gate after
-it, the residual adds and scalings) without changing what is computed beyond float rounding. The scan
-itself stays outside the compiled graphs (`colormamba.ops.selective_scan` is excluded from tracing):
-its backends are hand-written kernels already.
+The published step spends 190 of its 265 ms outside the scan (performance.md), mostly in chains of small
+kernels that eager PyTorch runs one by one: a MambaIR block's layer norms, permutes, gates and residual
+scalings around the scan; SPADE's instance norm and per-pixel scale and shift; criss-cross attention's
+reshapes and softmax. Inductor fuses those chains without changing what is computed beyond float
+rounding (spectral norm's power iteration included). The scan itself stays outside the compiled graphs
+(`colormamba.ops.selective_scan` is excluded from tracing): its backends are hand-written kernels already.
+The plain convolution stacks (DoubleConv, UpConv) are left eager: cuDNN does their work, and each of
+their 18 shapes would add a compile.
 
 Each block compiles once per input shape with static shapes (`dynamic=False`): training shapes do not
 change (an epoch's last, smaller batch compiles once more), and symbolic shapes make inductor fail on the
@@ -20,9 +23,9 @@ import torch
 import torch._dynamo.config
 from torch import nn
 
-from colormamba.layers import MambaIRBlock
+from colormamba.layers import CrissCrossAttention, MambaIRBlock, SPADEResBlock
 
-COMPILED_BLOCKS: tuple[type[nn.Module], ...] = (MambaIRBlock,)
+COMPILED_BLOCKS: tuple[type[nn.Module], ...] = (MambaIRBlock, SPADEResBlock, CrissCrossAttention)
 
 
 def compile_blocks(model: nn.Module) -> int:

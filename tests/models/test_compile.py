@@ -1,11 +1,14 @@
-"""compile_blocks: the compiled MambaIR blocks compute what the eager ones do, with the same state dict."""
+"""compile_blocks: the compiled blocks compute what the eager ones do, with the same state dict."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from colormamba.layers import MambaIRBlock
+from colormamba.layers import CrissCrossAttention, MambaIRBlock, SPADEResBlock
 from colormamba.models import build_model, compile_blocks
+from colormamba.models.compile import COMPILED_BLOCKS
 
 
 def test_compiled_block_matches_eager_forward_and_backward() -> None:
@@ -32,9 +35,27 @@ def test_compiled_block_matches_eager_forward_and_backward() -> None:
     assert compiled._compiled_call_impl is not None  # it really is the compiled module that ran
 
 
-def test_compile_blocks_finds_every_mamba_block() -> None:
+def test_compiled_spade_block_matches_eager_with_its_spectral_norm_state() -> None:
+    torch.manual_seed(0)
+    eager = SPADEResBlock(8, 3, hidden=8)
+    compiled = copy.deepcopy(eager)
+    assert compile_blocks(torch.nn.Sequential(compiled)) == 1
+    x, cond = torch.randn(2, 8, 8, 8), torch.randn(2, 3, 16, 16)
+    for _ in range(2):  # the power iteration updates u and v in place at every training forward
+        out_e, out_c = eager(x, cond), compiled(x, cond)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+        out_e.square().mean().backward()
+        out_c.square().mean().backward()
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_compile_blocks_finds_every_block_of_the_compiled_kinds() -> None:
     model = build_model("tiny", scan_backend="torch")
-    expected = sum(isinstance(m, MambaIRBlock) for m in model.modules())
-    assert expected > 0
+    counts = {kind: sum(isinstance(m, kind) for m in model.modules()) for kind in COMPILED_BLOCKS}
+    assert counts[MambaIRBlock] > 0 and counts[SPADEResBlock] > 0 and counts[CrissCrossAttention] == 1
+    expected = sum(counts.values())
     assert compile_blocks(model) == expected
     assert torch._dynamo.config.recompile_limit >= expected  # every block shape gets compiled, not skipped
