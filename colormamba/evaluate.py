@@ -41,7 +41,9 @@ class Predictions:
     # (name, nir (1,H,W), prediction (3,H,W), target as scored (3,H,W))
 
 
-PREDICT_BATCH = 8  # images colorized together by predict_split (consecutive ones of one size)
+# predict_split colorizes consecutive same-size images together, up to this many pixels a batch: eight
+# 256x256 frames, the training batch, whose activations fit wherever training does; a larger frame goes alone.
+PREDICT_BATCH_PIXELS = 8 * 256 * 256
 
 
 def predict_split(
@@ -51,13 +53,13 @@ def predict_split(
     device: torch.device,
     keep_predictions: int = 0,
     on_image: Callable[[int, int], None] | None = None,
-    batch_size: int = PREDICT_BATCH,
+    batch_pixels: int = PREDICT_BATCH_PIXELS,
 ) -> Predictions:
     """Colorize each pair's NIR image at its own size and score it against its RGB partner.
 
-    Consecutive images of one size go through the network together, up to `batch_size` at a time (the
-    network treats the images of a batch independently in eval mode, so a split with mixed sizes gets the
-    same scores, in smaller batches); scores stay on the device until the end: one sync per split, not
+    Consecutive images of one size go through the network together, up to `batch_pixels` pixels at a time
+    (the network treats the images of a batch independently in eval mode, so a split with mixed sizes gets
+    the same scores, in smaller batches); scores stay on the device until the end: one sync per split, not
     one per image, as validation runs every epoch.
 
     Args:
@@ -75,7 +77,7 @@ def predict_split(
     samples = []
     items = (split[i] for i in range(len(split)))
     with torch.no_grad():
-        for batch in _same_size_batches(items, batch_size):
+        for batch in _same_size_batches(items, batch_pixels):
             nir = torch.stack([item["nir"] for item in batch]).to(device)  # (b, 1, H, W)
             gt = torch.stack([item["rgb"] for item in batch]).to(device)  # (b, 3, H, W)
             rgb = model(nir)[0].float()
@@ -93,11 +95,14 @@ def predict_split(
     return Predictions(names, {m: torch.cat(v).cpu() for m, v in scores.items()}, samples)
 
 
-def _same_size_batches(items: Iterable[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """Consecutive items grouped while they share one frame size, at most `batch_size` to a group."""
+def _same_size_batches(items: Iterable[dict[str, Any]], max_pixels: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive items grouped while they share one frame size and the group holds at most `max_pixels`
+    pixels (one item at least)."""
     batch: list[dict[str, Any]] = []
     for item in items:
-        if batch and (len(batch) == batch_size or item["nir"].shape != batch[0]["nir"].shape):
+        pixels = item["nir"].shape[-2] * item["nir"].shape[-1]
+        full = (len(batch) + 1) * pixels > max_pixels
+        if batch and (full or item["nir"].shape != batch[0]["nir"].shape):
             yield batch
             batch = []
         batch.append(item)

@@ -23,7 +23,7 @@ def test_batched_predictions_score_like_one_image_at_a_time(tmp_path: Path) -> N
     model = build_model("tiny", scan_backend="torch")
     model.train()
     seen: list[tuple[int, int]] = []
-    one = predict_split(model, split, "colormamba", torch.device("cpu"), keep_predictions=2, batch_size=1)
+    one = predict_split(model, split, "colormamba", torch.device("cpu"), keep_predictions=2, batch_pixels=1)
     many = predict_split(
         model,
         split,
@@ -42,8 +42,8 @@ def test_batched_predictions_score_like_one_image_at_a_time(tmp_path: Path) -> N
         torch.testing.assert_close(b[2], a[2], rtol=1e-4, atol=1e-5)
 
 
-def test_same_size_batches_keep_order_and_size_limit() -> None:
-    shapes = [(1, 4, 4)] * 3 + [(1, 4, 6)] + [(1, 4, 4)] * 2
+def test_same_size_batches_keep_order_and_pixel_budget() -> None:
+    shapes = [(1, 4, 4)] * 3 + [(1, 4, 6)] + [(1, 4, 4)] * 2 + [(1, 8, 8)]
     items = [{"nir": torch.zeros(s), "i": i} for i, s in enumerate(shapes)]
-    batches = [[item["i"] for item in b] for b in _same_size_batches(items, batch_size=2)]
-    assert batches == [[0, 1], [2], [3], [4, 5]]
+    batches = [[item["i"] for item in b] for b in _same_size_batches(items, max_pixels=2 * 16)]
+    assert batches == [[0, 1], [2], [3], [4, 5], [6]]  # a frame over the budget still goes, alone
