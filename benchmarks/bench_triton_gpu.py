@@ -68,6 +68,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def scan(inputs: dict, backend: str, config: dict | None) -> torch.Tensor:
+    """y of one forward: the triton backend called directly with a tile config, the others by name."""
+    if backend == "triton":
+        return scan_triton.selective_scan_triton(
+            *(inputs[k] for k in ("u", "delta", "A", "B", "C", "D")), None, inputs["delta_bias"], True,
+            config=config,
+        )[0]  # fmt: skip
+    return selective_scan(**inputs, delta_softplus=True, backend=backend)
+
+
 def run_once(inputs: dict, dy: torch.Tensor, backend: str, config: dict | None) -> tuple[float, float]:
     """Seconds of one forward and one backward (gradients land in the inputs' .grad)."""
     for t in inputs.values():
@@ -75,13 +85,7 @@ def run_once(inputs: dict, dy: torch.Tensor, backend: str, config: dict | None) 
     device = dy.device
     _sync(device)
     t0 = time.perf_counter()
-    if backend == "triton":
-        y, _ = scan_triton.selective_scan_triton(
-            *(inputs[k] for k in ("u", "delta", "A", "B", "C", "D")), None, inputs["delta_bias"], True,
-            config=config,
-        )  # fmt: skip
-    else:
-        y = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    y = scan(inputs, backend, config)
     _sync(device)
     t1 = time.perf_counter()
     y.backward(dy)
@@ -116,13 +120,7 @@ def outputs_and_grads(inputs: dict, dy: torch.Tensor, backend: str, config: dict
     """y and every input gradient of one fwd+bwd, detached, in float32."""
     for t in inputs.values():
         t.grad = None
-    if backend == "triton":
-        y, _ = scan_triton.selective_scan_triton(
-            *(inputs[k] for k in ("u", "delta", "A", "B", "C", "D")), None, inputs["delta_bias"], True,
-            config=config,
-        )  # fmt: skip
-    else:
-        y = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    y = scan(inputs, backend, config)
     y.backward(dy)
     result = {"y": y.detach().float()}
     result.update({f"d{k}": inputs[k].grad.detach().float() for k in INPUT_NAMES})

@@ -75,23 +75,33 @@ class PairedDataset(Dataset):
     def uniform_size(self) -> tuple[int, int]:
         """The (H, W) every pair shares: a batch needs one frame size, so a training split with mixed
         sizes is an error naming the first pair that differs (instead of a collate error mid-epoch)."""
-        sizes = [tuple(self._read(i)[0].shape[-2:]) for i in range(len(self))]
+        return self._common_size([self._bytes(i).shape[-2:] for i in range(len(self))])
+
+    def stacked(self) -> torch.Tensor:
+        """Every pair in one uint8 tensor (N, 4, H, W), NIR then RGB channels (exact: pixels are k/255),
+        each pair read once.
+
+        Raises:
+            DatasetError: the pairs do not share one size (see `uniform_size`).
+        """
+        images = [self._bytes(i) for i in range(len(self))]
+        self._common_size([image.shape[-2:] for image in images])
+        return torch.stack(images)
+
+    def _common_size(self, sizes: list[torch.Size]) -> tuple[int, int]:
         for pair, size in zip(self.pairs, sizes, strict=True):
             if size != sizes[0]:
                 raise DatasetError(
                     f"training images must share one size: {pair.nir} is {size[0]}x{size[1]}, "
                     f"{self.pairs[0].nir} is {sizes[0][0]}x{sizes[0][1]}"
                 )
-        return sizes[0]
+        return tuple(sizes[0])
 
-    def stacked(self) -> torch.Tensor:
-        """Every pair in one uint8 tensor (N, 4, H, W), NIR then RGB channels (exact: pixels are k/255).
-
-        Raises:
-            DatasetError: the pairs do not share one size (see `uniform_size`).
-        """
-        self.uniform_size()
-        return torch.stack([_to_bytes(torch.cat(self._read(i))) for i in range(len(self))])
+    def _bytes(self, index: int) -> torch.Tensor:
+        """Pair `index` as uint8 (4, H, W): the preloaded bytes as they are, or read from disk."""
+        if self._images is None:
+            return _to_bytes(torch.cat(load_pair(self.pairs[index])))
+        return torch.cat(self._images[index])
 
     def __len__(self) -> int:
         return len(self.pairs)

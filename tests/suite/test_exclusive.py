@@ -31,7 +31,7 @@ from services.coord import PREFIX, Coordinator, LeaseLost, connect, run_key, sta
 from services.spec import parse_spec
 from services.studies import read_status, save_study, write_status
 from services.tasks import execute_exclusively
-from tests.suite.servers import REPO, RedisServer
+from tests.suite.servers import REPO, RedisServer, wait_until
 
 EXCLUSIVE_DB = 15  # a database of the session's redis-server that test_queue.py's stacks do not reach
 
@@ -102,16 +102,6 @@ def redis_url(redis_server: RedisServer) -> str:
     url = f"redis://127.0.0.1:{redis_server.port}/{EXCLUSIVE_DB}"
     redis.Redis.from_url(url).flushdb()
     return url
-
-
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def checkpointed(run: Run, at_least: int = 1) -> Callable[[], bool]:

@@ -27,7 +27,7 @@ from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation
 from colormamba.storage_s3 import s3_from_env
 from services.datasets import fetch_dataset
-from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, stop_workers
+from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, stop_workers, wait_until
 from tests.suite.test_submit_cli import submit
 
 pytestmark = pytest.mark.slow
@@ -131,15 +131,11 @@ def write_spec(tmp: Path, name: str, **changes) -> Path:
 
 
 def wait_for(what: str, predicate, timeout: float, stack: Stack, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout} s waiting for {what}\n--- worker logs ---\n{stack.logs()[-6000:]}"
-    )
+    """wait_until, with the workers' logs in the failure."""
+    try:
+        return wait_until(what, predicate, timeout, interval)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker logs ---\n{stack.logs()[-6000:]}") from None
 
 
 def report_json(stack: Stack, study: str) -> dict | None:
