@@ -48,6 +48,7 @@ import json
 import math
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.window < 1 or args.batch < 1:
         parser.error("--steps, --window and --batch must be >= 1")
     device = resolve_device(args.device)
+    started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="bench_loss_curve_") as tmp:
         if args.dataset:
@@ -220,10 +222,21 @@ def main(argv: list[str] | None = None) -> int:
         noise = RunConfig(**base, seed=args.seed + 1)
         store = LocalStorage(Path(tmp) / "store")
         curves, seconds = {}, {}
+        print(json.dumps({"bench": "loss_curve_setup", "train_images": n_train, "epochs": epochs,
+                          "steps_per_epoch": per_epoch, "seconds": round(time.perf_counter() - started, 2)}),
+              flush=True)  # fmt: skip
         for name, cfg in (("fp32", fp32), ("fast", fast), ("fp32_seed2", noise)):
+            run_started = time.perf_counter()
             curves[name], seconds[name] = train_curve(cfg, store, name)
             if len(curves[name]) != args.steps:
                 raise RuntimeError(f"{name}: trained {len(curves[name])} steps, expected {args.steps}")
+            # a line per finished run: a benchmark cut short by a time limit still says how far it got
+            tail = curves[name][-args.window :]
+            print(json.dumps({"bench": "loss_curve_run", "run": name, "steps": len(curves[name]),
+                              "train_seconds": round(seconds[name], 2),
+                              "wall_seconds": round(time.perf_counter() - run_started, 2),
+                              "last_window_loss": round(math.fsum(tail) / len(tail), 6)}),
+                  flush=True)  # fmt: skip
 
     rows = compare_curves(curves["fp32"], curves["fast"], curves["fp32_seed2"], args.window)
     for row in rows:

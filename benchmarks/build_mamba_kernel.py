@@ -1,13 +1,16 @@
 """Build mamba-ssm's selective-scan CUDA extension (`selective_scan_cuda`) from its sdist sources.
 
-For GPU machines without a prebuilt mamba-ssm wheel (performance.md: about 95 s for one architecture).
-Get the sources once, where there is network access:
+For GPU machines without a prebuilt mamba-ssm wheel (measured on an H200: 107 s for sm_90). Get the
+sources once, where there is network access (`pip download` of the sdist runs its metadata step, which
+needs torch and `wheel`; fetching the archive from the package index needs neither):
 
-    pip download --no-deps --no-binary :all: --no-build-isolation mamba-ssm==2.3.2.post1
-    tar xzf mamba_ssm-2.3.2.post1.tar.gz && cp -r mamba_ssm-2.3.2.post1/csrc/selective_scan third_party/
+    curl -sLO "$(curl -s https://pypi.org/simple/mamba-ssm/ | grep -o 'https://[^"#]*mamba_ssm-2.3.2.post1.tar.gz')"
+    tar xzf mamba_ssm-2.3.2.post1.tar.gz && mkdir -p third_party/mamba_csrc
+    cp -r mamba_ssm-2.3.2.post1/csrc/selective_scan third_party/mamba_csrc/
 
-then `python benchmarks/build_mamba_kernel.py third_party/selective_scan --arch 9.0 --build-dir build/ssc`
-and put the build folder on PYTHONPATH: the `mamba` scan backend imports `selective_scan_cuda`.
+then `python benchmarks/build_mamba_kernel.py third_party/mamba_csrc/selective_scan --arch 9.0
+--build-dir build/ssc` and put the build folder on PYTHONPATH: the `mamba` scan backend imports
+`selective_scan_cuda`.
 """
 
 from __future__ import annotations

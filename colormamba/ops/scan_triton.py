@@ -87,18 +87,21 @@ def _kernels() -> ModuleType:
     return kernels
 
 
-def pick_config(ch_per_group: int, length: int, n_state: int, device: torch.device) -> dict[str, int]:
+def pick_config(ch_per_group: int, n_state: int, device: torch.device) -> dict[str, int]:
     """Tile sizes: BLOCK_D channels x N states x T steps per program.
 
     About 4K float32 elements a tile keeps the scan's operands in registers with 4 warps. Wider channel
-    blocks mean fewer atomics for dB and dC (they sum over the channels of a group), longer chunks mean
-    fewer sequential iterations; short sequences favour more channels per program. In the interpreter
-    tiles are small, so that tests cover several chunks and channel blocks cheaply.
+    blocks mean fewer atomics for dB and dC (they sum over the channels of a group). Measured on an H200
+    (benchmarks/results/2026-11-30_h200/scan.jsonl, forward + backward at the paper's three SS2D sizes),
+    16 steps x 16 channels beat 32 x 8 and 64 x 4 at every size (21.7 / 12.2 / 6.2 ms against 26.6 / 13.4
+    / 7.0 for 32 x 8): the backward, two thirds of the time, gains more from wide channel blocks than from
+    long chunks. In the interpreter tiles are small, so that tests cover several chunks and channel blocks
+    cheaply.
     """
     if device.type != "cuda":
         return {"block_d": 4, "chunk": 8, "num_warps": 1}
     n_p2 = triton_next_power_of_2(n_state)
-    chunk = 32 if length >= 2048 else 16
+    chunk = 16
     block_d = max(1, min(triton_next_power_of_2(ch_per_group), 4096 // (n_p2 * chunk)))
     return {"block_d": block_d, "chunk": chunk, "num_warps": 4}
 
@@ -238,9 +241,9 @@ def selective_scan_triton(
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     _kernels()  # fail with the install hint before converting anything
     itype = u.dtype
-    _, dim, length = u.shape
+    dim = u.shape[1]
     if config is None:
-        config = pick_config(dim // B.shape[1], length, A.shape[1], u.device)
+        config = pick_config(dim // B.shape[1], A.shape[1], u.device)
 
     # Sequences in u's dtype (the kernels read them with unit stride along L), weights in float32.
     # Casting here keeps the casts in autograd, so the gradients come back in the callers' dtypes.
