@@ -54,6 +54,11 @@ CASES: dict[str, tuple[dict, bool, bool, dict | None]] = {
 }  # fmt: skip
 
 
+# What Triton 3.6's interpreter raises (seen on the H200 image, 2026-11-30) when a loop bound is a kernel
+# argument: it wraps scalars in 1-element arrays, which NumPy >= 2.4 no longer turns into ints.
+INTERPRETER_SCALAR_BUG = "only 0-dimensional arrays can be converted to Python scalars"
+
+
 def case_inputs(name: str) -> dict:
     """The inputs of a case (no gate: the kernels' call pattern), identical on every call."""
     kwargs = CASES[name][0]
@@ -98,6 +103,15 @@ def triton_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
         timeout=600,
         check=False,
     )
+    if done.returncode != 0 and INTERPRETER_SCALAR_BUG in done.stderr:
+        import numpy
+        import triton
+
+        pytest.skip(
+            f"Triton {triton.__version__}'s interpreter cannot run with NumPy {numpy.__version__} (it passes "
+            "scalar kernel arguments as 1-element arrays; Triton 3.8 runs these cases): the compiled kernel "
+            "is checked on CUDA by test_ss2d_call_matches_with_triton_and_torch_on_cuda"
+        )
     assert done.returncode == 0, done.stderr[-4000:]
     return torch.load(results_path)
 
