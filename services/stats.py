@@ -5,14 +5,10 @@ into the arrays these take. docs/evaluation.md ("What a comparison report holds"
 asked: run-to-run training noise inside the interval, and a correction for the many verdicts of a table.
 
 What is estimated. `diffs[s, i]` is variant minus baseline for seed s and image i of the reporting split.
-Pairing is by seed *and* image: run s of both configurations starts from the same initialisation and sees
-the same data order, so whatever part of the training noise the two runs share cancels in the difference
-(pairing is valid whether they share much, little or nothing; an unpaired test would have to assume they
-share nothing, and a seed that failed in either configuration drops out of the pair instead of leaving
-unmatched runs). The images are the same in every run, so image difficulty (PSNR spreads 2-3 dB over
-images) cancels too. The target is the mean difference over *these* images, averaged over training seeds:
-the published tables compare on a fixed test split, and the question the seeds answer is whether a loss
-beats the baseline beyond the luck of one training run.
+The images are the same in every run, so image difficulty (PSNR spreads 2-3 dB over images) cancels. The
+target is the mean difference over *these* images, averaged over training seeds: the published tables
+compare on a fixed test split, and the question the seeds answer is whether a loss beats the baseline
+beyond the luck of one training run.
 
 The interval (two-stage sampling: seeds, then images within them). With several seeds, each seed's mean
 difference over the images, m_s = mean_i diffs[s, i], is one independent draw: its spread across seeds
@@ -25,26 +21,35 @@ and the p-value is that same t statistic's two-sided p, so a verdict and its int
 one seed, training noise cannot be estimated at all: the t interval is then over the per-image differences
 (n_images - 1 df), and the verdicts speak for these two trained networks only (the report says so).
 
-Why not the bootstrap. Simulated (benchmarks/sim_report_stats.py: 3 configurations against a baseline, 4
-metrics correlated 0.5, 18 images, per-image difficulty 2.5 dB shared by all runs, per-run per-image noise
-0.35 dB, per-seed offsets of 0, 0.1 and 0.3 dB; 4000 studies for the t method, 1000 for the bootstraps,
-binomial standard error <= 0.4 and <= 1.6 percentage points), the share of studies with at least one false
-"better"/"worse" among the table's 12 verdicts when no configuration differs (seed noise 0 / 0.1 / 0.3 dB):
+Figures (benchmarks/sim_report_stats.py, output in benchmarks/results_report_stats.jsonl): 3 configurations
+against a baseline, 4 metrics correlated 0.5, 3 seeds x 18 images, image difficulty 2.5 dB shared by all
+runs, per-run per-image noise 0.35 dB, per-seed offsets of sd 0 / 0.1 / 0.3 dB; 4000 simulated studies for
+the t methods (binomial standard error <= 0.4 percentage points), 1000 for the bootstraps (<= 1.6). Share
+of studies with at least one false "better"/"worse" among the table's 12 verdicts when nothing differs:
 
-    old: one seed, percentile bootstrap over images, no correction      52 % / 91 % / 100 %
-    hierarchical percentile bootstrap, 3 seeds, Holm                    4 % / 22 % / 69 %
-    t on the 3 per-seed means (this module), Holm                       5 % / 6 % / 4 %
+    old: one seed, percentile bootstrap over images, no correction     52 % /  90 % / 100 %
+    old code on 3 seeds (the 54 pairs as independent), no correction   41 % /  85 % / 100 %
+    hierarchical percentile bootstrap (seeds, then images), Holm        3 % /  21 % /  69 %
+    BCa (scipy.stats.bootstrap) on the 3 seed means, per comparison    28 % /  28 % /  28 %
+    t on the per-seed mean differences (this module), Holm            4.4 % / 5.1 % / 5.0 %
 
-Three seeds give 10 distinct seed resamples, and the bootstrap's spread of the seed means is the plug-in
-one (times (n-1)/n) read off a normal-like quantile, where the exact 2-df quantile is 4.30 instead of 1.96:
-the percentile version is anti-conservative as soon as seeds vary, and BCa (scipy.stats.bootstrap) on the
-three seed means is worse still (its per-comparison rate is in the benchmark's output). The t interval on
-seed means is exact when the m_s are normal, and robust enough at 18 images per mean.
+Why not the bootstrap: 3 seeds give 10 distinct seed resamples; the bootstrap's spread of the seed means is
+the plug-in one (times (n-1)/n), read off quantiles that behave like the normal's 1.96 where the exact
+2-df quantile is 4.30. The t interval is exact when the per-seed means are normal (means over 18 images).
 
-The price of honesty with 3 seeds is power: under Holm over 12 comparisons the smallest p-value must beat
-0.05/12, i.e. |t| > 15.4 on 2 df. In the same simulation with 0.05 dB seed noise, a configuration 1 dB
-better on every metric is found better on PSNR in 55 % of studies (on at least one metric: 87 %), 2 dB in
-97 %; with 5 seeds (4 df, |t| > 5.9) 0.5 dB is found in 91 %. More seeds buy more than more images here.
+Pairing by seed. Run s of both configurations shares initialisation, data order and augmentation draws;
+the paired t on m_s is exact whatever part of the training noise the two runs share and whatever each
+configuration's own noise. The alternative, Welch's t on each configuration's seed means (unpaired), has
+up to twice the degrees of freedom, so where the same seed shares little it finds more (a 2 dB effect at
+0.3 dB seed noise: 62 % against 24 % paired; with half the noise shared, 66 % against 42 %), but its
+estimated degrees of freedom make it liberal when one configuration trains far less reliably than the
+baseline (10x the seed noise, a one-variant table: 7.6 % family-wise against 5.6 % paired). A report that
+must not call an unstable loss "better" by luck pairs; the cure for power is more seeds, not a looser test.
+
+The price of 3 seeds is power: under Holm over 12 comparisons the smallest p-value must beat 0.05/12, i.e.
+|t| > 15.4 on 2 df. With 0.05 dB seed noise, a configuration better on every metric by 1 dB is called
+better on PSNR in 55 % of studies (on at least one metric: 88 %), by 2 dB in 97 %; with 5 seeds (4 df,
+|t| > 5.9) 0.5 dB is found in 92 % and 1 dB in 100 %.
 
 Multiplicity. Every verdict of a table (each variant x each metric) is one comparison; Holm's step-down
 adjustment over all of them holds the family-wise error rate at alpha under any dependence between them
