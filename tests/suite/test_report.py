@@ -19,7 +19,7 @@ from scipy import stats as scipy_stats
 
 from colormamba.imaging import encode_png
 from colormamba.storage import LocalStorage, RunLocation
-from services.report import REPORT_FILES, build_report, download_report
+from services.report import REPORT_FILES, build_report, ci_summary, download_report, paired_differences
 from services.spec import load_spec
 from services.studies import save_study, write_status
 from tests.suite.servers import find_binary
@@ -300,3 +300,31 @@ window.addEventListener('load', () => {
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "report_screenshot.png")
+
+
+def test_pairs_keep_shared_seeds_and_images_and_holm_spans_the_table():
+    """Three seeds for `a`, one shared seed for `b`, nothing for `c`; one image missing in one run."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for variant, seeds in (("base", (0, 1, 2)), ("a", (0, 1, 2)), ("b", (0, 7))):
+        for seed in seeds:
+            for name in IMAGES:
+                if (variant, seed, name) == ("a", 2, IMAGES[0]):
+                    continue  # an image this run did not score
+                rows.append({"variant": variant, "seed": seed, "run": f"{variant}{seed}", "name": name,
+                             **{m: float(rng.normal()) for m in ("psnr", "ssim", "ae", "mae")}})  # fmt: skip
+    diffs = paired_differences(rows, "base", ["base", "a", "b", "c"])
+    by = {(d["variant"], d["metric"]): d for d in diffs}
+    assert (by["a", "psnr"]["n_seeds"], by["a", "psnr"]["n_images"]) == (3, len(IMAGES) - 1)
+    assert (by["b", "psnr"]["n_seeds"], by["b", "psnr"]["n_images"]) == (1, len(IMAGES)), "seed 7: no pair"
+    assert by["c", "psnr"]["verdict"] == "no paired images" and by["c", "psnr"]["p_adjusted"] is None
+    base0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "base0"}
+    b0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "b0"}
+    assert by["b", "psnr"]["mean_diff"] == pytest.approx(np.mean([b0[n] - base0[n] for n in IMAGES]))
+    tested = [d for d in diffs if d["p_value"] is not None]
+    assert len(tested) == 8
+    assert [d["p_adjusted"] for d in tested] == pytest.approx(_holm([d["p_value"] for d in tested]))
+    summary = ci_summary(diffs)
+    assert summary["comparisons"] == 8 and "2 configurations x 4 metrics" in summary["correction"]
+    assert "several seeds (3)" in summary["method"] and "with one seed" in summary["method"]
+    assert not summary["seed_noise_included"]
