@@ -85,7 +85,7 @@ class PairedInterval:
 
 
 def paired_interval(diffs: np.ndarray, level: float) -> PairedInterval:
-    """t interval and p-value of the mean of paired differences, resampling units seeds then images.
+    """t interval and p-value of the mean of paired differences; the units are seeds (images within them).
 
     Args:
         diffs: (..., n_seeds, n_images) variant minus baseline, same seed (data order, initialisation) and
