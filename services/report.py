@@ -8,8 +8,9 @@ by the spec's run ids).
 
 Outputs under `reports/<study>/`: report.json (everything), report.csv (one row per configuration
 variant), runs.csv, per_image.csv, differences.csv (paired differences against the baseline with 95%
-bootstrap confidence intervals over images), curves.png, samples.png, report.md and report.html (one
-self-contained page: plots and images inlined as data URIs, no scripts, opens from a file).
+intervals over seeds and images, Holm-adjusted verdicts: services/stats.py), curves.png, samples.png,
+report.md and report.html (one self-contained page: plots and images inlined as data URIs, no scripts,
+opens from a file).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import numpy as np
 
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.spec import Study
+from services.stats import holm, paired_interval, verdict
 from services.studies import load_study, now, read_status
 
 METRICS = ("psnr", "ssim", "ae", "mae")
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)"}
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False}
-BOOTSTRAP_RESAMPLES = 5000
-CI_LEVEL = 0.95
+CI_LEVEL = 0.95  # the intervals' level; verdicts are made at alpha = 1 - CI_LEVEL, family-wise (Holm)
 MAX_PLOTTED_VARIANTS = 8  # curves and the sample grid show the best-ranked variants (plus the baseline)
 REPORT_FILES = ("report.json", "report.csv", "runs.csv", "per_image.csv", "differences.csv", "curves.png",
                 "samples.png", "report.md", "report.html")  # fmt: skip
@@ -69,22 +70,6 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
         return None, None
     arr = np.asarray(finite, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def bootstrap_ci(diffs: np.ndarray, level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """Percentile bootstrap interval of the mean of `diffs` (seeded: the report is reproducible).
-
-    Why bootstrap: per-image differences of PSNR/AE are skewed and validation sets are small (18 images in
-    VCIP2020's public copy), where a normal approximation is poor; no SciPy is needed either.
-    """
-    if diffs.size == 1:
-        return float(diffs[0]), float(diffs[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diffs.size, size=(resamples, diffs.size))
-    means = diffs[idx].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 def collect(store: Storage, study: Study) -> dict[str, Any]:
@@ -184,48 +169,107 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "differences": differences,
         "per_image": per_image,
         "histories": histories,
-        "ci": {
-            "level": CI_LEVEL,
-            "method": f"percentile bootstrap over images, {BOOTSTRAP_RESAMPLES} resamples",
-        },
+        "ci": ci_summary(differences),
     }
 
 
 def paired_differences(
     per_image: list[dict[str, Any]], baseline: str, variants: list[str]
 ) -> list[dict[str, Any]]:
-    """Each variant minus the baseline, paired by (seed, image), with a bootstrap CI over the pairs."""
-    by_key: dict[str, dict[tuple[int, str], dict[str, Any]]] = defaultdict(dict)
+    """Each variant minus the baseline per metric: interval, Holm-adjusted p-value and verdict.
+
+    Pairs are (seed, image): the seeds both configurations have (the same seed shares initialisation and
+    data order), and the images every one of those runs scored. The interval resamples seeds, then images
+    (services/stats.py); the verdicts are corrected over every (variant, metric) row of the table.
+    """
+    by_variant: dict[str, dict[tuple[int, str], dict[str, Any]]] = defaultdict(dict)
     for p in per_image:
-        by_key[p["variant"]][(p["seed"], p["name"])] = p
-    base = by_key.get(baseline, {})
+        by_variant[p["variant"]][(p["seed"], p["name"])] = p
+    base = by_variant.get(baseline, {})
     out = []
     for variant in variants:
         if variant == baseline:
             continue
-        other = by_key.get(variant, {})
-        keys = sorted(set(base) & set(other))
+        other = by_variant.get(variant, {})
         for m in METRICS:
-            pairs = [
-                (other[k][m], base[k][m]) for k in keys if other[k][m] is not None and base[k][m] is not None
-            ]
-            row: dict[str, Any] = {
-                "variant": variant,
-                "baseline": baseline,
-                "metric": m,
-                "n_pairs": len(pairs),
-            }
-            if pairs:
-                diffs = np.asarray([a - b for a, b in pairs], dtype=np.float64)
-                low, high = bootstrap_ci(diffs)
-                row |= {"mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high}
-                sign = 1 if HIGHER_IS_BETTER[m] else -1
-                lo, hi = sorted((low * sign, high * sign))  # the interval of the improvement
-                row["verdict"] = "better" if lo > 0 else "worse" if hi < 0 else "no clear difference"
-            else:
-                row |= {"mean_diff": None, "ci_low": None, "ci_high": None, "verdict": "no paired images"}
-            out.append(row)
+            diffs = _paired_matrix(base, other, m)
+            row: dict[str, Any] = {"variant": variant, "baseline": baseline, "metric": m,
+                                   "n_seeds": diffs.shape[0], "n_images": diffs.shape[1]}  # fmt: skip
+            out.append(row | _interval_fields(diffs))
+    tested = [r for r in out if r["p_value"] is not None]
+    adjusted = holm(np.asarray([r["p_value"] for r in tested], dtype=np.float64))
+    for r, p_adj in zip(tested, adjusted, strict=True):
+        r["p_adjusted"] = float(p_adj)
+    for r in out:
+        r.setdefault("p_adjusted", None)
+        r["verdict"] = (verdict(r["mean_diff"], r["p_adjusted"], HIGHER_IS_BETTER[r["metric"]], 1 - CI_LEVEL)
+                        if r["n_seeds"] else "no paired images")  # fmt: skip
     return out
+
+
+def _paired_matrix(
+    base: dict[tuple[int, str], dict[str, Any]], other: dict[tuple[int, str], dict[str, Any]], metric: str
+) -> np.ndarray:
+    """(n_seeds, n_images) differences other - base on the seeds both have and the images all of them
+    scored (a seed that failed in either configuration drops out; the images are the same in every run)."""
+    seeds = sorted({s for s, _ in base} & {s for s, _ in other})
+    names = sorted({n for _, n in base} | {n for _, n in other})
+    names = [
+        n for n in names
+        if all(t.get((s, n), {}).get(metric) is not None for s in seeds for t in (base, other))
+    ]  # fmt: skip
+    if not seeds or not names:
+        return np.zeros((0, 0))
+    return np.asarray(
+        [[other[(s, n)][metric] - base[(s, n)][metric] for n in names] for s in seeds], dtype=np.float64
+    )
+
+
+def _interval_fields(diffs: np.ndarray) -> dict[str, Any]:
+    if not diffs.size:
+        return {"mean_diff": None, "ci_low": None, "ci_high": None, "p_value": None, "df": None}
+    res = paired_interval(diffs, CI_LEVEL)
+    return {"mean_diff": float(res.mean), "ci_low": _finite(res.low), "ci_high": _finite(res.high),
+            "p_value": _finite(res.p_value), "df": res.df}  # fmt: skip
+
+
+def _finite(value: Any) -> float | None:
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def ci_summary(differences: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the differences table did, in words and numbers (report.json's `ci`, shown above the table)."""
+    tested = [d for d in differences if d["p_adjusted"] is not None]
+    variants = len({d["variant"] for d in tested})
+    metrics = len({d["metric"] for d in tested})
+    seeds = sorted({d["n_seeds"] for d in tested})
+    several = [s for s in seeds if s >= 2]
+    parts = []
+    if several:
+        parts.append(
+            f"with several seeds ({'/'.join(map(str, several))}): t interval on the per-seed mean "
+            "differences (configuration minus baseline, same seed and same images), n_seeds - 1 degrees of "
+            "freedom, so run-to-run training noise is inside the interval"
+        )
+    if 1 in seeds:
+        parts.append(
+            "with one seed: t interval over the per-image differences, n_images - 1 degrees of freedom; "
+            "run-to-run training noise is NOT in the interval, and the verdicts are about these particular "
+            "trained networks only"
+        )
+    method = "; ".join(parts) or "no paired differences yet"
+    plural = "s" * (variants != 1)
+    correction = (f"Holm over the table's {len(tested)} comparisons ({variants} configuration{plural} x "
+                  f"{metrics} metrics), family-wise error rate {1 - CI_LEVEL:.2f}")  # fmt: skip
+    return {
+        "level": CI_LEVEL,
+        "method": method,
+        "p_value": "two-sided, from the same t statistic as the interval",
+        "comparisons": len(tested),
+        "correction": correction,
+        "seed_noise_included": bool(tested) and 1 not in seeds,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,18 +433,50 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DIFFERENCE_COLUMNS = ["variant", "baseline", "metric", "n_seeds", "n_images", "mean_diff", "ci_low",
+                      "ci_high", "p_value", "p_adjusted", "verdict", "df"]  # fmt: skip
+
+
 def _difference_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "configuration": d["variant"],
             "metric": LABELS[d["metric"]],
+            "seeds": d["n_seeds"],
+            "images": d["n_images"],
             "mean difference": _fmt(d["mean_diff"], 4),
             f"{int(CI_LEVEL * 100)}% CI": f"[{_fmt(d['ci_low'], 4)}, {_fmt(d['ci_high'], 4)}]",
-            "pairs": d["n_pairs"],
+            "p (Holm)": _fmt_p(d["p_adjusted"]),
             "verdict": d["verdict"],
         }
         for d in data["differences"]
     ]
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _difference_notes(data: dict[str, Any]) -> list[str]:
+    """How to read the differences table: what the interval holds and how the verdicts are corrected."""
+    ci = data["ci"]
+    notes = [
+        f"Configuration minus baseline `{data['baseline']}`, paired by seed and image; for AE and MAE lower "
+        f"is better. {int(CI_LEVEL * 100)}% interval: {ci['method']}.",
+        f"Verdicts: p-values {ci['p_value']}; correction: {ci['correction']}. A verdict is better or worse "
+        f"when the Holm-adjusted p-value is below {1 - CI_LEVEL:.2f}; the interval beside it is the "
+        f"uncorrected {int(CI_LEVEL * 100)}% one.",
+    ]
+    one_seed = sum(1 for d in data["differences"] if d["n_seeds"] == 1)
+    if one_seed:
+        notes.append(
+            f"Warning: {one_seed} of {len(data['differences'])} comparisons rest on one seed per "
+            "configuration: run-to-run training noise is not in their intervals, and their verdicts are "
+            "about these particular trained networks only, not about the loss configurations."
+        )
+    return notes
 
 
 def _run_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -424,8 +500,6 @@ def _intro(data: dict[str, Any]) -> list[str]:
         f"`{data['checkpoint']}`, protocol `{data['protocol']}`, seeds {data['seeds']}.",
         "Metrics per image at full resolution, then mean ± standard deviation over images and seeds. "
         "AE is the angular error in degrees; MAE is the mean absolute error on the 0-255 scale.",
-        f"Paired differences: configuration minus baseline `{data['baseline']}` on the same (seed, image), "
-        f"{int(CI_LEVEL * 100)}% {data['ci']['method']}; for AE and MAE lower is better.",
     ]
 
 
@@ -436,7 +510,8 @@ def render_markdown(data: dict[str, Any]) -> str:
              "\n## Configurations (ranked by PSNR)\n", _md_table(table_rows(data))]  # fmt: skip
     if failed:
         parts += ["\n**Failed runs:** " + "; ".join(f"`{r['run']}`: {r['reason']}" for r in failed) + "\n"]
-    parts += ["\n## Paired differences against the baseline\n", _md_table(_difference_rows(data)),
+    parts += ["\n## Paired differences against the baseline\n",
+              *(s + "\n\n" for s in _difference_notes(data)), _md_table(_difference_rows(data)),
               "\n## Curves\n", "![curves](curves.png)\n", "\n## Samples\n", "![samples](samples.png)\n",
               "\n## Runs\n", _md_table(_run_rows(data)),
               "\nPer-image values: `per_image.csv`; everything: `report.json`.\n"]  # fmt: skip
@@ -480,6 +555,7 @@ def render_html(data: dict[str, Any], curves: bytes | None, samples: bytes | Non
                         for r in failed)  # fmt: skip
         failed_html = f'<h3>Failed runs</h3><ul id="failed">{items}</ul>'
     intro = "".join(f'<p class="note">{html.escape(s)}</p>' for s in _intro(data))
+    diff_notes = "".join(f'<p class="note">{html.escape(s)}</p>' for s in _difference_notes(data))
     title = f"Study {html.escape(data['study'])}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>
@@ -492,6 +568,7 @@ def render_html(data: dict[str, Any], curves: bytes | None, samples: bytes | Non
 {_html_table(table_rows(data), "summary")}
 {failed_html}
 <h2>Paired differences against the baseline</h2>
+{diff_notes}
 {_html_table(_difference_rows(data), "differences")}
 <h2>Training and validation curves</h2>
 {img(curves, "curves", "curves")}
@@ -515,7 +592,7 @@ def build_report(store: Storage, study_name: str) -> dict[str, Any]:
         "report.csv": _csv(data["summary"]),
         "runs.csv": _csv(data["runs"]),
         "per_image.csv": _csv(data["per_image"], ["variant", "seed", "run", "name", *METRICS]),
-        "differences.csv": _csv(data["differences"]),
+        "differences.csv": _csv(data["differences"], DIFFERENCE_COLUMNS),
         "report.md": render_markdown(data).encode(),
         "report.html": render_html(data, curves, samples).encode(),
     }

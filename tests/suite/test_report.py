@@ -1,6 +1,6 @@
 """The aggregator's report from stored run outputs: numbers equal a recomputation from the per-image
-rows, paired differences and their intervals, failed runs marked, every file written, and the HTML page
-checked in a real headless browser (Debian's chromium) with a screenshot."""
+rows, paired differences (intervals over seeds, Holm-adjusted verdicts), failed runs marked, every file
+written, and the HTML page checked in a real headless browser (Debian's chromium) with a screenshot."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from colormamba.imaging import encode_png
 from colormamba.storage import LocalStorage, RunLocation
-from services.report import REPORT_FILES, bootstrap_ci, build_report, download_report
+from services.report import REPORT_FILES, build_report, ci_summary, download_report, paired_differences
 from services.spec import load_spec
 from services.studies import save_study, write_status
 from tests.suite.servers import find_binary
@@ -85,6 +86,20 @@ def built(tmp_path):
     return store, study, values, data, failed
 
 
+@pytest.fixture
+def built_all_seeds(tmp_path):
+    """Every run of the demo study (2 configurations x seeds 0 and 1) succeeded."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    values = fake_outputs(store, study)
+    return store, study, values, build_report(store, study.name)
+
+
+def _run_id(study, configuration: str, seed: int) -> str:
+    return next(r.run_id for r in study.runs if r.configuration == configuration and r.seed == seed)
+
+
 def test_report_rows_equal_a_recomputation_from_the_per_image_values(built):
     _, study, values, data, _ = built
     assert [r["variant"] for r in data["summary"]] == ["original", "histogram"]
@@ -100,32 +115,78 @@ def test_report_rows_equal_a_recomputation_from_the_per_image_values(built):
     assert hist["rank"] == 1  # higher PSNR by construction
 
 
-def test_paired_differences_pair_by_seed_and_image(built):
-    _, study, values, data, _ = built
+def _t_interval(units: np.ndarray) -> tuple[float, float, float]:
+    """mean -+ t_{n-1, 0.975} sd / sqrt(n), and the two-sided p of mean / (sd / sqrt(n))."""
+    n = units.size
+    se = units.std(ddof=1) / np.sqrt(n)
+    half = scipy_stats.t.ppf(0.975, n - 1) * se
+    return units.mean() - half, units.mean() + half, 2 * scipy_stats.t.sf(abs(units.mean() / se), n - 1)
+
+
+def _holm(p: list[float]) -> list[float]:
+    """Holm's adjusted p-values written out: max over the smaller ones of (m - rank + 1) p, capped at 1."""
+    ranked = sorted(p)
+    m = len(p)
+    return [max(min(1.0, (m - j) * ranked[j]) for j in range(ranked.index(x) + 1)) for x in p]
+
+
+def test_one_seed_pairs_images_and_says_training_noise_is_out(built, tmp_path):
+    store, study, values, data, _ = built
     d = next(x for x in data["differences"] if x["metric"] == "psnr")
     assert d["variant"] == "histogram" and d["baseline"] == "original"
-    # only seed 0 has both (seed 1 of histogram failed)
-    hist0 = next(r.run_id for r in study.runs if r.configuration == "histogram" and r.seed == 0)
-    orig0 = next(r.run_id for r in study.runs if r.configuration == "original" and r.seed == 0)
-    diffs = np.round(values[hist0]["psnr"], 6) - np.round(values[orig0]["psnr"], 6)
-    assert d["n_pairs"] == len(IMAGES)
+    # only seed 0 has both (seed 1 of histogram failed): one seed, the per-image differences are the units
+    diffs = np.round(values[_run_id(study, "histogram", 0)]["psnr"], 6) - np.round(
+        values[_run_id(study, "original", 0)]["psnr"], 6
+    )
+    assert (d["n_seeds"], d["n_images"], d["df"]) == (1, len(IMAGES), len(IMAGES) - 1)
     assert d["mean_diff"] == pytest.approx(diffs.mean())
-    assert d["ci_low"] < d["mean_diff"] < d["ci_high"]
+    low, high, p = _t_interval(diffs)
+    assert (d["ci_low"], d["ci_high"], d["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
     assert d["verdict"] == "better"
     ae = next(x for x in data["differences"] if x["metric"] == "ae")
     assert ae["mean_diff"] < 0 and ae["verdict"] == "better", "lower AE is better"
+    assert not data["ci"]["seed_noise_included"] and "NOT in the interval" in data["ci"]["method"]
+    download_report(store, study.name, tmp_path / "dl")
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / "dl" / name).read_text()
+        assert "training noise is not in their intervals" in text, name
+        assert "these particular trained networks only" in text, name
 
 
-def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(1)
-    small = rng.normal(1.0, 1.0, 10)
-    large = rng.normal(1.0, 1.0, 1000)
-    lo_s, hi_s = bootstrap_ci(small)
-    lo_l, hi_l = bootstrap_ci(large)
-    assert lo_s < small.mean() < hi_s
-    assert lo_l < 1.0 < hi_l
-    assert hi_l - lo_l < (hi_s - lo_s) / 4
-    assert bootstrap_ci(small) == (lo_s, hi_s), "seeded: the report is reproducible"
+def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seeds, tmp_path):
+    store, study, values, data = built_all_seeds
+    rows = data["differences"]
+    assert [r["metric"] for r in rows] == ["psnr", "ssim", "ae", "mae"]
+    for r in rows:
+        m = r["metric"]
+        per_seed = np.array([
+            np.mean(np.round(values[_run_id(study, "histogram", s)][m], 6)
+                    - np.round(values[_run_id(study, "original", s)][m], 6))
+            for s in (0, 1)
+        ])  # fmt: skip
+        assert (r["n_seeds"], r["n_images"], r["df"]) == (2, len(IMAGES), 1)
+        assert r["mean_diff"] == pytest.approx(per_seed.mean())
+        low, high, p = _t_interval(per_seed)
+        assert (r["ci_low"], r["ci_high"], r["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
+    expected = _holm([r["p_value"] for r in rows])
+    assert [r["p_adjusted"] for r in rows] == pytest.approx(expected)
+    for r, p_adj in zip(rows, expected, strict=True):
+        improved = r["mean_diff"] > 0 if r["metric"] in ("psnr", "ssim") else r["mean_diff"] < 0
+        assert r["verdict"] == ("no clear difference" if p_adj >= 0.05 else "better" if improved else "worse")
+    assert {r["verdict"] for r in rows} == {"better", "no clear difference"}, "both kinds in this table"
+    assert data["ci"]["comparisons"] == 4 and "Holm" in data["ci"]["correction"]
+    assert data["ci"]["seed_noise_included"]
+    download_report(store, study.name, tmp_path / "dl")
+    table = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "differences.csv").read_text())))
+    assert list(table[0])[:11] == ["variant", "baseline", "metric", "n_seeds", "n_images", "mean_diff",
+                                   "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"]  # fmt: skip
+    assert [float(t["p_adjusted"]) for t in table] == pytest.approx(expected)
+    md = (tmp_path / "dl" / "report.md").read_text()
+    assert "Holm over the table's 4 comparisons (1 configuration x 4 metrics)" in md
+    assert "training noise is inside the interval" in md
+    assert "not in their intervals" not in md
+    html_text = (tmp_path / "dl" / "report.html").read_text()
+    assert 'id="differences"' in html_text and "p (Holm)" in html_text
 
 
 def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
@@ -239,3 +300,31 @@ window.addEventListener('load', () => {
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "report_screenshot.png")
+
+
+def test_pairs_keep_shared_seeds_and_images_and_holm_spans_the_table():
+    """Three seeds for `a`, one shared seed for `b`, nothing for `c`; one image missing in one run."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for variant, seeds in (("base", (0, 1, 2)), ("a", (0, 1, 2)), ("b", (0, 7))):
+        for seed in seeds:
+            for name in IMAGES:
+                if (variant, seed, name) == ("a", 2, IMAGES[0]):
+                    continue  # an image this run did not score
+                rows.append({"variant": variant, "seed": seed, "run": f"{variant}{seed}", "name": name,
+                             **{m: float(rng.normal()) for m in ("psnr", "ssim", "ae", "mae")}})  # fmt: skip
+    diffs = paired_differences(rows, "base", ["base", "a", "b", "c"])
+    by = {(d["variant"], d["metric"]): d for d in diffs}
+    assert (by["a", "psnr"]["n_seeds"], by["a", "psnr"]["n_images"]) == (3, len(IMAGES) - 1)
+    assert (by["b", "psnr"]["n_seeds"], by["b", "psnr"]["n_images"]) == (1, len(IMAGES)), "seed 7: no pair"
+    assert by["c", "psnr"]["verdict"] == "no paired images" and by["c", "psnr"]["p_adjusted"] is None
+    base0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "base0"}
+    b0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "b0"}
+    assert by["b", "psnr"]["mean_diff"] == pytest.approx(np.mean([b0[n] - base0[n] for n in IMAGES]))
+    tested = [d for d in diffs if d["p_value"] is not None]
+    assert len(tested) == 8
+    assert [d["p_adjusted"] for d in tested] == pytest.approx(_holm([d["p_value"] for d in tested]))
+    summary = ci_summary(diffs)
+    assert summary["comparisons"] == 8 and "2 configurations x 4 metrics" in summary["correction"]
+    assert "several seeds (3)" in summary["method"] and "with one seed" in summary["method"]
+    assert not summary["seed_noise_included"]
