@@ -447,9 +447,11 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         splits = ", ".join(f"{k} {v} pairs" for k, v in manifest["splits"].items())
         print(f"dataset {args.name}: {manifest['layout']} layout, {splits}, {len(manifest['files'])} files, "
               f"manifest {manifest['hash'][:12]}")  # fmt: skip
+        if manifest.get("files_of", args.name) != args.name:
+            print(f"same content as dataset {manifest['files_of']}: its files are shared, none uploaded")
         return OK
-    rows = [{"name": d["name"], "layout": d["layout"], **d["splits"], "hash": d["hash"][:12]}
-            for d in list_datasets(store)]  # fmt: skip
+    rows = [{"name": d["name"], "layout": d["layout"], **d["splits"], "hash": d["hash"][:12],
+             "files of": d["files_of"]} for d in list_datasets(store)]  # fmt: skip
     print(format_table(rows) if rows else "no datasets")
     return OK
 
