@@ -32,15 +32,19 @@ class Flower:
     log: Path
 
     def get(self, path: str, auth: str | None = AUTH) -> tuple[int, object]:
-        """(HTTP status, JSON body or None) of a GET on 127.0.0.1."""
+        """(HTTP status, the body as JSON, else as text; None for an error) of a GET on 127.0.0.1."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
         if auth is not None:
             request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
+                body = response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, None
+        try:
+            return response.status, json.loads(body)
+        except json.JSONDecodeError:
+            return response.status, body
 
 
 @pytest.fixture
@@ -72,6 +76,7 @@ def flower(stack: Stack, tmp_path: Path) -> Iterator[Flower]:
 def test_flower_lists_the_worker_and_its_tasks_behind_basic_auth(stack: Stack, flower: Flower) -> None:
     worker = stack.worker("flowertest", "aggregate")
     assert flower.get("/api/workers", auth=None)[0] == 401
+    assert flower.get("/healthcheck", auth=None) == (200, "OK"), "compose's healthcheck needs no login"
     assert flower.get("/api/workers", auth="viewer:wrong")[0] == 401
 
     def listed() -> str | None:
