@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from colormamba import checkpoint
 from colormamba.data import IMAGE_SUFFIXES
@@ -83,13 +85,13 @@ def predict_files(
     files: list[Path],
     out_dir: Path,
     device: torch.device,
-    console: object | None = None,
+    console: Console | None = None,
 ) -> Prediction:
     """Write `<out_dir>/<stem>.png` for every readable input.
 
     Args:
-        console: a `rich.console.Console` for the progress bar (shown for PROGRESS_MIN_FILES inputs or
-            more when the console is a terminal); None: stderr.
+        console: where the progress bar goes (shown for PROGRESS_MIN_FILES inputs or more when the
+            console is a terminal); None: stderr.
     Raises:
         ValueError: several inputs share a name stem (outputs would overwrite each other); checked
             before anything is written.
@@ -101,9 +103,6 @@ def predict_files(
         raise ValueError(
             f"several inputs share the name stem(s) {duplicates}; outputs would overwrite each other"
         )
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     console = console if console is not None else Console(stderr=True)
     show = len(files) >= PROGRESS_MIN_FILES and console.is_terminal
     result = Prediction()
