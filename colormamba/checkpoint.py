@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +26,49 @@ def to_bytes(state: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+_OTHER_FORMATS = {  # leading bytes of files that users pass as --checkpoint by mistake
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"BM": "a BMP image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"\x80": "a plain pickle (not torch.save's format)",
+    b"{": "a JSON file",
+}
+
+
+def _not_a_checkpoint(data: bytes) -> str | None:
+    """Why `data` cannot be a torch.save file, told from its first bytes (None when it could be one)."""
+    if not data:
+        return "the file is empty"
+    if data.startswith(_ZIP_MAGIC):
+        return None
+    kind = next((what for magic, what in _OTHER_FORMATS.items() if data.startswith(magic)), None)
+    return f"it is {kind}" if kind else f"it does not start like a zip archive (first bytes {data[:8]!r})"
+
+
 def from_bytes(data: bytes, source: str) -> dict[str, Any]:
-    """Load a checkpoint safely; `source` names it in errors."""
+    """Load a checkpoint safely (`weights_only=True`); `source` names it in errors, which say what is
+    wrong in the user's terms (an image, a truncated download) rather than in torch's."""
+    reason = _not_a_checkpoint(data)
+    if reason is not None:
+        raise ValueError(
+            f"{source}: not a checkpoint: {reason} (a checkpoint is the best.pt or last.pt of a run)"
+        )
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ValueError(
+            f"{source}: truncated or corrupt checkpoint ({len(data)} bytes, the end of its zip archive is "
+            "missing); download or copy it again"
+        )
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"{source}: not a readable ColorMamba checkpoint ({exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{source}: not a readable ColorMamba checkpoint: it holds more than tensors and plain values, "
+            f"or is damaged ({first[:200]}); checkpoints are never unpickled"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{source}: not a ColorMamba checkpoint of format {CHECKPOINT_FORMAT}")
     return state
@@ -117,6 +155,26 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint file not found")
     return from_bytes(path.read_bytes(), str(path))
+
+
+def load_source(source: str | Path) -> dict[str, Any]:
+    """A checkpoint from a file or from the object store (`s3://bucket/checkpoints/STUDY/RUN/best.pt`,
+    endpoint and credentials from the environment as for the job suite: `colormamba.storage_s3`).
+
+    Raises:
+        ValueError: no such file or object, or not a checkpoint; StorageError: the store is unreachable.
+    """
+    text = str(source)
+    if not text.startswith("s3://"):
+        return load_file(source)
+    from colormamba.storage import ObjectNotFound
+    from colormamba.storage_s3 import read_s3_url  # the minio SDK only when a URL asks for it
+
+    try:
+        data = read_s3_url(text)
+    except ObjectNotFound:
+        raise ValueError(f"{text}: no such checkpoint in the store") from None
+    return from_bytes(data, text)
 
 
 def rng_state() -> dict[str, Any]:

@@ -221,8 +221,8 @@ def _rebuild_s3_storage(args: tuple[Any, ...], kwargs: dict[str, Any]) -> S3Stor
     return S3Storage(*args, **kwargs)
 
 
-def s3_from_env(bucket: str | None = None, prefix: str = "") -> S3Storage:
-    """An S3Storage configured from the environment (what containers and `submit.py` use).
+def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool = True) -> S3Storage:
+    """An S3Storage configured from the environment (what containers, `submit.py` and `predict` use).
 
     COLORMAMBA_S3_ENDPOINT (required; "host:port" or an http(s) URL), COLORMAMBA_S3_ACCESS_KEY and
     COLORMAMBA_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), COLORMAMBA_S3_BUCKET
@@ -248,14 +248,28 @@ def s3_from_env(bucket: str | None = None, prefix: str = "") -> S3Storage:
         prefix=prefix,
         retry_seconds=float(env.get("COLORMAMBA_S3_RETRY_SECONDS", "60")),
         region=env.get("COLORMAMBA_S3_REGION") or None,
+        create_bucket=create_bucket,
     )
 
 
-def open_store(url: str) -> Storage:
+def open_store(url: str, create_bucket: bool = True) -> Storage:
     """The store a URL names: `s3://bucket[/prefix]` (endpoint and credentials from the environment, see
-    `s3_from_env`) or a local folder path (optionally `file://`)."""
+    `s3_from_env`) or a local folder path (optionally `file://`). Readers pass `create_bucket=False`, so
+    that a mistyped bucket is an error and not a new empty bucket."""
     if url.startswith("s3://"):
         rest = url[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
-        return s3_from_env(bucket or None, prefix)
+        return s3_from_env(bucket or None, prefix, create_bucket=create_bucket)
     return LocalStorage(url.removeprefix("file://"))
+
+
+def read_s3_url(url: str) -> bytes:
+    """The bytes of the object `s3://bucket/key` (the store of `open_store`, never creating a bucket).
+
+    Raises:
+        ValueError: not an s3://bucket/key URL; ObjectNotFound: no such object; StorageError.
+    """
+    where, _, name = url.rpartition("/")
+    if not url.startswith("s3://") or where.count("/") < 2 or not where[len("s3://") :] or not name:
+        raise ValueError(f"{url}: expected an object URL s3://bucket/key")
+    return open_store(where, create_bucket=False).get_bytes(name)

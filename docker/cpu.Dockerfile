@@ -29,9 +29,12 @@ torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True)" \
     && test -s /opt/torch/hub/checkpoints/vgg19-dcbb9e9d.pth
 
 # The project's dependencies, pinned (torch excluded: it is the one above); setuptools builds the
-# project in the next stage without network access to a build backend.
+# project in the next stage without network access to a build backend; Flower (compose's `monitor`
+# profile runs it from this image) with its own dependencies, as CI tests it.
 COPY docker/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt setuptools==80.9.0 && rm /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt setuptools==80.9.0 \
+        flower==2.2.0 humanize==4.17.0 prometheus-client==0.26.0 pytz==2026.6 tornado==6.6.1 \
+    && rm /tmp/requirements.txt
 
 
 FROM python:3.12.12-slim-bookworm AS runtime
@@ -64,7 +67,7 @@ COPY jobs/ /app/jobs/
 USER 10001:10001
 
 # Smoke test, as the user that runs the services: the package, the job suite, the baked VGG weights.
-RUN python -c "import torch, colormamba.train, services.app, services.report; \
+RUN python -c "import torch, colormamba.train, services.app, services.report, flower; \
 from colormamba.losses.vgg import find_vgg_weights; print(find_vgg_weights())" \
     && python jobs/submit.py --help >/dev/null
 

@@ -8,6 +8,7 @@
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
     python jobs/submit.py list                                       studies and their run states
     python jobs/submit.py dataset upload PATH --name NAME | dataset list
+    python jobs/submit.py checkpoint download STUDY/RUN [--best|--last] -o PATH   a run's checkpoint
 
 Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments);
 3 Redis or the store unreachable; 4 not found (study, run, report); 5 not confirmed (more runs than
@@ -50,7 +51,7 @@ from services.studies import (
 )
 
 OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
-SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset")
+SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset", "checkpoint")
 DEFAULT_MAX_RUNS = 20
 
 
@@ -127,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
         "--replace", action="store_true", help="replace a dataset of that name with other content"
     )
     dsub.add_parser("list", parents=[common])
+
+    ck = sub.add_parser("checkpoint", parents=[common], help="a run's checkpoints in the store")
+    dl = ck.add_subparsers(dest="checkpoint_command", required=True).add_parser(
+        "download", parents=[common], help="download a run's best.pt (default) or last.pt"
+    )
+    dl.add_argument("target", metavar="STUDY/RUN")
+    which = dl.add_mutually_exclusive_group()
+    which.add_argument("--best", dest="which", action="store_const", const="best", default="best")
+    which.add_argument("--last", dest="which", action="store_const", const="last")
+    dl.add_argument("-o", "--out", type=Path, required=True, help="the file (a folder: FOLDER/RUN-best.pt)")
     return p
 
 
@@ -436,15 +447,42 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         splits = ", ".join(f"{k} {v} pairs" for k, v in manifest["splits"].items())
         print(f"dataset {args.name}: {manifest['layout']} layout, {splits}, {len(manifest['files'])} files, "
               f"manifest {manifest['hash'][:12]}")  # fmt: skip
+        if manifest.get("files_of", args.name) != args.name:
+            print(f"same content as dataset {manifest['files_of']}: its files are shared, none uploaded")
         return OK
-    rows = [{"name": d["name"], "layout": d["layout"], **d["splits"], "hash": d["hash"][:12]}
-            for d in list_datasets(store)]  # fmt: skip
+    rows = [{"name": d["name"], "layout": d["layout"], **d["splits"], "hash": d["hash"][:12],
+             "files of": d["files_of"]} for d in list_datasets(store)]  # fmt: skip
     print(format_table(rows) if rows else "no datasets")
     return OK
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """`checkpoint download`: the run's checkpoint (checksum-verified by the store), written atomically."""
+    from colormamba.storage import ObjectNotFound, RunLocation
+
+    study, _, run = args.target.partition("/")
+    if not run:
+        raise Exit(INVALID, f"expected STUDY/RUN, got {args.target!r}")
+    location = RunLocation(study, run)
+    store = _store(args)
+    try:
+        data = store.get_bytes(location.checkpoint(args.which))
+    except ObjectNotFound:
+        other = "last" if args.which == "best" else "best"
+        hint = f"; it has a {other}.pt (--{other})" if store.exists(location.checkpoint(other)) else ""
+        raise Exit(NOT_FOUND, f"run {study}/{run} has no {args.which}.pt in {store!r}{hint}") from None
+    out = args.out / f"{run}-{args.which}.pt" if args.out.is_dir() else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    part.write_bytes(data)
+    part.replace(out)
+    print(f"{location.checkpoint(args.which)} -> {out} ({len(data) / 1e6:.1f} MB)")
+    print(f"use: python -m colormamba predict --checkpoint {out} NIR_IMAGES -o OUT_DIR")
+    return OK
+
+
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "report": cmd_report,
-            "list": cmd_list, "dataset": cmd_dataset}  # fmt: skip
+            "list": cmd_list, "dataset": cmd_dataset, "checkpoint": cmd_checkpoint}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,11 @@ interrupted upload and is never used. Workers cache a dataset on local disk unde
 (the hash of the file list), so a re-uploaded dataset with other content gets a fresh cache entry, and
 every downloaded file is verified against its checksum before the cache entry is published (renamed
 into place) - a half-downloaded cache is never seen.
+
+Why names can share files: uploading content that the store already holds under another name (same
+manifest hash) writes only a manifest for the new name, with `files_of` naming the dataset whose
+prefix holds the files; both names read the same objects, and a worker caches them once (by hash).
+A dataset whose files another name uses cannot be replaced (that would change the other one).
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ def dataset_prefix(name: str) -> str:
 
 def manifest_key(name: str) -> str:
     return f"{dataset_prefix(name)}/manifest.json"
+
+
+def files_prefix(manifest: dict[str, Any]) -> str:
+    """Where a dataset's files are: under its own name, or under `files_of` when it shares them."""
+    return dataset_prefix(manifest.get("files_of") or manifest["name"])
 
 
 def _sha256(path: Path) -> str:
@@ -120,14 +130,15 @@ def read_manifest(store: Storage, name: str) -> dict[str, Any]:
         ) from None
     if data.get("format") != MANIFEST_FORMAT or "files" not in data:
         raise ValueError(f"{manifest_key(name)}: not a manifest of format {MANIFEST_FORMAT}")
-    return data
+    return {**data, "name": name}  # the key names it (files_prefix relies on that)
 
 
 def upload_dataset(store: Storage, root: str | Path, name: str, replace: bool = False) -> dict[str, Any]:
     """Check a dataset folder, upload its paired files, then its manifest (last: the commit point).
 
     Uploading the same content again is a no-op; other content under an existing name is refused
-    unless `replace` (running studies keep their cached copy, keyed by the old hash).
+    unless `replace` (running studies keep their cached copy, keyed by the old hash). Content that the
+    store holds under another name is not uploaded again: the manifest names that dataset (`files_of`).
 
     Returns:
         the manifest.
@@ -136,37 +147,47 @@ def upload_dataset(store: Storage, root: str | Path, name: str, replace: bool = 
     """
     root = Path(root)
     manifest = build_manifest(root, check_name(name, "dataset name"))
-    try:
-        existing = read_manifest(store, name)
-    except ValueError:
-        existing = None
+    stored = list_datasets(store)
+    existing = next((d for d in stored if d["name"] == name), None)
     if existing is not None:
         if existing["hash"] == manifest["hash"]:
-            return existing
+            return read_manifest(store, name)
         if not replace:
             raise DatasetConflict(
                 f"dataset {name!r} already exists with other content (hash {existing['hash'][:12]} vs "
                 f"{manifest['hash'][:12]}); choose another name or pass --replace"
             )
+        sharing = sorted(d["name"] for d in stored if d["files_of"] == name and d["name"] != name)
+        if sharing:
+            raise DatasetConflict(
+                f"dataset {name!r} cannot be replaced: its files are also dataset(s) {', '.join(sharing)} "
+                "(same content uploaded under another name); upload the new content under another name"
+            )
         store.delete(manifest_key(name))  # from here on the old dataset reads as absent, never as mixed
         for key in store.list(dataset_prefix(name)):
             store.delete(key)
-    prefix = dataset_prefix(name)
-    for rel in manifest["files"]:
-        store.put_bytes(f"{prefix}/{rel}", (root / rel).read_bytes())
+    twin = next((d for d in stored if d["hash"] == manifest["hash"] and d["name"] != name), None)
+    if twin is not None:
+        manifest["files_of"] = twin["files_of"]
+    else:
+        prefix = dataset_prefix(name)
+        for rel in manifest["files"]:
+            store.put_bytes(f"{prefix}/{rel}", (root / rel).read_bytes())
     manifest["uploaded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     store.put_bytes(manifest_key(name), json.dumps(manifest, indent=1).encode())
     return manifest
 
 
 def list_datasets(store: Storage) -> list[dict[str, Any]]:
-    """Every complete dataset in the store (one with a manifest): name, layout, pair counts, hash."""
+    """Every complete dataset in the store (one with a manifest): name, layout, pair counts, hash, and
+    `files_of`, the dataset whose files it reads (itself, unless it shares another's)."""
     out = []
     for key in store.list("datasets"):
         parts = key.split("/")
         if len(parts) == 3 and parts[2] == "manifest.json":
             m = read_manifest(store, parts[1])
-            out.append({"name": parts[1], "layout": m["layout"], "splits": m["splits"], "hash": m["hash"]})
+            out.append({"name": parts[1], "layout": m["layout"], "splits": m["splits"], "hash": m["hash"],
+                        "files_of": m.get("files_of") or parts[1]})  # fmt: skip
     return out
 
 
@@ -191,7 +212,7 @@ def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{manifest['hash'][:12]}-"))
     try:
-        prefix = dataset_prefix(name)
+        prefix = files_prefix(manifest)
         for rel, meta in manifest["files"].items():
             data = store.get_bytes(f"{prefix}/{rel}")
             if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:

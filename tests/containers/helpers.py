@@ -92,9 +92,9 @@ def declared_profiles(path: Path = COMPOSE_FILE) -> list[str]:
 
 
 def is_celery(service: dict[str, Any]) -> bool:
-    """A Celery process of the job suite (a worker of either queue)."""
+    """A Celery worker of the job suite (either queue); not Flower, which only watches them."""
     command = service.get("command") or []
-    return command[:3] == ["celery", "-A", "services.app"]
+    return command[:4] == ["celery", "-A", "services.app", "worker"]
 
 
 def option(command: list[str], flag: str) -> str:

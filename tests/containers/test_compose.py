@@ -65,7 +65,7 @@ def seconds(duration: str) -> float:
 
 
 def test_profiles_are_the_documented_ones() -> None:
-    assert PROFILES == ["cpu", "gpus2", "gpus4", "gpus8"]
+    assert PROFILES == ["cpu", "gpus2", "gpus4", "gpus8", "monitor"]
 
 
 @pytest.mark.parametrize("profiles", [(), *((p,) for p in PROFILES), tuple(PROFILES)], ids=str)
@@ -330,7 +330,52 @@ def test_published_ports_stay_on_localhost_by_default() -> None:
 def test_only_the_stack_publishes_ports() -> None:
     for name, svc in everything().items():
         if svc.get("ports"):
-            assert name in ("redis", "minio"), name
+            assert name in ("redis", "minio", "flower"), name
+
+
+# --- Flower (the `monitor` profile) ---------------------------------------------------------------------
+
+
+def test_flower_is_opt_in_and_runs_the_suites_app_from_the_cpu_image() -> None:
+    assert "flower" not in config()["services"]
+    services = config(profiles=("monitor",))["services"]
+    flower = services["flower"]
+    assert flower["command"] == ["celery", "-A", "services.app", "flower", "--port=5555", "--address=0.0.0.0"]
+    assert (
+        flower["image"] == services["aggregator"]["image"]
+        and flower["build"] == services["aggregator"]["build"]
+    )
+    assert flower["depends_on"] == {"redis": {"condition": "service_healthy", "required": True}}
+    assert flower["healthcheck"]["test"][0] == "CMD" and "/healthcheck" in flower["healthcheck"]["test"][-1]
+
+
+def test_flower_is_published_on_localhost_only_whatever_the_bind_address() -> None:
+    for env in ({}, {"COLORMAMBA_BIND_ADDRESS": "10.8.0.1"}, {"COLORMAMBA_FLOWER_PORT": "15555"}):
+        services = config(profiles=("monitor",), env=env)["services"]
+        (port,) = services["flower"]["ports"]
+        assert (port["host_ip"], port["target"]) == ("127.0.0.1", 5555), env
+        assert port["published"] == env.get("COLORMAMBA_FLOWER_PORT", "5555"), env
+    assert services["redis"]["ports"][0]["host_ip"] == "127.0.0.1"  # the check above can see a change
+    opened = config(profiles=("monitor",), env={"COLORMAMBA_BIND_ADDRESS": "10.8.0.1"})["services"]
+    assert opened["redis"]["ports"][0]["host_ip"] == "10.8.0.1"
+
+
+def test_flower_needs_a_login_from_env_and_gets_no_store_credentials() -> None:
+    import yaml
+
+    env = config(profiles=("monitor",))["services"]["flower"]["environment"]
+    assert set(env) == {"COLORMAMBA_REDIS_URL", "FLOWER_BASIC_AUTH"}, (
+        "Redis only; never an unauthenticated API"
+    )
+    assert re.fullmatch(r"[^:\s]+:\S{8,}", env["FLOWER_BASIC_AUTH"]), "user:password"
+    chosen = config(profiles=("monitor",), env={"FLOWER_BASIC_AUTH": "me:a-long-password"})
+    assert chosen["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "me:a-long-password"
+    workers = config(profiles=("monitor",))["services"]["aggregator"]["environment"]
+    assert env["COLORMAMBA_REDIS_URL"] == workers["COLORMAMBA_REDIS_URL"], "the workers' broker"
+    # in compose.yaml itself the secrets are interpolated from .env, never written in clear
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["flower"]["environment"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:-[^}]*\}", raw["FLOWER_BASIC_AUTH"])
+    assert "${COLORMAMBA_REDIS_PASSWORD" in raw["COLORMAMBA_REDIS_URL"]
 
 
 # --- images and configuration files -------------------------------------------------------------------

@@ -89,6 +89,42 @@ def test_same_content_is_a_no_op_other_content_needs_replace(dataset, tmp_path):
     assert fetch_dataset(store, "mini", tmp_path / "cache").name == second["hash"]
 
 
+def test_same_content_under_another_name_shares_the_stored_files(dataset, s3_store, tmp_path):
+    first = upload_dataset(s3_store, dataset, "mini")
+    before = s3_store.list("datasets")
+    assert len(before) == len(first["files"]) + 1
+    second = upload_dataset(s3_store, dataset, "mini-copy")
+    after = s3_store.list("datasets")
+    assert sorted(set(after) - set(before)) == ["datasets/mini-copy/manifest.json"], "no image re-uploaded"
+    assert len(after) == len(before) + 1
+    assert (second["hash"], second["files_of"]) == (first["hash"], "mini")
+    rows = {d["name"]: (d["hash"], d["files_of"]) for d in list_datasets(s3_store)}
+    assert rows == {"mini": (first["hash"], "mini"), "mini-copy": (first["hash"], "mini")}
+    # either name reads the same verified files (a cache of its own each, so both really download)
+    for name in ("mini", "mini-copy"):
+        local = fetch_dataset(s3_store, name, tmp_path / f"cache-{name}")
+        assert local.name == first["hash"]
+        for rel in first["files"]:
+            assert (local / rel).read_bytes() == (dataset / rel).read_bytes(), (name, rel)
+    # a third name points at the holder of the files, not at the second name (which holds none)
+    assert upload_dataset(s3_store, dataset, "mini-3")["files_of"] == "mini"
+    assert len(s3_store.list("datasets")) == len(after) + 1
+
+
+def test_a_dataset_whose_files_are_shared_is_not_replaced_but_its_second_name_can_be(dataset, tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    upload_dataset(store, dataset, "a")
+    upload_dataset(store, dataset, "b")
+    other = make_synthetic_dataset(tmp_path / "other", n_train=3, n_val=2, size=16, seed=4)
+    with pytest.raises(DatasetConflict, match=r"'a' cannot be replaced: its files are also dataset\(s\) b"):
+        upload_dataset(store, other, "a", replace=True)
+    assert fetch_dataset(store, "b", tmp_path / "cache-b").is_dir(), "b's files are intact"
+    replaced = upload_dataset(store, other, "b", replace=True)
+    assert "files_of" not in replaced and read_manifest(store, "b")["splits"]["train"] == 3
+    assert len([k for k in store.list("datasets/b") if not k.endswith("manifest.json")]) == 2 * 5
+    assert fetch_dataset(store, "a", tmp_path / "cache-a").name == read_manifest(store, "a")["hash"]
+
+
 def test_a_missing_dataset_says_how_to_upload_it(tmp_path):
     with pytest.raises(ValueError, match="dataset upload PATH --name vcip2020"):
         fetch_dataset(LocalStorage(tmp_path), "vcip2020", tmp_path / "cache")

@@ -85,8 +85,17 @@ def test_dataset_upload_and_list(tmp_path):
     out = submit("dataset", "upload", str(root), "--name", "ds", env=env)
     assert out.returncode == 0, out.stderr
     assert "train 3 pairs, val 2 pairs" in out.stdout
+    out = submit("dataset", "upload", str(root), "--name", "ds-again", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "same content as dataset ds: its files are shared, none uploaded" in out.stdout
     out = submit("dataset", "list", env=env)
-    assert out.returncode == 0 and "ds" in out.stdout and "vcip2020" in out.stdout
+    assert out.returncode == 0, out.stderr
+    header, *rows = [line.split() for line in out.stdout.splitlines()]
+    assert header[:2] == ["name", "layout"] and header[-2:] == ["files", "of"], header
+    table = {row[0]: row for row in rows}
+    assert set(table) == {"ds", "ds-again"}
+    assert table["ds"][1] == table["ds-again"][1] == "vcip2020"
+    assert table["ds"][-1] == table["ds-again"][-1] == "ds", "both names read ds's files"
 
 
 def test_a_local_folder_dataset_is_refused_for_the_queue(tmp_path, redis_server):
