@@ -41,7 +41,7 @@ def load_generator(
     if scan_backend is not None:
         model_config["scan_backend"] = scan_backend
     model = build_model_from_config(model_config)
-    model.load_state_dict(state["model"])
+    checkpoint.load_weights(model, state["model"], str(path))
     return model.to(device).eval()
 
 

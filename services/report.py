@@ -29,9 +29,10 @@ from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.spec import Study
 from services.studies import load_study, now, read_status
 
-METRICS = ("psnr", "ssim", "ae", "mae")
-LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)"}
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False}
+METRICS = ("psnr", "ssim", "ae", "mae", "lpips")
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)",
+          "lpips": "LPIPS (AlexNet)"}  # fmt: skip
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False, "lpips": False}
 BOOTSTRAP_RESAMPLES = 5000
 CI_LEVEL = 0.95
 MAX_PLOTTED_VARIANTS = 8  # curves and the sample grid show the best-ranked variants (plus the baseline)

@@ -44,13 +44,14 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
             "ssim": list(0.6 + offset / 20 + rng.normal(0, 0.01, len(IMAGES))),
             "ae": list(5 - offset + rng.normal(0, 0.2, len(IMAGES))),
             "mae": list(20 - offset + rng.normal(0, 1, len(IMAGES))),
+            "lpips": list(0.3 - offset / 10 + rng.normal(0, 0.01, len(IMAGES))),
         }
         values[run.run_id] = per
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["name", "psnr", "ssim", "ae", "mae"])
+        w.writerow(["name", *per])
         for i, name in enumerate(IMAGES):
-            w.writerow([name, *(f"{per[m][i]:.6f}" for m in ("psnr", "ssim", "ae", "mae"))])
+            w.writerow([name, *(f"{per[m][i]:.6f}" for m in per)])
         store.put_bytes(where.artifact("per_image.csv"), buf.getvalue().encode())
         metrics = {m: {"mean": float(np.mean(np.round(v, 6)))} for m, v in per.items()}
         store.put_bytes(
@@ -90,7 +91,7 @@ def test_report_rows_equal_a_recomputation_from_the_per_image_values(built):
     assert [r["variant"] for r in data["summary"]] == ["original", "histogram"]
     for row in data["summary"]:
         runs = [r.run_id for r in study.runs if r.variant == row["variant"] and r.run_id in values]
-        for m in ("psnr", "ssim", "ae", "mae"):
+        for m in ("psnr", "ssim", "ae", "mae", "lpips"):
             pooled = np.round(np.concatenate([values[r][m] for r in runs]), 6)
             assert row[f"{m}_mean"] == pytest.approx(pooled.mean(), abs=1e-9)
             assert row[f"{m}_std"] == pytest.approx(pooled.std(ddof=1), abs=1e-9)
@@ -114,6 +115,8 @@ def test_paired_differences_pair_by_seed_and_image(built):
     assert d["verdict"] == "better"
     ae = next(x for x in data["differences"] if x["metric"] == "ae")
     assert ae["mean_diff"] < 0 and ae["verdict"] == "better", "lower AE is better"
+    lpips = next(x for x in data["differences"] if x["metric"] == "lpips")
+    assert lpips["mean_diff"] < 0 and lpips["verdict"] == "better", "lower LPIPS is better"
 
 
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
