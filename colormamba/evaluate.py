@@ -24,7 +24,7 @@ from colormamba.config import RunConfig, resolve_device
 from colormamba.data import PairedDataset, list_pairs
 from colormamba.imaging import encode_png
 from colormamba.lpips_score import LPIPSScore
-from colormamba.metrics import METRIC_NAMES, compute_metrics, prepare_target
+from colormamba.metrics import AE_DEFINITIONS, METRIC_NAMES, compute_metrics, prepare_target
 from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation, Storage
 
@@ -191,6 +191,7 @@ def evaluate(
             k: {s: (v if math.isfinite(v) else None) for s, v in d.items()} for k, d in summary.items()
         },
         "ae_unit": "degrees (angular error)",
+        "ae_definition": AE_DEFINITIONS[cfg.protocol],
         "mae_unit": "0-255 scale",
         "lpips_net": "alex",
         "missing_metrics": pred.missing,  # metric -> why its values are missing (NaN / null)

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 PROTOCOLS = ("colormamba", "plain")
 METRIC_NAMES = ("psnr", "ssim", "ae", "mae", "lpips")
 AE_REFERENCE_EPS = 1e-6  # in the denominator of the reference's AE, on [0, 1] pixel vectors
+# what the `ae` column is under each protocol, in words (metrics.json carries it)
+AE_DEFINITIONS = {
+    "colormamba": "mean over pixels of degrees(arccos(<gt, pred> / (|gt| |pred| + 1e-6))), the reference's "
+    "formula: identical images score a small positive floor, black pixels 90",
+    "plain": "mean over pixels of the angle between gt and pred (atan2): identical pixels score 0, a black "
+    "pixel against a non-black one 90",
+}
 
 DATA_RANGE = 1.0
 # skimage.metrics.structural_similarity defaults: uniform 7x7 window, sample covariance, K1, K2

@@ -97,6 +97,7 @@ def test_evaluation_writes_lpips_or_why_it_is_missing(
     record = json.loads(store.get_bytes(where.artifact("metrics.json")))
     rows = list(csv.DictReader(io.StringIO(store.get_bytes(where.artifact("per_image.csv")).decode())))
     lpips_mean = record["metrics"]["lpips"]["mean"]
+    assert "+ 1e-6" in record["ae_definition"]  # the colormamba protocol's AE, said in the record
     if lpips_weights == "pretrained":  # absent: no number, and the reason names the file
         assert lpips_mean is None and all(math.isnan(float(r["lpips"])) for r in rows)
         assert "alexnet-owt-7be5be79.pth" in record["missing_metrics"]["lpips"]

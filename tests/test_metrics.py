@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from colormamba.metrics import (
+    AE_DEFINITIONS,
     METRIC_NAMES,
     PROTOCOLS,
     angular_error,
@@ -189,6 +190,7 @@ def test_reference_angular_error_is_the_reference_formula_where_the_two_aes_diff
     np.testing.assert_allclose(reference_angular_error(pred, gt).numpy(), want, rtol=1e-12)
     assert (np.abs(want - angular_error(pred, gt).numpy()) > 1.0).all()  # the definitions differ here
     target = prepare_target(gt, "colormamba")
+    assert set(AE_DEFINITIONS) == set(PROTOCOLS)  # metrics.json says which AE it holds
     cm_ae = compute_metrics(pred, gt, "colormamba")["ae"]
     assert cm_ae.tolist() == reference_angular_error(pred, target).tolist()
     plain = compute_metrics(pred, gt, "plain")["ae"]
