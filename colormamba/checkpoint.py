@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from colormamba.storage import Storage
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1  # bump when the layout of the dict below changes
+# Spectral-norm state as torch.nn.utils.parametrizations.spectral_norm keeps it (this project's SPADE blocks
+# and discriminators used it until they switched to the reference's torch.nn.utils.spectral_norm) and the
+# names the hook version gives the same tensors. Eval-mode outputs are the same under both: each computes
+# W / (u^T W v) from the stored u and v.
+_PARAMETRIZED_SPECTRAL_NORM = {
+    ".parametrizations.weight.original": ".weight_orig",
+    ".parametrizations.weight.0._u": ".weight_u",
+    ".parametrizations.weight.0._v": ".weight_v",
+}
 
 
 def to_bytes(state: dict[str, Any]) -> bytes:
@@ -144,6 +154,33 @@ class BackgroundWriter:
             log.exception("checkpoint write failed while the run was stopping")
         finally:
             self._pool.shutdown(wait=True)
+
+
+def upgrade_state_dict(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model state dict with older layouts renamed to the current one (spectral norm's parametrization
+    keys to the hook's, see _PARAMETRIZED_SPECTRAL_NORM); current keys pass unchanged."""
+    out = {}
+    for key, value in weights.items():
+        for old, new in _PARAMETRIZED_SPECTRAL_NORM.items():
+            if key.endswith(old):
+                key = key.removesuffix(old) + new
+                break
+        out[key] = value
+    return out
+
+
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """`module.load_state_dict` (strict) for weights read from a checkpoint, older layouts included.
+
+    Args:
+        source: the checkpoint's file or key, named in the error.
+    Raises:
+        ValueError: the weights do not fit the module (another architecture or preset).
+    """
+    try:
+        module.load_state_dict(upgrade_state_dict(weights))
+    except RuntimeError as exc:
+        raise ValueError(f"{source}: the checkpoint's weights do not fit this network ({exc})") from exc
 
 
 def load(store: Storage, key: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class RunConfig:
     # evaluation
     protocol: str = "colormamba"
     num_samples: int = 4  # sample images written by evaluation for the report's grid
+    lpips_weights: str = "pretrained"  # LPIPS backbone: "pretrained" | "random" (tests) | alexnet-owt-*.pth
     # execution
     seed: int = 0
     device: str = "auto"

@@ -1,7 +1,8 @@
-"""Evaluation: colorize a split at full resolution and score every image (PSNR, SSIM, AE, MAE).
+"""Evaluation: colorize a split at full resolution and score every image (PSNR, SSIM, AE, MAE, LPIPS).
 
 `predict_split` is shared by the per-epoch validation inside training and by the final evaluation, so
-the numbers in the history and in `metrics.json` are computed the same way.
+the numbers in the history and in `metrics.json` are computed the same way. Only the final evaluation
+computes LPIPS (a network forward per image); validation leaves it out.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from colormamba import checkpoint
 from colormamba.config import RunConfig, resolve_device
 from colormamba.data import PairedDataset, list_pairs
 from colormamba.imaging import encode_png
-from colormamba.metrics import compute_metrics, prepare_target
+from colormamba.lpips_score import LPIPSScore
+from colormamba.metrics import AE_DEFINITIONS, METRIC_NAMES, compute_metrics, prepare_target
 from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation, Storage
 
 log = logging.getLogger(__name__)
-
-METRIC_NAMES = ("psnr", "ssim", "ae", "mae")
 
 
 @dataclass
@@ -36,9 +36,10 @@ class Predictions:
     """Per-image scores of a split, and the first few images for the report's sample grid."""
 
     names: list[str]
-    metrics: dict[str, torch.Tensor]  # metric -> (N,)
+    metrics: dict[str, torch.Tensor]  # metric -> (N,), in METRIC_NAMES order
     samples: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     # (name, nir (1,H,W), prediction (3,H,W), target as scored (3,H,W))
+    missing: dict[str, str] = field(default_factory=dict)  # metric -> why some or all values are NaN
 
 
 # predict_split colorizes consecutive same-size images together, up to this many pixels a batch: eight
@@ -54,6 +55,7 @@ def predict_split(
     keep_predictions: int = 0,
     on_image: Callable[[int, int], None] | None = None,
     batch_pixels: int = PREDICT_BATCH_PIXELS,
+    lpips: LPIPSScore | None = None,
 ) -> Predictions:
     """Colorize each pair's NIR image at its own size and score it against its RGB partner.
 
@@ -67,13 +69,16 @@ def predict_split(
             every epoch, so the images are read from disk once per run, not once per epoch.
         keep_predictions: keep (name, nir, prediction, target) of the first this-many images.
         on_image: called with (images done, images in the split) after each batch.
+        lpips: score LPIPS too (once per image); None leaves it out of `metrics`.
     """
     if split.train:
         raise ValueError("predict_split needs a split without augmentation (PairedDataset(train=False))")
     was_training = model.training
     model.eval()
     names: list[str] = []
-    scores: dict[str, list[torch.Tensor]] = {m: [] for m in METRIC_NAMES}
+    computed = [m for m in METRIC_NAMES if lpips is not None or m != "lpips"]
+    scores: dict[str, list[torch.Tensor]] = {m: [] for m in computed}
+    missing: dict[str, str] = {}
     samples = []
     items = (split[i] for i in range(len(split)))
     with torch.no_grad():
@@ -81,9 +86,11 @@ def predict_split(
             nir = torch.stack([item["nir"] for item in batch]).to(device)  # (b, 1, H, W)
             gt = torch.stack([item["rgb"] for item in batch]).to(device)  # (b, 3, H, W)
             rgb = model(nir)[0].float()
-            values = compute_metrics(rgb, gt, protocol)
-            for m in METRIC_NAMES:
+            values = compute_metrics(rgb, gt, protocol, lpips)
+            for m in scores:
                 scores[m].append(values[m])
+            if lpips is not None and (reason := lpips.reason_for(*gt.shape[-2:])) is not None:
+                missing.setdefault("lpips", reason)
             for j, item in enumerate(batch):
                 if len(names) < keep_predictions:
                     target = prepare_target(gt[j : j + 1], protocol)[0]
@@ -92,7 +99,7 @@ def predict_split(
             if on_image is not None:
                 on_image(len(names), len(split))
     model.train(was_training)
-    return Predictions(names, {m: torch.cat(v).cpu() for m, v in scores.items()}, samples)
+    return Predictions(names, {m: torch.cat(v).cpu() for m, v in scores.items()}, samples, missing)
 
 
 def _same_size_batches(items: Iterable[dict[str, Any]], max_pixels: int) -> Iterator[list[dict[str, Any]]]:
@@ -129,9 +136,10 @@ def summarize(metrics: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
 def per_image_csv(pred: Predictions) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["name", *METRIC_NAMES])
+    columns = [m for m in METRIC_NAMES if m in pred.metrics]
+    writer.writerow(["name", *columns])
     for i, name in enumerate(pred.names):
-        writer.writerow([name, *(f"{float(pred.metrics[m][i]):.6f}" for m in METRIC_NAMES)])
+        writer.writerow([name, *(f"{float(pred.metrics[m][i]):.6f}" for m in columns)])
     return buf.getvalue().encode()
 
 
@@ -155,18 +163,20 @@ def evaluate(
     Args:
         which: "best" (highest validation PSNR, the study's choice) or "last".
     """
-    state = checkpoint.load(store, where.checkpoint(which))
+    key = where.checkpoint(which)
+    state = checkpoint.load(store, key)
     device = resolve_device(cfg.device)
     model = build_model_from_config(state["model_config"]).to(device)
-    model.load_state_dict(state["model"])
+    checkpoint.load_weights(model, state["model"], key)
     split = PairedDataset(list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout), train=False)
 
     def on_image(done: int, total: int) -> None:
         if on_progress is not None:
             on_progress({"phase": "evaluate", "step": done, "steps": total})
 
+    lpips = LPIPSScore.load(cfg.lpips_weights).to(device)
     pred = predict_split(
-        model, split, cfg.protocol, device, keep_predictions=cfg.num_samples, on_image=on_image
+        model, split, cfg.protocol, device, keep_predictions=cfg.num_samples, on_image=on_image, lpips=lpips
     )
     summary = summarize(pred.metrics)
     record = {
@@ -181,7 +191,10 @@ def evaluate(
             k: {s: (v if math.isfinite(v) else None) for s, v in d.items()} for k, d in summary.items()
         },
         "ae_unit": "degrees (angular error)",
+        "ae_definition": AE_DEFINITIONS[cfg.protocol],
         "mae_unit": "0-255 scale",
+        "lpips_net": "alex",
+        "missing_metrics": pred.missing,  # metric -> why its values are missing (NaN / null)
     }
     for name, nir, rgb, gt in pred.samples:
         store.put_bytes(where.artifact(f"samples/{name}_nir.png"), encode_png(nir))

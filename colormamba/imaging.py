@@ -13,24 +13,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-NORM_EPS = 1e-3  # the reference's denominator is max(x) + 1e-3, not max - min
+# The reference normalises 8-bit values X in 0..255 as (X - min) / (max - min + 1e-3). Our images are
+# x = X / 255, and (x - min) / (max - min + 1e-3 / 255) is the same number: the epsilon scales with them.
+NORM_EPS = 1e-3 / 255
 
 
 def normalize_per_image(x: torch.Tensor) -> torch.Tensor:
-    """The reference's per-image normalisation `(x - min) / (max + 1e-3)`.
+    """The reference's per-image min-max normalisation, `(x - min) / (max - min + eps)`.
 
-    Min and max are taken over all channels and pixels of each image; the denominator is the maximum,
-    not the range, exactly as in the published code, so that our numbers are comparable with its tables.
+    The published code writes it `img -= min(img); img = img / (max(img) + 1e-3)` on the 0-255 scale: the
+    max is taken after the shift, so the denominator is the range. With our [0, 1] images the epsilon is
+    1e-3 / 255 (NORM_EPS), which gives the reference's numbers exactly. Min and max are taken over all
+    channels and pixels of each image (so a grey image read as HSV, whose H and S are 0, keeps min 0).
+    A constant image maps to 0.
 
     Args:
-        x: (B, C, H, W).
+        x: (B, C, H, W) in [0, 1] (X / 255 of 8-bit values, or the same scale after augmentation).
     Returns:
-        (B, C, H, W), same dtype.
+        (B, C, H, W) in [0, 1), same dtype.
     """
     flat = x.flatten(1)
     lo = flat.amin(dim=1).view(-1, 1, 1, 1)
     hi = flat.amax(dim=1).view(-1, 1, 1, 1)
-    return (x - lo) / (hi + NORM_EPS)
+    return (x - lo) / (hi - lo + NORM_EPS)
 
 
 def rgb_to_hsv(rgb: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -72,9 +77,10 @@ _LAPLACIAN_8 = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0,
 
 
 def laplacian(x: torch.Tensor) -> torch.Tensor:
-    """8-neighbour Laplacian of each channel of each image, zero padding.
+    """8-neighbour Laplacian of each channel of each image, zero padding: G_B's edge map.
 
-    A real per-image 2-D Laplacian (the reference's OpenCV call mixed the images of a batch).
+    The reference computes this one in torch, as a fixed 3x3 convolution, exactly like this (its other
+    Laplacian, G_A's `seg` map, is `normalized_laplacian`).
 
     Args:
         x: (B, C, H, W).
@@ -86,11 +92,34 @@ def laplacian(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, kernel, padding=1, groups=c)
 
 
+_LAPLACIAN_4 = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
 def normalized_laplacian(x: torch.Tensor) -> torch.Tensor:
-    """Absolute Laplacian scaled per image to [0, 1]; the `seg` map that conditions G_A's last SPADE."""
-    edges = laplacian(x).abs()
-    hi = edges.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
-    return edges / (hi + NORM_EPS)
+    """The `seg` map that conditions G_A's last SPADE block: the reference's formula, per image.
+
+    The reference quantises the normalised NIR to 8 bits as `uint8(x * 255)` (truncation), takes
+    OpenCV's `Laplacian(.., CV_64F)` with its defaults (ksize 1: the 4-neighbour kernel
+    [0 1 0; 1 -4 1; 0 1 0], border BORDER_REFLECT_101, which is torch's "reflect" padding), and rescales
+    it signed, `(L - min) / (max - min)`. It does that on the whole batch at once, which mixes the images
+    (docs/architecture.md, "Deviations"); here each image gets its own 2-D Laplacian and its own min and
+    max. A constant image (max = min, where the reference divides 0 by 0) maps to 0.
+
+    Args:
+        x: (B, C, H, W) in [0, 1] (the normalised NIR, C = 1), H and W >= 2.
+    Returns:
+        (B, C, H, W) in [0, 1], same dtype; min and max over all channels of each image.
+    """
+    quantised = (x * 255).floor().clamp(0, 255)  # what uint8(x * 255) keeps of x in [0, 1]
+    c = x.shape[1]
+    kernel = _LAPLACIAN_4.to(device=x.device, dtype=x.dtype).expand(c, 1, 3, 3)
+    # exact integer arithmetic: bf16 autocast would round Laplacian values above 256
+    with torch.autocast(x.device.type, enabled=False):
+        lap = F.conv2d(F.pad(quantised, (1, 1, 1, 1), mode="reflect"), kernel, groups=c)
+    flat = lap.flatten(1)
+    lo = flat.amin(dim=1).view(-1, 1, 1, 1)
+    span = flat.amax(dim=1).view(-1, 1, 1, 1) - lo
+    return (lap - lo) / span.clamp_min(1)  # span is an integer: >= 1 unless the image is constant
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

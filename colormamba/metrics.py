@@ -1,29 +1,42 @@
-"""Evaluation metrics (PSNR, SSIM, angular error, MAE) and the two evaluation protocols.
+"""Evaluation metrics (PSNR, SSIM, angular error, MAE, LPIPS) and the two evaluation protocols.
 
 Every metric takes batches (N, 3, H, W) of RGB and returns one value per image, (N,) float64, on the
 inputs' device; the evaluation averages them over a split. All arithmetic is in float64 so that SSIM
 matches `skimage.metrics.structural_similarity(gt, pred, data_range=1, channel_axis=-1)` to well
-within 1e-4.
+within 1e-4. LPIPS needs a network and weights: colormamba.lpips_score.
 
 Protocols (docs/evaluation.md; every report says which it used):
-- `colormamba`: the reference's. The raw float prediction is compared with the per-image normalised
-  ground truth `(gt - min) / (max + 1e-3)`; the prediction is not clamped (the reference does not, and a
-  sigmoid output is in (0, 1) anyway). Comparable with the published tables.
-- `plain`: the ground truth in [0, 1] as read from the 8-bit file, and the prediction clamped to
-  [0, 1], as it would be when written to an image file.
+- `colormamba`: the reference's test code. The raw float prediction is compared with the per-image
+  min-max-normalised ground truth `(gt - min) / (max - min + 1e-3 / 255)` (imaging.normalize_per_image);
+  the prediction is not clamped (the reference does not, and a sigmoid output is in (0, 1) anyway); AE
+  is the reference's formula, `reference_angular_error`. Comparable with the published tables.
+- `plain`: the ground truth in [0, 1] as read from the 8-bit file, the prediction clamped to [0, 1], as
+  it would be when written to an image file, and the well-defined AE, `angular_error`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from colormamba.imaging import normalize_per_image
 
+if TYPE_CHECKING:
+    from colormamba.lpips_score import LPIPSScore
+
 PROTOCOLS = ("colormamba", "plain")
-METRIC_NAMES = ("psnr", "ssim", "ae", "mae")
+METRIC_NAMES = ("psnr", "ssim", "ae", "mae", "lpips")
+AE_REFERENCE_EPS = 1e-6  # in the denominator of the reference's AE, on [0, 1] pixel vectors
+# what the `ae` column is under each protocol, in words (metrics.json carries it)
+AE_DEFINITIONS = {
+    "colormamba": "mean over pixels of degrees(arccos(<gt, pred> / (|gt| |pred| + 1e-6))), the reference's "
+    "formula: identical images score a small positive floor, black pixels 90",
+    "plain": "mean over pixels of the angle between gt and pred (atan2): identical pixels score 0, a black "
+    "pixel against a non-black one 90",
+}
 
 DATA_RANGE = 1.0
 # skimage.metrics.structural_similarity defaults: uniform 7x7 window, sample covariance, K1, K2
@@ -91,7 +104,7 @@ def ssim(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def angular_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Mean angle in degrees between predicted and ground-truth RGB vectors, per image.
+    """Mean angle in degrees between predicted and ground-truth RGB vectors, per image (`plain` protocol).
 
     The angle is `atan2(|gt x pred|, gt . pred)`, the same angle as the reference's
     `degrees(arccos(clamp(<gt, pred> / (|gt| |pred|), -1, 1)))` but accurate near 0, where arccos of a
@@ -116,6 +129,28 @@ def angular_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     gt_black, pred_black = (gt == 0).all(dim=1), (pred == 0).all(dim=1)
     angle = torch.where(gt_black ^ pred_black, torch.full_like(angle, math.pi / 2), angle)
     return torch.rad2deg(angle).flatten(1).mean(dim=1)
+
+
+def reference_angular_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The reference's AE, as its test code computes it (`colormamba` protocol), per image.
+
+    Per pixel `degrees(arccos(<gt, pred> / (|gt| |pred| + 1e-6)))` on the [0, 1] RGB vectors (the
+    normalised ground truth and the raw prediction), averaged over the pixels. Unlike `angular_error`,
+    the epsilon makes identical images score above 0: about `degrees(sqrt(2e-6) / |v|)` for a pixel
+    vector v (0.05-0.1 degrees for mid-grey to white, more for dark pixels), and 90 degrees wherever
+    either vector is black. The published AE values include that floor, so this is what compares with
+    them. The clamp to [-1, 1] only guards against rounding; it never binds for [0, 1] images.
+
+    Args:
+        pred, gt: (N, 3, H, W).
+    Returns:
+        (N,) in degrees.
+    """
+    pred, gt = _check_images(pred, gt)
+    dot = (gt * pred).sum(dim=1)  # (N, H, W)
+    norms = gt.norm(dim=1) * pred.norm(dim=1)
+    cosine = (dot / (norms + AE_REFERENCE_EPS)).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cosine)).flatten(1).mean(dim=1)
 
 
 def mae(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -148,19 +183,27 @@ def prepare_target(gt: torch.Tensor, protocol: str) -> torch.Tensor:
     return normalize_per_image(gt) if protocol == "colormamba" else gt
 
 
-def compute_metrics(pred: torch.Tensor, gt: torch.Tensor, protocol: str) -> dict[str, torch.Tensor]:
+def compute_metrics(
+    pred: torch.Tensor, gt: torch.Tensor, protocol: str, lpips: LPIPSScore | None = None
+) -> dict[str, torch.Tensor]:
     """All metrics of a batch under one protocol (see the module docstring).
 
     Args:
         pred: (N, 3, H, W) the network's RGB output.
         gt: (N, 3, H, W) ground truth in [0, 1], not normalised.
         protocol: one of PROTOCOLS.
+        lpips: the LPIPS network; None leaves LPIPS out (training's validation skips it: it is the one
+            metric that costs a network forward). An unavailable one gives NaN.
     Returns:
-        {"psnr", "ssim", "ae", "mae"} -> (N,) float64 on the inputs' device.
+        {"psnr", "ssim", "ae", "mae"} and, with `lpips`, "lpips" -> (N,) float64 on the inputs' device.
     """
     pred, gt = _check_images(pred, gt)
     target = prepare_target(gt, protocol)
     if protocol == "plain":
         pred = pred.clamp(0.0, 1.0)
-    metrics = (psnr, ssim, angular_error, mae)
-    return {name: metric(pred, target) for name, metric in zip(METRIC_NAMES, metrics, strict=True)}
+    ae = reference_angular_error if protocol == "colormamba" else angular_error
+    metrics = {"psnr": psnr, "ssim": ssim, "ae": ae, "mae": mae}
+    out = {name: metric(pred, target) for name, metric in metrics.items()}
+    if lpips is not None:
+        out["lpips"] = lpips(pred, target)
+    return out

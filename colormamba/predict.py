@@ -73,10 +73,7 @@ def load_generator(
     if scan_backend is not None:
         model_config["scan_backend"] = scan_backend
     model = build_model_from_config(model_config)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:  # missing or misshapen tensors: weights of another network
-        raise ValueError(f"{source}: its weights do not fit its model configuration ({exc})") from exc
+    checkpoint.load_weights(model, state["model"], str(source))
     return model.to(device).eval()
 
 

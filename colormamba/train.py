@@ -165,16 +165,17 @@ def train(
 
     # resume -----------------------------------------------------------------------------------------
     start_epoch, best_epoch, best_psnr, train_seconds, history = 0, -1, -math.inf, 0.0, []
+    last_key = where.checkpoint("last")
     try:
-        state = checkpoint.load(store, where.checkpoint("last"))
+        state = checkpoint.load(store, last_key)
     except ObjectNotFound:
         state = None
     if state is not None:
-        model.load_state_dict(state["model"])
+        checkpoint.load_weights(model, state["model"], last_key)
         load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if discriminators is not None:
-            discriminators.load_state_dict(state["discriminators"])
+            checkpoint.load_weights(discriminators, state["discriminators"], last_key)
             load_optimizer_state(optimizer_d, state["optimizer_d"])
         checkpoint.set_rng_state(state["rng"])
         start_epoch, best_epoch, best_psnr = state["epoch"], state["best_epoch"], state["best_psnr"]

@@ -20,13 +20,16 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
         --index-url "${TORCH_INDEX_URL}"
 
-# VGG-19 ImageNet weights for the `vgg` loss term (the CPU worker trains too), checked against the hash
-# in their file name; colormamba.losses.vgg looks in $TORCH_HOME/hub/checkpoints/ and never downloads.
+# ImageNet weights of VGG-19 (the `vgg` loss term: the CPU worker trains too) and AlexNet (the LPIPS
+# metric), checked against the hash in their file names; colormamba.pretrained looks in
+# $TORCH_HOME/hub/checkpoints/ and never downloads.
 ENV TORCH_HOME=/opt/torch
 RUN python -c "import torch, torchvision; \
-w = torchvision.models.VGG19_Weights.IMAGENET1K_V1; \
-torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True)" \
-    && test -s /opt/torch/hub/checkpoints/vgg19-dcbb9e9d.pth
+m = torchvision.models; \
+[torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True) \
+ for w in (m.VGG19_Weights.IMAGENET1K_V1, m.AlexNet_Weights.IMAGENET1K_V1)]" \
+    && test -s /opt/torch/hub/checkpoints/vgg19-dcbb9e9d.pth \
+    && test -s /opt/torch/hub/checkpoints/alexnet-owt-7be5be79.pth
 
 # The project's dependencies, pinned (torch excluded: it is the one above); setuptools builds the
 # project in the next stage without network access to a build backend; Flower (compose's `monitor`
@@ -66,9 +69,11 @@ COPY jobs/ /app/jobs/
 
 USER 10001:10001
 
-# Smoke test, as the user that runs the services: the package, the job suite, the baked VGG weights.
+# Smoke test, as the user that runs the services: the package, the job suite, the baked VGG and AlexNet
+# weights (LPIPS loads).
 RUN python -c "import torch, colormamba.train, services.app, services.report, flower; \
-from colormamba.losses.vgg import find_vgg_weights; print(find_vgg_weights())" \
+from colormamba.losses.vgg import find_vgg_weights; print(find_vgg_weights()); \
+from colormamba.lpips_score import LPIPSScore; assert LPIPSScore.load().available" \
     && python jobs/submit.py --help >/dev/null
 
 CMD ["python", "jobs/submit.py", "--help"]

@@ -39,13 +39,16 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
         --index-url "${TORCH_INDEX_URL}"
 
-# VGG-19 ImageNet weights for the `vgg` loss term, checked against the hash in their file name. Nothing
-# is downloaded at run time: colormamba.losses.vgg looks in $TORCH_HOME/hub/checkpoints/.
+# ImageNet weights of VGG-19 (the `vgg` loss term) and AlexNet (the LPIPS metric), checked against the
+# hash in their file names. Nothing is downloaded at run time: colormamba.pretrained looks in
+# $TORCH_HOME/hub/checkpoints/.
 ENV TORCH_HOME=/opt/torch
 RUN python -c "import torch, torchvision; \
-w = torchvision.models.VGG19_Weights.IMAGENET1K_V1; \
-torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True)" \
-    && test -s /opt/torch/hub/checkpoints/vgg19-dcbb9e9d.pth
+m = torchvision.models; \
+[torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True) \
+ for w in (m.VGG19_Weights.IMAGENET1K_V1, m.AlexNet_Weights.IMAGENET1K_V1)]" \
+    && test -s /opt/torch/hub/checkpoints/vgg19-dcbb9e9d.pth \
+    && test -s /opt/torch/hub/checkpoints/alexnet-owt-7be5be79.pth
 
 # Build tools for mamba-ssm's setup.py (--no-build-isolation: it must see the torch above); einops and
 # transformers are what `import mamba_ssm` needs of its declared dependencies (the rest, tilelang,
@@ -113,9 +116,10 @@ USER 10001:10001
 WORKDIR /home/colormamba
 
 # Smoke test, as the user that runs the workers: the compiled kernel (torch first: the extension links
-# against torch's libraries), mamba-ssm, the package, the job suite, the baked VGG weights.
+# against torch's libraries), mamba-ssm, the package, the job suite, the baked VGG and AlexNet weights.
 RUN python -c "import torch, selective_scan_cuda, mamba_ssm" \
     && python -c "import colormamba.ops.scan_mamba, services.app; \
-from colormamba.losses.vgg import find_vgg_weights; print(find_vgg_weights())"
+from colormamba.losses.vgg import find_vgg_weights; print(find_vgg_weights()); \
+from colormamba.lpips_score import LPIPSScore; assert LPIPSScore.load().available"
 
 CMD ["celery", "-A", "services.app", "worker", "-Q", "gpu", "--loglevel", "INFO"]

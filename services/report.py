@@ -31,9 +31,10 @@ from services.spec import Study
 from services.stats import holm, paired_interval, verdict
 from services.studies import load_study, now, read_status
 
-METRICS = ("psnr", "ssim", "ae", "mae")
-LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)"}
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False}
+METRICS = ("psnr", "ssim", "ae", "mae", "lpips")
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)",
+          "lpips": "LPIPS (AlexNet)"}  # fmt: skip
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False, "lpips": False}
 CI_LEVEL = 0.95  # the intervals' level; verdicts are made at alpha = 1 - CI_LEVEL, family-wise (Holm)
 MAX_PLOTTED_VARIANTS = 8  # curves and the sample grid show the best-ranked variants (plus the baseline)
 REPORT_FILES = ("report.json", "report.csv", "runs.csv", "per_image.csv", "differences.csv", "curves.png",
@@ -98,13 +99,15 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
             except ObjectNotFound:
                 metrics = None
             if metrics is not None:
-                row |= {m: metrics["metrics"][m]["mean"] for m in METRICS}
+                # runs evaluated before a metric existed (e.g. LPIPS) show it empty, not a broken report
+                row |= {m: metrics["metrics"].get(m, {}).get("mean") for m in METRICS}
+                row["missing_metrics"] = metrics.get("missing_metrics")
                 row["protocol"] = metrics.get("protocol")
                 row["split"] = metrics.get("split")
                 for img in _csv_rows(store, where.artifact("per_image.csv")):
                     per_image.append(
                         {"variant": plan.variant, "seed": plan.seed, "run": plan.run_id, "name": img["name"],
-                         **{m: _num(img[m]) for m in METRICS}}
+                         **{m: _num(img.get(m)) for m in METRICS}}
                     )  # fmt: skip
             hist = _csv_rows(store, where.artifact("history.csv"))
             histories[plan.run_id] = [{k: _num(v) for k, v in h.items()} for h in hist]

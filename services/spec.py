@@ -103,6 +103,7 @@ class Recipe(_Strict):
     model_overrides: dict[str, Any] | None = None
     scan_backend: Literal["auto", "torch", "mamba", "triton", "reference"] | None = None
     vgg_weights: str | None = None
+    lpips_weights: str | None = None
     layout: Literal["auto", "vcip2020", "plain"] | None = None
     device: str | None = None
     deterministic: bool | None = None

@@ -1,4 +1,5 @@
-"""Metrics against independent oracles: skimage for PSNR/SSIM, numpy and hand computations for AE/MAE."""
+"""Metrics against independent oracles: skimage for PSNR/SSIM, numpy and hand computations for AE/MAE,
+the reference's formulas (written here from the math, on the 0-255 scale) for the `colormamba` protocol."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from colormamba.metrics import (
+    AE_DEFINITIONS,
     METRIC_NAMES,
     PROTOCOLS,
     angular_error,
@@ -18,6 +20,7 @@ from colormamba.metrics import (
     mae,
     prepare_target,
     psnr,
+    reference_angular_error,
     ssim,
 )
 
@@ -115,22 +118,83 @@ def test_batched_equals_one_by_one(protocol: str) -> None:
     pred, gt = _pair("smooth", 20, 24, n=3, seed=2)
     gt = 0.1 + 0.8 * gt  # so that the colormamba normalisation changes something
     batched = compute_metrics(pred, gt, protocol)
-    assert set(batched) == set(METRIC_NAMES)
+    assert set(batched) == set(METRIC_NAMES) - {"lpips"}  # LPIPS only with its network
     for i in range(3):
         single = compute_metrics(pred[i:i + 1], gt[i:i + 1], protocol)
-        for name in METRIC_NAMES:
+        for name in batched:
             assert batched[name].shape == (3,)
             assert batched[name][i].item() == pytest.approx(single[name].item(), rel=1e-12, abs=1e-12)
 
 
-def test_prepare_target_per_protocol() -> None:
-    _, gt = _pair("smooth", 8, 8, n=2)
-    gt = 0.2 + 0.5 * gt
-    arr = gt.double().numpy()
-    lo = arr.reshape(2, -1).min(1).reshape(2, 1, 1, 1)
-    hi = arr.reshape(2, -1).max(1).reshape(2, 1, 1, 1)
-    np.testing.assert_allclose(prepare_target(gt.double(), "colormamba").numpy(), (arr - lo) / (hi + 1e-3))
+def _reference_nor(img: np.ndarray) -> np.ndarray:
+    """The reference's per-image normalisation of an 8-bit image, as it writes it: shift by the min, then
+    divide by the max of the shifted image plus 1e-3 (all on the 0-255 scale)."""
+    shifted = img.astype(np.float64) - img.min()
+    return shifted / (shifted.max() + 1e-3)
+
+
+def _dark_8bit_images(n: int = 3, seed: int = 5) -> np.ndarray:
+    """(n, 3, H, W) uint8 RGB whose darkest values are 2, 17 and 40, never 0: where `(x - min) / max`
+    and the reference's `(x - min) / (max - min)` differ."""
+    rng = np.random.default_rng(seed)
+    out = np.stack([rng.integers(lo, 230, size=(3, 12, 14)) for lo in (2, 17, 40)][:n]).astype(np.uint8)
+    assert sorted(out.reshape(n, -1).min(1)) == [2, 17, 40][:n]
+    return out
+
+
+def test_colormamba_target_is_the_reference_min_max_on_the_255_scale() -> None:
+    images = _dark_8bit_images()
+    want = np.stack([_reference_nor(img) for img in images])
+    gt = torch.from_numpy(images).double() / 255  # what the dataset hands over
+    np.testing.assert_allclose(prepare_target(gt, "colormamba").numpy(), want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(prepare_target(gt.float(), "colormamba").numpy(), want, atol=1e-6)  # float32
+    # the formula this replaced, (x - min) / (max + 1e-3), is far from it on these images
+    flat = gt.flatten(1)
+    old = (gt - flat.amin(1).view(-1, 1, 1, 1)) / (flat.amax(1).view(-1, 1, 1, 1) + 1e-3)
+    assert np.abs(old.numpy() - want).max() > 0.03
     assert torch.equal(prepare_target(gt, "plain"), gt)
+
+
+def test_colormamba_protocol_scores_the_reference_target_as_perfect() -> None:
+    images = _dark_8bit_images()
+    gt = torch.from_numpy(images).double() / 255
+    pred = torch.from_numpy(np.stack([_reference_nor(img) for img in images]))  # the reference's target
+    got = compute_metrics(pred, gt, "colormamba")
+    assert (got["psnr"] > 250).all()  # equal up to float64 rounding (inf where bit-identical)
+    assert torch.allclose(got["ssim"], torch.ones(3, dtype=torch.float64), atol=1e-12)
+    assert (got["mae"] < 1e-10).all()
+    # the reference's AE does not give 0 for identical images: its epsilon leaves a floor per pixel
+    p = pred.numpy()
+    floor = np.degrees(np.arccos((p * p).sum(1) / ((p * p).sum(1) + 1e-6))).reshape(3, -1).mean(1)
+    np.testing.assert_allclose(got["ae"].numpy(), floor, rtol=1e-9)
+    assert (got["ae"] > 0).all()
+
+
+def _reference_ae(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The reference's AE per image, written from its formula: per pixel
+    degrees(arccos(<a, b> / (|a| |b| + 1e-6))), mean over the pixels (no clamp, no special cases)."""
+    dot = (pred * gt).sum(1)
+    norms = np.sqrt((pred * pred).sum(1)) * np.sqrt((gt * gt).sum(1))
+    return np.degrees(np.arccos(dot / (norms + 1e-6))).reshape(pred.shape[0], -1).mean(1)
+
+
+def test_reference_angular_error_is_the_reference_formula_where_the_two_aes_differ() -> None:
+    g = torch.Generator().manual_seed(6)
+    gt = torch.rand(2, 3, 8, 7, generator=g, dtype=torch.float64)  # SSIM (in compute_metrics) needs 7x7
+    pred = (gt + 0.1 * torch.rand(2, 3, 8, 7, generator=g, dtype=torch.float64)).clamp(0, 1)
+    gt[0, :, :2] *= 1e-3  # near-black pixels: the +1e-6 dominates the product of the norms
+    pred[0, :, :2] = gt[0, :, :2]  # ... and identical there
+    gt[1, :, 0, 0] = 0.0  # black in the ground truth only
+    gt[1, :, 1, 1] = pred[1, :, 1, 1] = 0.0  # black in both
+    want = _reference_ae(pred.numpy(), gt.numpy())
+    np.testing.assert_allclose(reference_angular_error(pred, gt).numpy(), want, rtol=1e-12)
+    assert (np.abs(want - angular_error(pred, gt).numpy()) > 1.0).all()  # the definitions differ here
+    target = prepare_target(gt, "colormamba")
+    assert set(AE_DEFINITIONS) == set(PROTOCOLS)  # metrics.json says which AE it holds
+    cm_ae = compute_metrics(pred, gt, "colormamba")["ae"]
+    assert cm_ae.tolist() == reference_angular_error(pred, target).tolist()
+    plain = compute_metrics(pred, gt, "plain")["ae"]
+    assert plain.tolist() == angular_error(pred, gt).tolist()  # inputs in [0, 1]: the clamp changes nothing
 
 
 def test_protocols_differ_as_documented() -> None:
@@ -138,9 +202,10 @@ def test_protocols_differ_as_documented() -> None:
     gt = 0.2 + 0.6 * gt
     target = prepare_target(gt.double(), "colormamba")
     ref = compute_metrics(target, gt, "colormamba")  # a perfect prediction of the normalised target
-    assert torch.isinf(ref["psnr"]).all() and ref["ae"].item() == 0.0 and ref["mae"].item() == 0.0
+    assert torch.isinf(ref["psnr"]).all() and ref["mae"].item() == 0.0
     plain = compute_metrics(target, gt, "plain")
     assert torch.isfinite(plain["psnr"]).all() and plain["mae"].item() > 1.0
+    assert compute_metrics(gt, gt, "plain")["ae"].item() == 0.0  # the plain AE: identical images score 0
     # plain clamps the prediction to [0, 1]; colormamba compares the raw float output
     over = gt + 0.3
     assert compute_metrics(over, gt, "plain")["mae"].item() == pytest.approx(
@@ -166,7 +231,7 @@ def test_metrics_stay_on_the_inputs_device(device: str) -> None:
     pred, gt = _pair("smooth", 32, 40, n=2, seed=4)
     cpu = compute_metrics(pred, gt, "colormamba")
     got = compute_metrics(pred.to(device), gt.to(device), "colormamba")
-    for name in METRIC_NAMES:
+    for name in cpu:
         assert got[name].device.type == device and got[name].dtype == torch.float64
         assert torch.allclose(got[name].cpu(), cpu[name], rtol=1e-9, atol=1e-9)
     assert math.isfinite(got["psnr"][0].item())

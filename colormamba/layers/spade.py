@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import spectral_norm  # the reference's algorithm: see SPADEResBlock
 
 
 class SPADE(nn.Module):
@@ -39,6 +39,14 @@ class SPADEResBlock(nn.Module):
     """`x + conv1(lrelu(SPADE1(conv0(lrelu(SPADE0(x, s))))))`, both convs spectrally normalised.
 
     Only the identity-shortcut form (same width in and out) exists in ColorMamba.
+
+    Spectral norm is the forward-pre-hook `torch.nn.utils.spectral_norm`, as in the reference: at every
+    training-mode forward one power iteration updates v, then u (`v = W^T u / |.|`, `u = W v / |.|`), and
+    u, v start as random unit vectors. `torch.nn.utils.parametrizations.spectral_norm` iterates u then v
+    and runs 15 iterations at construction, which makes the train-mode network a different function
+    (outputs ~1e-2 apart). Eval mode is the same in both: `W / (u^T W v)` with the stored u, v. The
+    state dict holds `conv_k.weight_orig`, `conv_k.weight_u`, `conv_k.weight_v`; checkpoints in the
+    parametrization layout load through colormamba.checkpoint.load_weights.
 
     Args:
         channels: width of x (in and out).

@@ -1,9 +1,10 @@
 """The `vgg` term: VGG-19 perceptual loss with frozen ImageNet weights read from a local file.
 
 The weights are torchvision's `VGG19_Weights.IMAGENET1K_V1` (file `vgg19-dcbb9e9d.pth`). Nothing here
-downloads: the file is looked up at an explicit path, then `$COLORMAMBA_VGG_WEIGHTS`, then torch hub's
-checkpoint folder (`$TORCH_HOME/hub/checkpoints/`), and its absence is an error that says where to put
-it. Random weights are used only when asked for by name (`weights="random"`).
+downloads: the file is looked up (colormamba.pretrained) at an explicit path, then
+`$COLORMAMBA_VGG_WEIGHTS`, then torch hub's checkpoint folder (`$TORCH_HOME/hub/checkpoints/`), and its
+absence is an error that says where to put it. Random weights are used only when asked for by name
+(`weights="random"`).
 
 Only the convolutional trunk up to the deepest requested layer is built. Its weights are stored as
 non-persistent buffers: they follow `.to(device)`, are not parameters (an optimiser built from the loss
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -23,11 +23,18 @@ import torch.nn.functional as F
 from torchvision.models import VGG19_Weights
 
 from colormamba.losses.terms import check_pair
+from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file
 
 VGG_WEIGHTS_ENV = "COLORMAMBA_VGG_WEIGHTS"
 _IMAGENET_WEIGHTS = VGG19_Weights.IMAGENET1K_V1
-VGG_WEIGHTS_URL = _IMAGENET_WEIGHTS.url
-VGG_WEIGHTS_FILENAME = Path(urlparse(VGG_WEIGHTS_URL).path).name  # vgg19-dcbb9e9d.pth
+VGG19_FILE = PretrainedFile(
+    _IMAGENET_WEIGHTS,
+    label="VGG-19 ImageNet weights",
+    needed_by="The 'vgg' loss term",
+    without="Random VGG weights are used only when the configuration asks for vgg_weights='random'.",
+)
+VGG_WEIGHTS_URL = VGG19_FILE.url
+VGG_WEIGHTS_FILENAME = VGG19_FILE.filename  # vgg19-dcbb9e9d.pth
 DEFAULT_VGG_LAYERS = ("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4")
 
 # VGG-19 ("configuration E"): output channels of each 3x3 convolution, "M" a 2x2 max-pool.
@@ -35,7 +42,7 @@ _VGG19_TRUNK = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 
 
-class VGGWeightsNotFoundError(FileNotFoundError):
+class VGGWeightsNotFoundError(WeightsNotFoundError):
     """The pretrained VGG-19 weights file the `vgg` term needs is not on this machine."""
 
 
@@ -80,25 +87,10 @@ def find_vgg_weights(path: str | os.PathLike[str] | None = None) -> Path:
     Raises:
         VGGWeightsNotFoundError: with where to put the file and how to get it.
     """
-    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / VGG_WEIGHTS_FILENAME
-    if path is not None:
-        candidate, source = Path(path), "the path given in the configuration"
-    elif os.environ.get(VGG_WEIGHTS_ENV):
-        candidate, source = Path(os.environ[VGG_WEIGHTS_ENV]), f"${VGG_WEIGHTS_ENV}"
-    else:
-        candidate, source = hub_file, "torch hub's checkpoint folder"
-    if candidate.is_file():
-        return candidate
-    raise VGGWeightsNotFoundError(
-        f"VGG-19 ImageNet weights not found at {candidate} ({source}). The 'vgg' loss term needs "
-        f"torchvision's VGG19_Weights.IMAGENET1K_V1 file {VGG_WEIGHTS_FILENAME} and never downloads it. "
-        f"Put the file at {hub_file}, or set {VGG_WEIGHTS_ENV} to its path, or pass its path as the VGG "
-        f"weights. To get it, on a machine with internet access run "
-        f"`curl -L -o {VGG_WEIGHTS_FILENAME} {VGG_WEIGHTS_URL}` (or "
-        f"`python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\"`, which "
-        f"saves it under $TORCH_HOME/hub/checkpoints/) and copy it over. Random VGG weights are used only "
-        f"when the configuration asks for vgg_weights='random'."
-    )
+    try:
+        return find_weights_file(VGG19_FILE, path, env=(VGG_WEIGHTS_ENV, os.environ.get(VGG_WEIGHTS_ENV)))
+    except WeightsNotFoundError as exc:
+        raise VGGWeightsNotFoundError(str(exc)) from None
 
 
 def _freeze_as_buffers(trunk: nn.Sequential) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import spectral_norm
 
 
 class PatchDiscriminator(nn.Module):
@@ -13,9 +13,12 @@ class PatchDiscriminator(nn.Module):
     The middle three convolutions are spectrally normalised instead (the reference's choice), which
     keeps the discriminator Lipschitz-bounded without batch statistics.
 
-    Parameters: 2,764,737 trainable at in_channels=3. The reference reports 2,772,801 because its
-    SAGAN-style spectral norm registers the power-iteration vectors u and v (8,064 values) as
-    (non-trainable) parameters; here they are buffers.
+    The reference wraps them in a SAGAN-style `SpectralNorm` module: one power iteration (v, then u) at
+    every forward, and u, v kept as non-trainable parameters, which is why it counts 2,772,801
+    parameters (8,064 of them u and v) where this one has 2,764,737 trainable ones and u, v as buffers.
+    `torch.nn.utils.spectral_norm` (used here, and by the reference's SPADE blocks) runs the same
+    iteration in the same order at every training-mode forward; it differs only in eval mode, where it
+    keeps u and v, and the discriminators are only ever run in training.
 
     Args:
         in_channels: image channels.

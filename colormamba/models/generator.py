@@ -45,8 +45,8 @@ class ColorMamba(nn.Module):
     def forward(self, nir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colorize NIR frames of any size.
 
-        The reference normalises NIR and its HSV reading separately, per image, as
-        `(x - min) / (max + 1e-3)`; this happens here, so callers pass raw images. Frames are then
+        The reference normalises NIR and its HSV reading separately, per image, with its min-max
+        (imaging.normalize_per_image); this happens here, so callers pass raw images. Frames are then
         reflect-padded up to `size_multiple` and both outputs cropped back. Padding after normalising
         changes nothing in the normalisation (reflect padding repeats existing values).
 
@@ -57,7 +57,7 @@ class ColorMamba(nn.Module):
         """
         if nir.dim() != 4 or nir.shape[1] != 1:
             raise ValueError(f"nir must be (batch, 1, H, W), got shape {tuple(nir.shape)}")
-        nir_hsv = normalize_per_image(gray_to_hsv(nir))  # (B, 3, H, W): (0, 0, v / (max v + eps))
+        nir_hsv = normalize_per_image(gray_to_hsv(nir))  # (B, 3, H, W): (0, 0, v / (max v + eps)): H, S = 0
         nir = normalize_per_image(nir)  # (B, 1, H, W)
         nir, (height, width) = pad_to_multiple(nir, self.size_multiple)  # (B, 1, H', W')
         nir_hsv, _ = pad_to_multiple(nir_hsv, self.size_multiple)  # (B, 3, H', W')

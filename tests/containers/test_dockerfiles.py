@@ -249,10 +249,12 @@ def test_cpu_torch_is_what_ci_tests() -> None:
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
-def test_vgg_weights_are_baked_and_verified(path: Path) -> None:
+def test_vgg_and_alexnet_weights_are_baked_and_verified(path: Path) -> None:
     build, runtime = stages(path)[0], stages(path)[-1]
-    fetch = [run for run in runs(build) if "VGG19_Weights.IMAGENET1K_V1" in run]
-    assert fetch and "check_hash=True" in fetch[0] and "vgg19-dcbb9e9d.pth" in fetch[0]
+    for weights, filename in (("VGG19_Weights.IMAGENET1K_V1", "vgg19-dcbb9e9d.pth"),
+                              ("AlexNet_Weights.IMAGENET1K_V1", "alexnet-owt-7be5be79.pth")):  # fmt: skip
+        fetch = [run for run in runs(build) if weights in run]
+        assert fetch and "check_hash=True" in fetch[0] and filename in fetch[0], weights
     env = {
         ins.value[i]: ins.value[i + 1]
         for ins in runtime
@@ -260,7 +262,9 @@ def test_vgg_weights_are_baked_and_verified(path: Path) -> None:
         for i in range(0, len(ins.value), 2)
     }
     assert env["TORCH_HOME"] == "/opt/torch"
-    assert "find_vgg_weights" in " ".join(runs(runtime)), "the smoke test looks the weights up as a run would"
+    smoke = " ".join(runs(runtime))
+    assert "find_vgg_weights" in smoke, "the smoke test looks the weights up as a run would"
+    assert "LPIPSScore.load().available" in smoke, "the smoke test loads LPIPS as an evaluation would"
 
 
 # --- pinned dependencies ----------------------------------------------------------------------------------

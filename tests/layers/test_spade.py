@@ -1,8 +1,12 @@
-"""SPADE conditioning and the spectral norm of its residual block."""
+"""SPADE conditioning and the spectral norm of its residual block (the reference's power iteration)."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from colormamba.layers import SPADE, SPADEResBlock
 
@@ -20,10 +24,91 @@ def test_spade_follows_its_condition_at_any_size() -> None:
 def test_spade_resblock_spectral_norm_vectors_are_buffers() -> None:
     block = SPADEResBlock(8, 8, hidden=16)
     names = {name for name, _ in block.named_parameters()}
-    assert "conv_0.parametrizations.weight.original" in names
+    assert "conv_0.weight_orig" in names
     assert not any(name.endswith(("_u", "_v")) for name in names)
-    assert {"conv_0.parametrizations.weight.0._u", "conv_1.parametrizations.weight.0._v"} <= {
+    assert {"conv_0.weight_u", "conv_0.weight_v", "conv_1.weight_u", "conv_1.weight_v"} <= {
         name for name, _ in block.named_buffers()
     }
     out = block(torch.randn(1, 8, 6, 6), torch.randn(1, 8, 3, 3))
     assert out.shape == (1, 8, 6, 6)
+
+
+class PowerIterationConv(nn.Module):
+    """A 3x3 convolution with spectral norm written from the math, in the reference's order: at each
+    training forward v <- W^T u / |W^T u|, then u <- W v / |W v|; the weight used is W / (u^T W v)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight.clone()), nn.Parameter(bias.clone())
+        self.register_buffer("u", u.clone())
+        self.register_buffer("v", v.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.reshape(self.weight.shape[0], -1)
+        if self.training:
+            with torch.no_grad():
+                v = w.T @ self.u
+                self.v = v / v.norm()
+                u = w @ self.v
+                self.u = u / u.norm()
+        sigma = self.u @ w @ self.v
+        return F.conv2d(x, self.weight / sigma, self.bias, padding=1)
+
+
+def from_the_math(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose spectrally normalised convs (SPADE blocks) are PowerIterationConv, with
+    the same weights and the same u, v."""
+    out = copy.deepcopy(model)
+    for block in [m for m in out.modules() if isinstance(m, SPADEResBlock)]:
+        for name in ("conv_0", "conv_1"):
+            conv = getattr(block, name)
+            state = (conv.weight_orig.data, conv.bias.data, conv.weight_u, conv.weight_v)
+            setattr(block, name, PowerIterationConv(*state))
+    return out
+
+
+def spectral_state(model: nn.Module) -> list[torch.Tensor]:
+    """Every SPADE conv's (u, v), in module order, for either kind of model."""
+    out = []
+    for block in [m for m in model.modules() if isinstance(m, SPADEResBlock)]:
+        for conv in (block.conv_0, block.conv_1):
+            math = isinstance(conv, PowerIterationConv)
+            out += [conv.u, conv.v] if math else [conv.weight_u, conv.weight_v]
+    return out
+
+
+def test_train_mode_spectral_norm_is_the_reference_power_iteration() -> None:
+    torch.manual_seed(0)
+    block = SPADEResBlock(6, 3, hidden=8).train()
+    ref = from_the_math(block).train()
+    for step in range(5):  # u and v move at every training forward: the outputs must follow them
+        x, cond = torch.randn(2, 6, 8, 8), torch.randn(2, 3, 4, 4)
+        torch.testing.assert_close(block(x, cond), ref(x, cond), rtol=1e-5, atol=1e-6, msg=f"forward {step}")
+        for got, want in zip(spectral_state(block), spectral_state(ref), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    block.eval(), ref.eval()
+    u_before = block.conv_0.weight_u.clone()
+    x, cond = torch.randn(1, 6, 8, 8), torch.randn(1, 3, 8, 8)
+    torch.testing.assert_close(block(x, cond), ref(x, cond), rtol=1e-5, atol=1e-6)
+    assert torch.equal(block.conv_0.weight_u, u_before)  # eval mode keeps u and v
+
+
+def test_spade_block_is_torch_nn_utils_spectral_norm_in_train_mode() -> None:
+    """The reference builds its SPADE convs with torch.nn.utils.spectral_norm: the same function over
+    several training forwards (outputs and u, v)."""
+    torch.manual_seed(1)
+    block = SPADEResBlock(4, 2, hidden=8).train()
+    ref = copy.deepcopy(block)
+    for name in ("conv_0", "conv_1"):
+        ours = getattr(block, name)
+        conv = nn.Conv2d(4, 4, 3, padding=1)
+        conv.load_state_dict({"weight": ours.weight_orig.data, "bias": ours.bias.data})
+        conv = torch.nn.utils.spectral_norm(conv)
+        conv.weight_u.copy_(ours.weight_u)
+        conv.weight_v.copy_(ours.weight_v)
+        setattr(ref, name, conv)
+    for _ in range(4):
+        x, cond = torch.randn(2, 4, 6, 6), torch.randn(2, 2, 6, 6)
+        torch.testing.assert_close(block(x, cond), ref(x, cond), rtol=0, atol=0)
+        for got, want in zip(spectral_state(block), spectral_state(ref), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -19,7 +19,15 @@ from scipy import stats as scipy_stats
 
 from colormamba.imaging import encode_png
 from colormamba.storage import LocalStorage, RunLocation
-from services.report import REPORT_FILES, build_report, ci_summary, download_report, paired_differences
+from services.report import (
+    HIGHER_IS_BETTER,
+    METRICS,
+    REPORT_FILES,
+    build_report,
+    ci_summary,
+    download_report,
+    paired_differences,
+)
 from services.spec import load_spec
 from services.studies import save_study, write_status
 from tests.suite.servers import find_binary
@@ -42,16 +50,17 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
         offset = 1.0 if run.configuration == "histogram" else 0.0
         per = {
             "psnr": list(20 + offset + rng.normal(0, 0.5, len(IMAGES))),
-            "ssim": list(0.6 + offset / 20 + rng.normal(0, 0.01, len(IMAGES))),
+            "ssim": list(0.6 + offset / 20 + rng.normal(0, 0.001, len(IMAGES))),
             "ae": list(5 - offset + rng.normal(0, 0.2, len(IMAGES))),
             "mae": list(20 - offset + rng.normal(0, 1, len(IMAGES))),
+            "lpips": list(0.3 - offset / 10 + rng.normal(0, 0.01, len(IMAGES))),
         }
         values[run.run_id] = per
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["name", "psnr", "ssim", "ae", "mae"])
+        w.writerow(["name", *per])
         for i, name in enumerate(IMAGES):
-            w.writerow([name, *(f"{per[m][i]:.6f}" for m in ("psnr", "ssim", "ae", "mae"))])
+            w.writerow([name, *(f"{per[m][i]:.6f}" for m in per)])
         store.put_bytes(where.artifact("per_image.csv"), buf.getvalue().encode())
         metrics = {m: {"mean": float(np.mean(np.round(v, 6)))} for m, v in per.items()}
         store.put_bytes(
@@ -105,7 +114,7 @@ def test_report_rows_equal_a_recomputation_from_the_per_image_values(built):
     assert [r["variant"] for r in data["summary"]] == ["original", "histogram"]
     for row in data["summary"]:
         runs = [r.run_id for r in study.runs if r.variant == row["variant"] and r.run_id in values]
-        for m in ("psnr", "ssim", "ae", "mae"):
+        for m in ("psnr", "ssim", "ae", "mae", "lpips"):
             pooled = np.round(np.concatenate([values[r][m] for r in runs]), 6)
             assert row[f"{m}_mean"] == pytest.approx(pooled.mean(), abs=1e-9)
             assert row[f"{m}_std"] == pytest.approx(pooled.std(ddof=1), abs=1e-9)
@@ -145,6 +154,8 @@ def test_one_seed_pairs_images_and_says_training_noise_is_out(built, tmp_path):
     assert d["verdict"] == "better"
     ae = next(x for x in data["differences"] if x["metric"] == "ae")
     assert ae["mean_diff"] < 0 and ae["verdict"] == "better", "lower AE is better"
+    lpips = next(x for x in data["differences"] if x["metric"] == "lpips")
+    assert lpips["mean_diff"] < 0 and lpips["verdict"] == "better", "lower LPIPS is better"
     assert not data["ci"]["seed_noise_included"] and "NOT in the interval" in data["ci"]["method"]
     download_report(store, study.name, tmp_path / "dl")
     for name in ("report.md", "report.html"):
@@ -156,7 +167,7 @@ def test_one_seed_pairs_images_and_says_training_noise_is_out(built, tmp_path):
 def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seeds, tmp_path):
     store, study, values, data = built_all_seeds
     rows = data["differences"]
-    assert [r["metric"] for r in rows] == ["psnr", "ssim", "ae", "mae"]
+    assert [r["metric"] for r in rows] == list(METRICS)
     for r in rows:
         m = r["metric"]
         per_seed = np.array([
@@ -171,10 +182,10 @@ def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seed
     expected = _holm([r["p_value"] for r in rows])
     assert [r["p_adjusted"] for r in rows] == pytest.approx(expected)
     for r, p_adj in zip(rows, expected, strict=True):
-        improved = r["mean_diff"] > 0 if r["metric"] in ("psnr", "ssim") else r["mean_diff"] < 0
+        improved = r["mean_diff"] > 0 if HIGHER_IS_BETTER[r["metric"]] else r["mean_diff"] < 0
         assert r["verdict"] == ("no clear difference" if p_adj >= 0.05 else "better" if improved else "worse")
     assert {r["verdict"] for r in rows} == {"better", "no clear difference"}, "both kinds in this table"
-    assert data["ci"]["comparisons"] == 4 and "Holm" in data["ci"]["correction"]
+    assert data["ci"]["comparisons"] == len(METRICS) and "Holm" in data["ci"]["correction"]
     assert data["ci"]["seed_noise_included"]
     download_report(store, study.name, tmp_path / "dl")
     table = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "differences.csv").read_text())))
@@ -182,7 +193,8 @@ def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seed
                                    "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"]  # fmt: skip
     assert [float(t["p_adjusted"]) for t in table] == pytest.approx(expected)
     md = (tmp_path / "dl" / "report.md").read_text()
-    assert "Holm over the table's 4 comparisons (1 configuration x 4 metrics)" in md
+    n = len(METRICS)
+    assert f"Holm over the table's {n} comparisons (1 configuration x {n} metrics)" in md
     assert "training noise is inside the interval" in md
     assert "not in their intervals" not in md
     html_text = (tmp_path / "dl" / "report.html").read_text()
