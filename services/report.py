@@ -114,8 +114,8 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
             **{f"select_{m}": (status.get("select_metrics") or {}).get(m) for m in METRICS},
             **{k: (status.get("provenance") or {}).get(k) for k in (*COMPARED, "git_dirty")},
         }
-        provenances[plan.run_id] = [p for p in (status.get("provenance"), *(status.get("provenance_earlier")
-                                                                          or [])) if p]  # fmt: skip
+        attempts = [status.get("provenance"), *(status.get("provenance_earlier") or [])]
+        provenances[plan.run_id] = [p for p in attempts if p]
         if status.get("state") == "succeeded":
             try:
                 metrics = json.loads(store.get_bytes(where.artifact("metrics.json")))
