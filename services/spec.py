@@ -406,8 +406,11 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
                     break
                 config = cfg.to_dict()
                 del config["dataset"]
-                checkpoint = spec.evaluation.checkpoint
-                digest = _digest({"dataset": ds, "config": _changed(config), "checkpoint": checkpoint})
+                # The evaluation's splits are hashed whatever their value: runs stored before they existed
+                # (scored on val) must not be taken for runs that report test.
+                evaluated = {"checkpoint": spec.evaluation.checkpoint,
+                             "splits": [cfg.select_split, cfg.report_split]}  # fmt: skip
+                digest = _digest({"dataset": ds, "config": _changed(config), **evaluated})
                 run_id = f"{variant}-seed{seed}-{digest[:6]}"
                 if len(run_id) > MAX_RUN_ID:
                     problems.append(f"{field_path}: run id {run_id!r} is longer than {MAX_RUN_ID} characters")

@@ -40,6 +40,15 @@ def test_shipped_specs_select_on_val_and_report_on_test() -> None:
     assert {r.config["report_split"] for r in parse_spec(omitted).runs} == {"test"}, "the default: test"
 
 
+def test_run_ids_change_with_the_splits() -> None:
+    def ids(**evaluation: object) -> set[str]:
+        return {r.run_id for r in parse_spec(demo(**evaluation)).runs}
+
+    assert ids().isdisjoint(ids(select_split="test", report_split="val"))
+    assert ids(checkpoint="last").isdisjoint(ids(checkpoint="last", report_split="val"))
+    assert ids() == ids(select_split="val", report_split="test"), "the defaults, spelled out"
+
+
 def test_reporting_the_selection_split_with_the_best_checkpoint_is_refused() -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(demo(select_split="test", report_split="test"), "demo.yaml")
