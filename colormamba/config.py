@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -19,6 +19,9 @@ from colormamba.data.layouts import LAYOUTS
 PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # the generator forward's autocast, see `RunConfig.precision`
+# The splits a run selects its checkpoint on and reports on (the training split is augmented and trained on)
+EvalSplit = Literal["val", "test"]
+EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
 
 
 @dataclass
@@ -28,7 +31,11 @@ class RunConfig:
     # data
     dataset: str = ""  # dataset root folder (VCIP2020 or plain layout)
     layout: str = "auto"  # "auto" | "vcip2020" | "plain"
-    val_split: str = "val"  # split used for validation and final evaluation: "val" | "test"
+    # Selection and reporting use different splits (docs/evaluation.md): choosing best.pt on the split that
+    # is then reported inflates every run by its own best-case pick. The spec refuses equal splits unless
+    # the evaluated checkpoint is `last`, which no split chose.
+    select_split: str = "val"  # validated every epoch: picks best.pt (and ranks a study's sweeps)
+    report_split: str = "test"  # scored by the final evaluation: the metrics a report shows
     augment: dict[str, Any] = field(default_factory=dict)  # overrides of colormamba.data.AugmentConfig
     # model
     model: str = "paper"  # preset name, see colormamba.models.list_presets()
@@ -102,6 +109,9 @@ class RunConfig:
         for name in ("channels_last", "compile", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        for name in ("select_split", "report_split"):
+            if getattr(self, name) not in EVAL_SPLITS:
+                problems.append(f"{name}: must be one of {EVAL_SPLITS}, got {getattr(self, name)!r}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
             problems.append(f"layout: must be 'auto' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
         if problems:

@@ -157,18 +157,18 @@ def evaluate(
     which: str = "best",
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> EvalResult:
-    """Score a trained run's checkpoint on `cfg.val_split` and write metrics.json, per_image.csv and
-    samples/ under the run's keys.
+    """Score a trained run's checkpoint on the reporting split (`cfg.report_split`) and write metrics.json,
+    per_image.csv and samples/ under the run's keys.
 
     Args:
-        which: "best" (highest validation PSNR, the study's choice) or "last".
+        which: "best" (highest PSNR on the selection split, `cfg.select_split`: the study's choice) or "last".
     """
     key = where.checkpoint(which)
     state = checkpoint.load(store, key)
     device = resolve_device(cfg.device)
     model = build_model_from_config(state["model_config"]).to(device)
     checkpoint.load_weights(model, state["model"], key)
-    split = PairedDataset(list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout), train=False)
+    split = PairedDataset(list_pairs(cfg.dataset, cfg.report_split, layout=cfg.layout), train=False)
 
     def on_image(done: int, total: int) -> None:
         if on_progress is not None:
@@ -182,7 +182,8 @@ def evaluate(
     record = {
         "study": where.study,
         "run": where.run,
-        "split": cfg.val_split,
+        "select_split": cfg.select_split,
+        "report_split": cfg.report_split,
         "protocol": cfg.protocol,
         "checkpoint": which,
         "checkpoint_epoch": state["epoch"],

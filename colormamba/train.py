@@ -1,9 +1,10 @@
 """Training one run, read top to bottom: data, model, loss, optimiser, resume, then the epoch loop.
 
-Every epoch ends with a validation pass and a checkpoint (`last.pt`, and `best.pt` when validation PSNR
-improves), so a crash loses at most one epoch, and a resumed run ends with exactly the weights of an
-uninterrupted one: shuffling and augmentation are seeded from (seed, epoch), and the optimiser,
-scheduler and RNG states travel in the checkpoint.
+Every epoch ends with a validation pass on the selection split (`cfg.select_split`; the history's `val_*`
+columns) and a checkpoint (`last.pt`, and `best.pt` when validation PSNR improves), so a crash loses at
+most one epoch, and a resumed run ends with exactly the weights of an uninterrupted one: shuffling and
+augmentation are seeded from (seed, epoch), and the optimiser, scheduler and RNG states travel in the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from colormamba.evaluate import predict_split, summarize
 from colormamba.imaging import normalize_per_image, rgb_to_hsv
 from colormamba.losses import build_loss, lsgan_discriminator_loss
 from colormamba.models import build_discriminator, build_model, compile_blocks
+from colormamba.provenance import run_provenance
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def train(
     # The training split lives on the training device and is augmented there (colormamba.data.batches).
     train_pairs = list_pairs(cfg.dataset, "train", layout=cfg.layout)
     batches = TrainBatches(train_pairs, device, AugmentConfig(**cfg.augment), seed=cfg.seed)
-    val_set = PairedDataset(list_pairs(cfg.dataset, cfg.val_split, layout=cfg.layout), train=False)
+    val_set = PairedDataset(list_pairs(cfg.dataset, cfg.select_split, layout=cfg.layout), train=False)
     steps_per_epoch = batches.steps_per_epoch(cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -151,6 +153,7 @@ def train(
     if cfg.compile:
         log.info("%s/%s: compiled %d blocks", where.study, where.run, compile_blocks(model))
     bf16 = cfg.precision == "bf16"
+    provenance = run_provenance(cfg, device)  # travels in every checkpoint (colormamba.provenance)
     loss_fn = build_loss(cfg.loss, cfg.loss_weights, vgg_weights=cfg.vgg_weights)
     loss_fn = loss_fn.to(device)
     optimizer = make_adam(model.parameters(), cfg, device)
@@ -284,6 +287,7 @@ def train(
             # so a last.pt never names a best epoch that best.pt does not hold.
             if epoch + 1 == cfg.epochs or time.monotonic() - last_saved >= cfg.checkpoint_interval_s:
                 about = {"config": cfg.to_dict(), "model_config": asdict(model.config)}
+                about["provenance"] = provenance
                 writes: list[tuple[str, dict[str, Any] | bytes]] = []
                 if best_weights is not None:
                     best = {**about, "epoch": best_epoch, "model": best_weights, "val_psnr": best_psnr}

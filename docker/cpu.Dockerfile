@@ -64,6 +64,13 @@ RUN --mount=type=bind,target=/src,rw \
     pip install --no-cache-dir --no-deps --no-build-isolation /src \
     && pip check
 
+# The commit the image is built from, for each run's provenance (colormamba.provenance): the image holds no
+# .git. Compose passes COLORMAMBA_GIT_COMMIT from the shell, e.g.
+#   COLORMAMBA_GIT_COMMIT=$(git describe --always --dirty --abbrev=40) docker compose build
+# Empty: runs record the commit as unknown.
+ARG GIT_COMMIT=""
+ENV COLORMAMBA_GIT_COMMIT=${GIT_COMMIT}
+
 WORKDIR /app
 COPY jobs/ /app/jobs/
 

@@ -236,7 +236,7 @@ def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None
 
 
 def ensure_synthetic(
-    store: Storage, name: str, n_train: int, n_val: int, size: int, seed: int
+    store: Storage, name: str, n_train: int, n_val: int, size: int, seed: int, n_test: int = 0
 ) -> dict[str, Any]:
     """Generate and upload a synthetic dataset under `name` unless the store already has it.
 
@@ -250,5 +250,7 @@ def ensure_synthetic(
     except ValueError:
         pass
     with tempfile.TemporaryDirectory(prefix="colormamba-synthetic-") as tmp:
-        root = make_synthetic_dataset(Path(tmp) / name, n_train=n_train, n_val=n_val, size=size, seed=seed)
+        root = make_synthetic_dataset(
+            Path(tmp) / name, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed
+        )
         return upload_dataset(store, root, name)

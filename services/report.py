@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.spec import Study
 from services.stats import holm, paired_interval, verdict
@@ -76,6 +77,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def collect(store: Storage, study: Study) -> dict[str, Any]:
     """Everything the report shows, as plain data (this is report.json)."""
     runs = []
+    provenances: dict[str, list[dict[str, Any]]] = {}  # run -> provenance of each attempt
     per_image: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, Any]]] = {}
     for plan in study.runs:
@@ -92,7 +94,14 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
             "epochs": status.get("epochs_done"),
             "best_epoch": status.get("best_epoch"),
             "worker": status.get("worker"),
+            "select_split": status.get("select_split"),
+            "report_split": status.get("report_split"),
+            # the ranking metric: the selection split's numbers of the evaluated checkpoint
+            **{f"select_{m}": (status.get("select_metrics") or {}).get(m) for m in METRICS},
+            **{k: (status.get("provenance") or {}).get(k) for k in (*COMPARED, "git_dirty")},
         }
+        attempts = [status.get("provenance"), *(status.get("provenance_earlier") or [])]
+        provenances[plan.run_id] = [p for p in attempts if p]
         if status.get("state") == "succeeded":
             try:
                 metrics = json.loads(store.get_bytes(where.artifact("metrics.json")))
@@ -103,7 +112,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
                 row |= {m: metrics["metrics"].get(m, {}).get("mean") for m in METRICS}
                 row["missing_metrics"] = metrics.get("missing_metrics")
                 row["protocol"] = metrics.get("protocol")
-                row["split"] = metrics.get("split")
+                row["report_split"] = metrics.get("report_split")
                 for img in _csv_rows(store, where.artifact("per_image.csv")):
                     per_image.append(
                         {"variant": plan.variant, "seed": plan.seed, "run": plan.run_id, "name": img["name"],
@@ -138,6 +147,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
                 f"{m}_seed_std": seed_std if seed_mean is not None else None,
             }
         row["n_images"] = len(images)
+        row["select_psnr_mean"] = _mean_std([r["select_psnr"] for r in vruns if r["state"] == "succeeded"])[0]
         row["train_seconds"] = _mean_std(
             [r["train_seconds"] for r in vruns if r["train_seconds"] is not None]
         )[0]
@@ -145,7 +155,10 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         best = [r["best_epoch"] for r in vruns if r["best_epoch"] is not None]
         row["best_epoch"] = "/".join(str(b) for b in best) if best else None
         summary.append(row)
-    ranked = sorted((r for r in summary if r["psnr_mean"] is not None), key=lambda r: -r["psnr_mean"])
+    # Ranked on the selection split: ranking on the reported numbers would pick each sweep's luckiest
+    # variant on the very split it then reports (docs/evaluation.md).
+    ranked = sorted((r for r in summary if r["select_psnr_mean"] is not None),
+                    key=lambda r: -r["select_psnr_mean"])  # fmt: skip
     for i, r in enumerate(ranked, 1):
         r["rank"] = i
     for r in summary:
@@ -155,7 +168,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
                             .configuration == study.baseline)  # fmt: skip
     differences = paired_differences(per_image, baseline_variant, variants)
     protocols = sorted({r["protocol"] for r in runs if r.get("protocol")})
-    splits = sorted({r["split"] for r in runs if r.get("split")})
+    evaluation = study.spec.evaluation
     return {
         "study": study.name,
         "description": study.spec.description,
@@ -163,8 +176,11 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "dataset": study.to_dict()["dataset"],
         "model": study.spec.model,
         "protocol": ", ".join(protocols) or study.spec.evaluation.protocol,
-        "split": ", ".join(splits) or study.spec.evaluation.split,
-        "checkpoint": study.spec.evaluation.checkpoint,
+        "select_split": _joined(runs, "select_split", evaluation.select_split),
+        "report_split": _joined(runs, "report_split", evaluation.report_split),
+        "checkpoint": evaluation.checkpoint,
+        "provenance_differences": provenance_differences(provenances),
+        "dirty_runs": sorted(run for run, ps in provenances.items() if any(p.get("git_dirty") for p in ps)),
         "baseline": baseline_variant,
         "seeds": study.spec.seeds,
         "summary": summary,
@@ -174,6 +190,25 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "histories": histories,
         "ci": ci_summary(differences),
     }
+
+
+def _joined(runs: list[dict[str, Any]], key: str, default: str) -> str:
+    """The values of `key` over the runs that recorded one (normally one), else the spec's."""
+    return ", ".join(sorted({r[key] for r in runs if r.get(key)})) or default
+
+
+def provenance_differences(provenances: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[str]]]:
+    """The provenance fields (colormamba.provenance.COMPARED) whose value is not the same for every run
+    that recorded one, each as {value: [runs]} (a run resumed elsewhere counts under each of its values)."""
+    out = {}
+    for field in COMPARED:
+        runs_by_value: dict[str, list[str]] = defaultdict(list)
+        for run, attempts in provenances.items():
+            for value in dict.fromkeys(str(p.get(field)) for p in attempts):
+                runs_by_value[value].append(run)
+        if len(runs_by_value) > 1:
+            out[field] = dict(sorted(runs_by_value.items()))
+    return out
 
 
 def paired_differences(
@@ -296,6 +331,7 @@ def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "rank": r["rank"] if r["rank"] is not None else "-",
                 "configuration": r["variant"],
                 "runs ok/all": f"{r['succeeded']}/{r['runs']}",
+                f"{data['select_split']} PSNR (selection)": _fmt(r["select_psnr_mean"], 2),
                 **{LABELS[m]: _pm(r[f"{m}_mean"], r[f"{m}_std"], 4 if m == "ssim" else 2) for m in METRICS},
                 "best epoch": r["best_epoch"] or "-",
                 "train s": _fmt(r["train_seconds"], 1),
@@ -491,16 +527,68 @@ def _run_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             **{LABELS[m]: _fmt(r.get(m), 4 if m == "ssim" else 2) for m in METRICS},
             "best epoch": r["best_epoch"],
             "train s": _fmt(r["train_seconds"], 1),
+            **_provenance_cells(r),
             "reason": (r["reason"] or "")[:200],
         }
         for r in data["runs"]
     ]
 
 
+def _provenance_cells(run: dict[str, Any]) -> dict[str, str]:
+    """A run's provenance in a few short cells (every field is in runs.csv and report.json)."""
+    if run.get("version") is None:
+        return {"code": "-", "torch / CUDA": "-", "scan": "-", "device": "-", "arithmetic": "-"}
+    commit = (run["git_commit"] or "unknown commit")[:10] + ("+dirty" if run["git_dirty"] else "")
+    flags = [run["precision"], *(name for name in ("compile", "channels_last", "deterministic") if run[name])]
+    return {
+        "code": f"{run['version']} @ {commit}",
+        "torch / CUDA": f"{run['torch']} / {run['cuda'] or 'none'}",
+        "scan": run["scan_backend"],
+        "device": run["device_name"],
+        "arithmetic": ", ".join(flags),
+    }
+
+
+def _warnings(data: dict[str, Any]) -> list[str]:
+    """Header lines about runs that were not computed alike (colormamba.provenance)."""
+    lines = []
+    differing = data["provenance_differences"]
+    if differing:
+        fields = "; ".join(
+            f"{field}: " + ", ".join(f"{value} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+                                     for value, runs in values.items())
+            for field, values in differing.items()
+        )  # fmt: skip
+        lines.append(f"Warning: the runs of this study were not computed alike, so part of their differences "
+                     f"may come from that. They differ in {fields}. See the runs table.")  # fmt: skip
+    if data["dirty_runs"]:
+        lines.append(f"Note: {len(data['dirty_runs'])} run(s) ran from a working tree with uncommitted "
+                     f"changes (`+dirty`), so their commit does not pin their code: "
+                     f"{', '.join(data['dirty_runs'])}.")  # fmt: skip
+    return lines
+
+
+def _splits_line(data: dict[str, Any]) -> str:
+    """Which split chose the checkpoint, which one the numbers are on, and what ranks the configurations."""
+    select, report = data["select_split"], data["report_split"]
+    if data["checkpoint"] == "best":
+        rule = f"checkpoint `best`: each run's epoch with the highest PSNR on `{select}`"
+    else:
+        rule = f"checkpoint `last`: each run's final epoch (chosen on no split; `{select}` is validated)"
+    line = (f"Selection split `{select}`, reporting split `{report}`; {rule}. The metrics are `{report}`'s; "
+            f"configurations are ranked by `{select}` PSNR of the evaluated checkpoint, never by the "
+            "reported numbers.")  # fmt: skip
+    if select == report:
+        line += (f" The metrics are on the selection split itself: no checkpoint was chosen on `{report}`, "
+                 "but the ranking was, so the top-ranked configurations are optimistic.")  # fmt: skip
+    return line
+
+
 def _intro(data: dict[str, Any]) -> list[str]:
     return [
-        f"Dataset `{data['dataset']}`, model preset `{data['model']}`, split `{data['split']}`, checkpoint "
-        f"`{data['checkpoint']}`, protocol `{data['protocol']}`, seeds {data['seeds']}.",
+        f"Dataset `{data['dataset']}`, model preset `{data['model']}`, protocol `{data['protocol']}`, "
+        f"seeds {data['seeds']}.",
+        _splits_line(data),
         "Metrics per image at full resolution, then mean ± standard deviation over images and seeds. "
         "AE is the angular error in degrees; MAE is the mean absolute error on the 0-255 scale.",
     ]
@@ -510,7 +598,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     failed = [r for r in data["runs"] if r["state"] == "failed"]
     parts = [f"# Study `{data['study']}`\n", data["description"] + "\n" if data["description"] else "",
              f"Generated {data['generated_at']}.\n", *(s + "\n" for s in _intro(data)),
-             "\n## Configurations (ranked by PSNR)\n", _md_table(table_rows(data))]  # fmt: skip
+             *(f"\n**{s}**\n" for s in _warnings(data)),
+             f"\n## Configurations (ranked by {data['select_split']} PSNR)\n",
+             _md_table(table_rows(data))]  # fmt: skip
     if failed:
         parts += ["\n**Failed runs:** " + "; ".join(f"`{r['run']}`: {r['reason']}" for r in failed) + "\n"]
     parts += ["\n## Paired differences against the baseline\n",
@@ -527,6 +617,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 tr.failed td{background:#fde8e8}.note{color:#555;font-size:13px}img{max-width:100%}
+.warning{background:#fff4d6;border-left:4px solid #d98c00;padding:6px 10px;font-weight:600}
 """
 
 
@@ -558,6 +649,7 @@ def render_html(data: dict[str, Any], curves: bytes | None, samples: bytes | Non
                         for r in failed)  # fmt: skip
         failed_html = f'<h3>Failed runs</h3><ul id="failed">{items}</ul>'
     intro = "".join(f'<p class="note">{html.escape(s)}</p>' for s in _intro(data))
+    intro += "".join(f'<p class="warning">{html.escape(s)}</p>' for s in _warnings(data))
     diff_notes = "".join(f'<p class="note">{html.escape(s)}</p>' for s in _difference_notes(data))
     title = f"Study {html.escape(data['study'])}"
     return f"""<!DOCTYPE html>
@@ -567,7 +659,7 @@ def render_html(data: dict[str, Any], curves: bytes | None, samples: bytes | Non
 <p>{html.escape(data["description"])}</p>
 <p class="note">Generated {html.escape(data["generated_at"])}.</p>
 {intro}
-<h2>Configurations (ranked by PSNR)</h2>
+<h2>Configurations (ranked by {html.escape(data["select_split"])} PSNR)</h2>
 {_html_table(table_rows(data), "summary")}
 {failed_html}
 <h2>Paired differences against the baseline</h2>

@@ -8,6 +8,7 @@ Redis lease) is the caller's business; this module assumes it is the only execut
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from colormamba.config import RunConfig
-from colormamba.evaluate import evaluate
+from colormamba.config import RunConfig, resolve_device
+from colormamba.evaluate import METRIC_NAMES, evaluate
+from colormamba.provenance import run_provenance
 from colormamba.storage import RunLocation, Storage
 from colormamba.train import RunCancelled, train
 from services.datasets import fetch_dataset
@@ -147,6 +149,7 @@ def execute_run(
     try:
         root = local_dataset(store, plan["dataset"], cache_dir)
         cfg = RunConfig.from_dict({**plan["config"], "dataset": str(root)})
+        record_provenance(writer, where, previous, run_provenance(cfg, resolve_device(cfg.device)))
         result = train(cfg, store, where, on_progress=writer.progress, should_cancel=should_cancel)
         writer.write(phase="evaluate", step=None, eta_s=None)
         ev = evaluate(cfg, store, where, which=plan.get("checkpoint", "best"), on_progress=writer.progress)
@@ -181,8 +184,32 @@ def execute_run(
         epochs_done=result.epochs_done,
         best_epoch=result.best_epoch,
         checkpoint_epoch=ev.checkpoint_epoch,
+        select_split=cfg.select_split,
+        report_split=cfg.report_split,
+        select_metrics=selection_metrics(result.history, ev.checkpoint_epoch),
         metrics={k: v["mean"] for k, v in ev.summary.items()},
     )
+
+
+def selection_metrics(history: list[dict[str, Any]], epoch: int) -> dict[str, float | None]:
+    """The selection split's metrics of the evaluated checkpoint (`epoch`), as training recorded them in
+    its history (`val_*`): what a report ranks sweeps by, never the reporting split's numbers."""
+    row = next((h for h in history if h["epoch"] == epoch), {})
+    return {m: row.get(f"val_{m}") for m in METRIC_NAMES}
+
+
+def record_provenance(
+    writer: StatusWriter, where: RunLocation, previous: dict[str, Any], provenance: dict[str, Any]
+) -> None:
+    """Store this attempt's provenance as the artifact `provenance.json` and in the status. A resumed run
+    whose earlier attempt ran elsewhere keeps that attempt's provenance too (`provenance_earlier`), so
+    that a report can tell that its epochs were not all computed alike."""
+    earlier = list(previous.get("provenance_earlier") or [])
+    before = previous.get("provenance")
+    if before and before != provenance and before not in earlier:
+        earlier.append(before)
+    writer.store.put_bytes(where.artifact("provenance.json"), json.dumps(provenance, indent=1).encode())
+    writer.write(provenance=provenance, provenance_earlier=earlier or None)
 
 
 def _owned_elsewhere(exc: BaseException) -> bool:

@@ -9,12 +9,13 @@ Schema (unknown keys are errors at every level)::
 
     study: loss_study                 # becomes an object-key segment (checked like run names)
     dataset: vcip2020                 # a dataset name in the store, a local folder (./x or /x), or
-                                      # {synthetic: {n_train, n_val, size, seed}} generated on submit
+                                      # {synthetic: {n_train, n_val, n_test, size, seed}} generated on submit
     model: paper                      # model preset
     seeds: [0]
     baseline: original                # the configuration that paired differences are taken against
     recipe: {epochs: 50, batch_size: 8, lr: 1.0e-4}   # RunConfig recipe fields; a list = a sweep
-    evaluation: {protocol: colormamba, split: val, checkpoint: best, num_samples: 4}
+    evaluation:                       # best.pt is chosen on select_split; metrics are report_split's
+      {protocol: colormamba, select_split: val, report_split: test, checkpoint: best, num_samples: 4}
     configurations:
       original: {loss: original}                      # a preset of colormamba.losses
       combined: {loss: combined, weights: {vgg: [0.05, 0.1]}}   # per-term overrides, sweepable
@@ -34,7 +35,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from colormamba.config import RunConfig
+from colormamba.config import EvalSplit, RunConfig
 from colormamba.storage import check_name
 
 # Recipe fields of RunConfig that a spec may set (model, loss, dataset, seed and evaluation have their own
@@ -68,6 +69,7 @@ class _Strict(BaseModel):
 class SyntheticDataset(_Strict):
     n_train: int = Field(32, ge=1)
     n_val: int = Field(8, ge=1)
+    n_test: int = Field(8, ge=0)  # 0: no test split (then a spec reports `val` with `checkpoint: last`)
     size: int = Field(32, ge=8, le=4096)
     seed: int = Field(0, ge=0)
 
@@ -115,10 +117,24 @@ class Recipe(_Strict):
 
 
 class Evaluation(_Strict):
+    """How runs are scored: `best.pt` is chosen on `select_split` (which also ranks sweeps in the report);
+    the reported metrics are `report_split`'s, scored with the `checkpoint` named."""
+
     protocol: Literal["colormamba", "plain"] = "colormamba"
-    split: Literal["val", "test"] = "val"
+    select_split: EvalSplit = "val"
+    report_split: EvalSplit = "test"
     checkpoint: Literal["best", "last"] = "best"
     num_samples: int = Field(4, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _report_elsewhere(self) -> Evaluation:
+        if self.select_split == self.report_split and self.checkpoint == "best":
+            raise ValueError(
+                f"report_split and select_split are both {self.report_split!r} with checkpoint 'best': a "
+                "checkpoint chosen on a split scores too well on it (each run's best-case pick); report "
+                "another split, or set checkpoint: last"
+            )
+        return self
 
 
 class Configuration(_Strict):
@@ -380,7 +396,8 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
                     "loss_weights": weights if conf.loss is not None else {},
                     "seed": seed,
                     "protocol": spec.evaluation.protocol,
-                    "val_split": spec.evaluation.split,
+                    "select_split": spec.evaluation.select_split,
+                    "report_split": spec.evaluation.report_split,
                     "num_samples": spec.evaluation.num_samples,
                 }
                 try:
@@ -390,8 +407,11 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
                     break
                 config = cfg.to_dict()
                 del config["dataset"]
-                checkpoint = spec.evaluation.checkpoint
-                digest = _digest({"dataset": ds, "config": _changed(config), "checkpoint": checkpoint})
+                # The evaluation's splits are hashed whatever their value: runs stored before they existed
+                # (scored on val) must not be taken for runs that report test.
+                evaluated = {"checkpoint": spec.evaluation.checkpoint,
+                             "splits": [cfg.select_split, cfg.report_split]}  # fmt: skip
+                digest = _digest({"dataset": ds, "config": _changed(config), **evaluated})
                 run_id = f"{variant}-seed{seed}-{digest[:6]}"
                 if len(run_id) > MAX_RUN_ID:
                     problems.append(f"{field_path}: run id {run_id!r} is longer than {MAX_RUN_ID} characters")

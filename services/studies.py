@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+from colormamba.data import available_splits
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.datasets import ensure_synthetic, read_manifest
-from services.spec import RunPlan, Study, SyntheticRef, dataset_name, is_local_path
+from services.spec import RunPlan, SpecError, Study, SyntheticRef, dataset_name, is_local_path
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed")
@@ -127,12 +129,16 @@ def prepare_dataset(store: Storage, study: Study, allow_local_path: bool) -> dic
 
     A synthetic dataset is generated and uploaded once; a stored one must exist (its manifest is read so
     that a missing dataset is refused before anything is queued); a local folder is only for `--local`.
+    Each must hold the splits the spec trains, selects and reports on (`check_splits`).
     """
     ref = study.spec.dataset
     if isinstance(ref, SyntheticRef):
         name = dataset_name(ref)
         s = ref.synthetic
-        ensure_synthetic(store, name, n_train=s.n_train, n_val=s.n_val, size=s.size, seed=s.seed)
+        counts = {"train": s.n_train, "val": s.n_val, "test": s.n_test}
+        check_splits(study, name, [split for split, n in counts.items() if n > 0])  # before generating it
+        ensure_synthetic(store, name, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, size=s.size,
+                         seed=s.seed)  # fmt: skip
         return {"name": name}
     if is_local_path(ref):
         if not allow_local_path:
@@ -142,9 +148,29 @@ def prepare_dataset(store: Storage, study: Study, allow_local_path: bool) -> dic
                 "spec "
                 "(or run the study with --local)"
             )
+        layout = study.spec.recipe.layout or "auto"
+        check_splits(study, ref, available_splits(Path(ref).expanduser(), layout))
         return {"path": ref}
-    read_manifest(store, ref)
+    check_splits(study, ref, list(read_manifest(store, ref)["splits"]))
     return {"name": ref}
+
+
+def check_splits(study: Study, dataset: str, present: list[str]) -> None:
+    """Refuse a study whose dataset lacks a split it trains on (train) or names in `evaluation`.
+
+    Raises:
+        SpecError: one line per missing split, naming the spec field, the dataset and the splits it has.
+    """
+    wanted = {"dataset": "train", **{f"evaluation.{f}": getattr(study.spec.evaluation, f)
+                                     for f in ("select_split", "report_split")}}  # fmt: skip
+    has = ", ".join(present) or "none"
+    problems = [
+        f"{field}: dataset {dataset!r} has no {split!r} split (it has: {has})"
+        for field, split in wanted.items()
+        if split not in present
+    ]
+    if problems:
+        raise SpecError(f"study {study.name}", problems)
 
 
 LOCAL_STORE = "artifacts"  # the --local store: a folder with the bucket's layout
@@ -185,8 +211,6 @@ def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir
     dataset = prepare_dataset(store, study, allow_local_path=True)
     save_study(store, study)
     if "path" in dataset:  # a local folder: plans carry its absolute path
-        from pathlib import Path
-
         for run in study.runs:
             key = RunLocation(study.name, run.run_id).artifact("run.json")
             plan = json.loads(store.get_bytes(key))

@@ -82,7 +82,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
 
 
 def test_history_best_checkpoint_and_evaluation_outputs(tiny_dataset: Path, tmp_path: Path) -> None:
-    cfg = _config(tiny_dataset, epochs=2, num_samples=2)
+    # reporting the selection split, so that evaluating best.pt must reproduce its validation PSNR
+    cfg = _config(tiny_dataset, epochs=2, num_samples=2, report_split="val")
     store = LocalStorage(tmp_path / "store")
     where = RunLocation("s", "r")
     result = train(cfg, store, where)

@@ -10,7 +10,7 @@ mapping is not a per-pixel function: soil, road and buildings share NIR levels a
 Every image is drawn from its own generator seeded from (seed, split, index): the same seed gives
 byte-identical files, and changing one split's count leaves the other splits' images unchanged.
 
-    python -m colormamba.data.synthetic OUT --n-train 32 --n-val 8 --size 64 --seed 0
+    python -m colormamba.data.synthetic OUT --n-train 32 --n-val 8 --n-test 8 --size 64 --seed 0
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def make_synthetic_dataset(
     root: str | Path,
     n_train: int = 32,
     n_val: int = 8,
-    n_test: int = 0,
+    n_test: int = 8,
     size: int | tuple[int, int] = 64,
     seed: int = 0,
     layout: str = "vcip2020",
@@ -177,7 +177,9 @@ def make_synthetic_dataset(
 
     Args:
         root: a new or empty folder (an existing dataset is never mixed with generated files).
-        n_train, n_val, n_test: pairs per split; a split with 0 pairs gets no folder.
+        n_train, n_val, n_test: pairs per split (train, val: `Validation/`, test: `Testing/` in the VCIP2020
+            layout); a split with 0 pairs gets no folder. A study selects its checkpoint on val and reports
+            test, so the default writes all three.
         size: side, or (H, W), of every image.
         seed: non-negative; the same seed gives byte-identical files.
         layout: "vcip2020" or "plain".
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="new or empty output folder")
     parser.add_argument("--n-train", type=int, default=32)
     parser.add_argument("--n-val", type=int, default=8)
-    parser.add_argument("--n-test", type=int, default=0)
+    parser.add_argument("--n-test", type=int, default=8)
     parser.add_argument("--size", type=_parse_size, default=64, help="N or HxW (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="vcip2020")

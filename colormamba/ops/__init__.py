@@ -4,7 +4,8 @@ from colormamba.ops.selective_scan import (
     ScanBackend,
     available_backends,
     register_backend,
+    resolve_backend,
     selective_scan,
 )
 
-__all__ = ["ScanBackend", "available_backends", "register_backend", "selective_scan"]
+__all__ = ["ScanBackend", "available_backends", "register_backend", "resolve_backend", "selective_scan"]

@@ -104,6 +104,16 @@ def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> ScanBackend
     return backend
 
 
+def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """The name of the backend `selective_scan(..., backend=name)` runs for `dtype` tensors on `device`:
+    "auto" resolved the way the call resolves it (what a run records as the backend it used).
+
+    Raises:
+        ValueError: an unknown name. RuntimeError: the named backend cannot run there.
+    """
+    return _resolve(name, torch.device(device), dtype).name
+
+
 def _check_shape(name: str, t: torch.Tensor | None, expected: tuple[int, ...]) -> None:
     if t is not None and tuple(t.shape) != expected:
         raise ValueError(f"selective_scan: {name} must have shape {expected}, got {tuple(t.shape)}")

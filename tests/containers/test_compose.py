@@ -32,6 +32,9 @@ ENV_ALIASES = {
     "AWS_ACCESS_KEY_ID": "COLORMAMBA_S3_ACCESS_KEY",
     "AWS_SECRET_ACCESS_KEY": "COLORMAMBA_S3_SECRET_KEY",
 }
+# Variables the images bake in from a build argument (variable -> argument): compose passes the argument
+# when it builds and never sets the variable itself, which would override the image's value.
+IMAGE_ENV = {"COLORMAMBA_GIT_COMMIT": "GIT_COMMIT"}
 GPU_COUNTS = {(): 1, ("gpus2",): 2, ("gpus4",): 4, ("gpus8",): 8}
 
 
@@ -190,7 +193,8 @@ def test_celery_processes_get_exactly_the_variables_the_code_reads() -> None:
     assert "COLORMAMBA_REDIS_URL" in reads and "COLORMAMBA_S3_ENDPOINT" in reads  # the scan works
     for alias, primary in ENV_ALIASES.items():
         assert alias in reads and primary in reads, "stale alias table"
-    expected = set(reads) - set(ENV_ALIASES)
+    assert set(IMAGE_ENV) <= set(reads), "stale image variable table"
+    expected = set(reads) - set(ENV_ALIASES) - set(IMAGE_ENV)
     celery_services = {**everything(), **{f"remote {k}": v for k, v in remote_workers().items()}}
     celery_services = {k: v for k, v in celery_services.items() if is_celery(v)}
     assert {"aggregator", "worker-cpu", "gpu0", "remote gpu0"} <= set(celery_services)
@@ -203,6 +207,24 @@ def test_celery_processes_get_exactly_the_variables_the_code_reads() -> None:
         )
         assert not unread, f"{name}: compose sets {unread}, which nothing in services/ or colormamba/ reads"
         assert not env & set(ENV_ALIASES), f"{name}: set the COLORMAMBA_S3_* keys, not their AWS_* fallbacks"
+        assert not env & set(IMAGE_ENV), f"{name}: would override what the image baked in"
+
+
+def test_images_bake_in_the_commit_compose_passes_them() -> None:
+    """The images hold no .git: the commit of a run's provenance comes from a build argument."""
+    import dockerfile
+
+    services = config(profiles=("cpu",), env={"COLORMAMBA_GIT_COMMIT": "abc123-dirty"})["services"]
+    for name in ("gpu0", "aggregator", "worker-cpu"):
+        build = services[name]["build"]
+        instructions = dockerfile.parse_file(str(ROOT / build["dockerfile"]))
+        last_from = max(i for i, ins in enumerate(instructions) if ins.cmd == "FROM")
+        runtime = [(ins.cmd, ins.value) for ins in instructions[last_from:]]  # the image's own stage
+        for variable, argument in IMAGE_ENV.items():
+            assert build["args"][argument] == "abc123-dirty", name
+            where = build["dockerfile"]
+            assert ("ARG", (f'{argument}=""',)) in runtime, f"{where}: ARG {argument}"
+            assert ("ENV", (variable, f"${{{argument}}}")) in runtime, f"{where}: ENV {variable}"
 
 
 def test_queues_and_node_names() -> None:

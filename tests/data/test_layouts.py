@@ -59,7 +59,7 @@ def test_both_layouts_are_detected_and_read(tmp_path: Path, layout: str) -> None
 
 
 def test_vcip_validation_folder_holds_both_kinds(tmp_path: Path) -> None:
-    root = make_synthetic_dataset(tmp_path / "ds", n_train=1, n_val=2, size=8)
+    root = make_synthetic_dataset(tmp_path / "ds", n_train=1, n_val=2, n_test=0, size=8)
     pairs = list_pairs(root, "val")
     assert available_splits(root) == ["train", "val"]
     assert all(p.nir.parent == p.rgb.parent == root / "Validation" for p in pairs)

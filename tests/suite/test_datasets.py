@@ -23,14 +23,14 @@ from services.datasets import (
 
 @pytest.fixture
 def dataset(tmp_path):
-    return make_synthetic_dataset(tmp_path / "vcip", n_train=4, n_val=2, size=16, seed=3)
+    return make_synthetic_dataset(tmp_path / "vcip", n_train=4, n_val=2, n_test=1, size=16, seed=3)
 
 
 def test_upload_writes_files_and_a_manifest_that_a_worker_cache_verifies(dataset, s3_store, tmp_path):
     manifest = upload_dataset(s3_store, dataset, "mini")
-    assert manifest["splits"] == {"train": 4, "val": 2}
+    assert manifest["splits"] == {"train": 4, "val": 2, "test": 1}
     assert manifest["layout"] == "vcip2020"
-    assert len(manifest["files"]) == 2 * (4 + 2)
+    assert len(manifest["files"]) == 2 * (4 + 2 + 1)
     stored = json.loads(s3_store.get_bytes(manifest_key("mini")))
     assert stored["hash"] == manifest["hash"]
     assert [d["name"] for d in list_datasets(s3_store)] == ["mini"]
@@ -78,7 +78,7 @@ def test_same_content_is_a_no_op_other_content_needs_replace(dataset, tmp_path):
     store = LocalStorage(tmp_path / "store")
     first = upload_dataset(store, dataset, "mini")
     assert upload_dataset(store, dataset, "mini")["hash"] == first["hash"]
-    other = make_synthetic_dataset(tmp_path / "other", n_train=3, n_val=2, size=16, seed=4)
+    other = make_synthetic_dataset(tmp_path / "other", n_train=3, n_val=2, n_test=0, size=16, seed=4)
     with pytest.raises(DatasetConflict, match="--replace"):
         upload_dataset(store, other, "mini")
     second = upload_dataset(store, other, "mini", replace=True)

@@ -73,7 +73,7 @@ def make_run(tmp: Path, redis_url: str, study: str, epochs: int) -> Run:
     spec = parse_spec({
         "study": study, "dataset": str(root), "model": "tiny", "seeds": [0],
         "recipe": {"epochs": epochs, "batch_size": 2, "lr": 1e-3, "cancel_check_every": 1},
-        "evaluation": {"protocol": "colormamba", "split": "val", "checkpoint": "last", "num_samples": 1},
+        "evaluation": {"report_split": "val", "checkpoint": "last", "num_samples": 1},
         "configurations": {"original": {"loss": "original"}},
     })  # fmt: skip
     store = LocalStorage(tmp / "store")

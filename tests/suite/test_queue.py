@@ -205,7 +205,7 @@ def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
     # the report's metrics equal a recomputation from the stored checkpoints on the stored dataset
     store = stack.store
     root = fetch_dataset(store, data["dataset"], tmp_path / "verify_cache")
-    split = PairedDataset(list_pairs(root, "val"), train=False)
+    split = PairedDataset(list_pairs(root, study.spec.evaluation.report_split), train=False)  # test
     for row in data["summary"]:
         values = {m: [] for m in ("psnr", "ssim", "ae", "mae")}
         for run in (r for r in study.runs if r.variant == row["variant"]):

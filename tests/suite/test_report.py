@@ -65,7 +65,7 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
         metrics = {m: {"mean": float(np.mean(np.round(v, 6)))} for m, v in per.items()}
         store.put_bytes(
             where.artifact("metrics.json"),
-            json.dumps({"metrics": metrics, "protocol": "colormamba", "split": "val"}).encode(),
+            json.dumps({"metrics": metrics, "protocol": "colormamba", "report_split": "test"}).encode(),
         )
         store.put_bytes(
             where.artifact("history.csv"),
@@ -79,7 +79,8 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
             store,
             study.name,
             run.run_id,
-            {"state": "succeeded", "train_seconds": 10.0 + k, "epochs_done": 2, "best_epoch": 2},
+            {"state": "succeeded", "train_seconds": 10.0 + k, "epochs_done": 2, "best_epoch": 2,
+             "select_metrics": {"psnr": 19 + offset}},
         )
     return values
 
