@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -20,21 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from colormamba.data import DatasetError, available_splits, check_pairs, detect_layout, list_pairs
-from colormamba.storage import ObjectNotFound, Storage, check_name
+from colormamba.storage import DATASETS, ObjectNotFound, Storage, check_name, dataset_prefix, manifest_key
+from services.settings import settings
 
 MANIFEST_FORMAT = 1
 
 
 class DatasetConflict(ValueError):
     """A dataset of that name with other content is already in the store."""
-
-
-def dataset_prefix(name: str) -> str:
-    return f"datasets/{check_name(name, 'dataset name')}"
-
-
-def manifest_key(name: str) -> str:
-    return f"{dataset_prefix(name)}/manifest.json"
 
 
 def _sha256(path: Path) -> str:
@@ -162,7 +154,7 @@ def upload_dataset(store: Storage, root: str | Path, name: str, replace: bool = 
 def list_datasets(store: Storage) -> list[dict[str, Any]]:
     """Every complete dataset in the store (one with a manifest): name, layout, pair counts, hash."""
     out = []
-    for key in store.list("datasets"):
+    for key in store.list(DATASETS):
         parts = key.split("/")
         if len(parts) == 3 and parts[2] == "manifest.json":
             m = read_manifest(store, parts[1])
@@ -171,7 +163,8 @@ def list_datasets(store: Storage) -> list[dict[str, Any]]:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("COLORMAMBA_DATA_CACHE", Path.home() / ".cache" / "colormamba" / "datasets"))
+    """COLORMAMBA_DATA_CACHE (services.settings)."""
+    return settings().data_cache
 
 
 def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None) -> Path:

@@ -22,9 +22,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import VGG19_Weights
 
+from colormamba.env import VGG_WEIGHTS
 from colormamba.losses.terms import check_pair
 
-VGG_WEIGHTS_ENV = "COLORMAMBA_VGG_WEIGHTS"
+VGG_WEIGHTS_ENV = VGG_WEIGHTS.name
 _IMAGENET_WEIGHTS = VGG19_Weights.IMAGENET1K_V1
 VGG_WEIGHTS_URL = _IMAGENET_WEIGHTS.url
 VGG_WEIGHTS_FILENAME = Path(urlparse(VGG_WEIGHTS_URL).path).name  # vgg19-dcbb9e9d.pth
@@ -83,8 +84,8 @@ def find_vgg_weights(path: str | os.PathLike[str] | None = None) -> Path:
     hub_file = Path(torch.hub.get_dir()) / "checkpoints" / VGG_WEIGHTS_FILENAME
     if path is not None:
         candidate, source = Path(path), "the path given in the configuration"
-    elif os.environ.get(VGG_WEIGHTS_ENV):
-        candidate, source = Path(os.environ[VGG_WEIGHTS_ENV]), f"${VGG_WEIGHTS_ENV}"
+    elif VGG_WEIGHTS.read():
+        candidate, source = Path(VGG_WEIGHTS.read()), f"${VGG_WEIGHTS_ENV}"
     else:
         candidate, source = hub_file, "torch hub's checkpoint folder"
     if candidate.is_file():

@@ -1,4 +1,4 @@
-"""services.celeryconfig: COLORMAMBA_RUNS_PER_GPU, the runs one GPU worker trains at once."""
+"""COLORMAMBA_RUNS_PER_GPU (services.settings), the runs one GPU worker trains at once (its concurrency)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from services.celeryconfig import parse_runs_per_gpu
+from services.settings import parse_runs_per_gpu
 from tests.suite.servers import REPO
 
 
