@@ -74,7 +74,8 @@ S3_ACCESS_KEY = EnvVar("COLORMAMBA_S3_ACCESS_KEY", "", "S3 access key (else `AWS
                        fallback="AWS_ACCESS_KEY_ID")  # fmt: skip
 S3_SECRET_KEY = EnvVar("COLORMAMBA_S3_SECRET_KEY", "", "S3 secret key (else `AWS_SECRET_ACCESS_KEY`)",
                        fallback="AWS_SECRET_ACCESS_KEY")  # fmt: skip
-S3_BUCKET = EnvVar("COLORMAMBA_S3_BUCKET", "colormamba", "the bucket")
+S3_BUCKET = EnvVar("COLORMAMBA_S3_BUCKET", "colormamba", "the store's bucket (compose's minio-init "
+                   "creates it)")  # fmt: skip
 S3_SECURE = EnvVar("COLORMAMBA_S3_SECURE", "0", "1: TLS when the endpoint has no scheme")
 S3_REGION = EnvVar("COLORMAMBA_S3_REGION", "", "S3 region (AWS needs it; MinIO ignores it)")
 S3_RETRY_SECONDS = EnvVar("COLORMAMBA_S3_RETRY_SECONDS", "60", "seconds S3 outages are retried (with "

@@ -47,8 +47,8 @@ def check_store(url: str, owner: str) -> None:
         if store.get_bytes(key) != payload:
             raise StorageError(f"{store!r}: the probe object {key} read back different bytes")
         store.delete(key)
-    except S3CredentialsRefused as exc:
-        raise StartupCheckFailed(f"S3 credentials refused: {exc}") from None
+    except S3CredentialsRefused as exc:  # its message names the credentials and their variables
+        raise StartupCheckFailed(str(exc)) from None
     except (StorageError, KeyError) as exc:
         raise StartupCheckFailed(f"store {redact_url(url)} unusable: {exc}") from None
     except OSError as exc:  # a folder store that cannot be written
