@@ -151,7 +151,8 @@ def mark_lost(store: Storage, study: str, run: str, previous: dict[str, Any] | N
 
 
 def lost_reason(worker: str | None, error: str | None) -> str:
-    """What a `lost` record says: who lost it, why if known, and what happens next."""
+    """What a `lost` record says: what happens next first (`submit.py status` shows the start of it),
+    then who lost it and why, if known."""
     who = f"worker {worker}" if worker else "its worker"
     why = f"stopped: {error}" if error else "stopped renewing its lease (killed, crashed or cut off)"
-    return f"{who} {why}; waiting to be taken again (it resumes from its last checkpoint)"
+    return f"waiting to be taken again (it resumes from its last checkpoint): {who} {why}"

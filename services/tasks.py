@@ -17,7 +17,7 @@ from colormamba.storage import Storage
 from colormamba.storage_s3 import open_store
 from services.app import app
 from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
-from services.coord import Coordinator, LeaseLost, connect, run_key
+from services.coord import BrokerUnreachable, Coordinator, LeaseLost, connect, run_key
 from services.runner import execute_run
 from services.runs import DONE, mark_cancelled, read_status
 from services.studies import load_plan, store_url
@@ -62,9 +62,10 @@ def run_task(self, study: str, run: str) -> dict[str, Any]:
 
     worker = self.request.hostname or socket.gethostname()
     try:
-        return execute_exclusively(_store(), _coordinator(), study, run, worker, on_status=on_status,
+        coord = _coordinator()
+        return execute_exclusively(_store(), coord, study, run, worker, on_status=on_status,
                                    on_end=queue_aggregate)  # fmt: skip
-    except NotTakenUp as exc:  # back to the queue, not dropped: the run has not been taken up
+    except (BrokerUnreachable, NotTakenUp) as exc:  # back to the queue, not dropped: nobody took the run up
         raise Reject(str(exc), requeue=True) from exc
 
 

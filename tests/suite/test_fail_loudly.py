@@ -111,6 +111,7 @@ def test_a_worker_with_a_wrong_redis_password_exits_saying_authentication_failed
                                   "COLORMAMBA_REDIS_URL")  # fmt: skip
     assert wrong not in output and server.password not in output, "no password in what it prints"
     assert ":***@" in line
+    print(line)
 
 
 def test_a_run_worker_whose_cache_folder_cannot_be_written_exits_naming_it(tmp_path, workers, redis_server):

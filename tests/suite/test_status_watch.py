@@ -149,3 +149,18 @@ def test_status_with_the_store_unreachable_is_a_clear_error(tmp_path):
     assert f"S3Storage(http://{endpoint}" in out.stderr and "unreachable" in out.stderr, out.stderr
     assert "Check that the S3 server is up" in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_a_lost_run_shows_no_eta_and_says_it_waits(study):
+    """A run whose worker died (the reaper's `lost` record): no live ETA, the note says what happens."""
+    from services.runs import lost_reason
+
+    store, spec = study
+    running = spec.runs[0].run_id
+    record_status(store, "demo", running, {"state": "lost", "reason": lost_reason("gpu1@host (pid 7)", None)})
+    out = submit("status", "demo", env={"COLORMAMBA_STORE": str(store.root)})
+    assert out.returncode == 0, out.stderr
+    row = row_of(out.stdout, running)
+    assert row[1] == "lost" and "1m15s" not in row, row
+    assert "waiting to be taken again" in " ".join(row), row
+    assert "1 lost" in out.stdout.splitlines()[0]
