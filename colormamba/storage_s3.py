@@ -50,6 +50,7 @@ _TRANSIENT = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout
 # what a server answers to a wrong key or secret (AccessDenied also to a key without the permission)
 _CREDENTIALS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken"}
 
+
 class S3CredentialsRefused(StorageError):
     """The server refused the access key or secret (or the key lacks a permission): retrying is useless."""
 
@@ -136,7 +137,7 @@ class S3Storage:
                 if exc.code in _CREDENTIALS:
                     raise S3CredentialsRefused(
                         f"{self!r}: S3 credentials refused ({what}: {exc.code}); check "
-                        f"{S3_ACCESS_KEY.name} and {S3_SECRET_KEY.name}"
+                        f"{S3_ACCESS_KEY.name} and {S3_SECRET_KEY.name}, and that the key may use the bucket"
                     ) from exc
                 if exc.code not in _TRANSIENT:
                     raise StorageError(f"{self!r}: {what} refused: {exc.code}: {exc.message}") from exc

@@ -46,6 +46,8 @@ _RENEW = (
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# the reaper takes an orphan: clear its started flag, unless an execution took the lease meanwhile
+_CLAIM = "if redis.call('exists', KEYS[2]) == 0 then return redis.call('del', KEYS[1]) end return 0"
 
 
 class LeaseLost(RuntimeError):
@@ -197,12 +199,13 @@ class Coordinator:
 
     def reap(self, requeue: Callable[[str, str], None]) -> list[str]:
         """Hand each orphaned run to `requeue(study, run)` once per expiry of its lease: the `started`
-        flag is cleared as the orphan is taken (by one reaper only: the delete that removed it), and set
-        again only by the next execution. If `requeue` fails, the flag is restored for the next round."""
+        flag is cleared as the orphan is taken (by one reaper only, and only while no execution holds the
+        lease), and set again only by the next execution. If `requeue` fails, the flag is restored for the
+        next round."""
         done = []
         for key in self.orphans():
-            if not self.client.delete(PREFIX + "started:" + key):
-                continue  # another reaper took it, or a worker ended it, meanwhile
+            if not self.client.eval(_CLAIM, 2, PREFIX + "started:" + key, PREFIX + "lease:" + key):
+                continue  # another reaper took it, or a worker took it up or ended it, meanwhile
             study, run = key.split("/", 1)
             log.warning("reaper: %s has no live worker; queuing it again (it resumes from its checkpoint)",
                         key)  # fmt: skip
