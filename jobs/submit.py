@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite li
 from kombu.exceptions import KombuError
 
 from colormamba.env import redact_text
-from colormamba.storage import StorageError
+from colormamba.storage import StorageError, report_prefix
 from colormamba.storage_s3 import open_store
 from services.runs import DONE, FINAL, State, read_status
 from services.spec import SpecError, load_spec
@@ -220,7 +220,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
-    from services.report import report_prefix
     from services.studies import local_run_study
 
     def on_status(status: dict[str, Any]) -> None:
@@ -256,7 +255,7 @@ def _runs_at_once(args: argparse.Namespace) -> int:
 def _print_report(store: Any, study: str) -> None:
     import json
 
-    from services.report import report_prefix, table_rows
+    from services.report import table_rows
 
     data = json.loads(store.get_bytes(f"{report_prefix(study)}/report.json"))
     print(format_table(table_rows(data)))
