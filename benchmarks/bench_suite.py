@@ -26,8 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colormamba.storage_s3 import s3_from_env
+from services.runs import mark_queued, read_status
 from services.spec import parse_spec
-from services.studies import read_status, save_study
+from services.studies import save_study
 from tests.suite.servers import RedisServer, SeaweedS3, Worker
 from tests.suite.test_report import fake_outputs
 
@@ -72,6 +73,7 @@ def bench_latency(env: dict[str, str], samples: int) -> dict:
     coord = Coordinator(connect(env["COLORMAMBA_REDIS_URL"]))
     latencies = []
     for run in study.runs:
+        mark_queued(store, study.name, run.run_id, None, variant=run.variant, seed=run.seed)  # as submit.py
         coord.mark_queued(run_key(study.name, run.run_id))
         t0 = time.perf_counter()
         queue_run(study.name, run.run_id)

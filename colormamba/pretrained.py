@@ -61,8 +61,8 @@ def find_weights_file(
 
     Order: `path` if given, else the environment variable `env = (name, value)` if its value is set,
     else torch hub's checkpoint folder. A location that is named (argument or environment) but empty is
-    an error, not a reason to look on. The caller reads the variable (`os.environ.get(NAME)`), so that
-    each module states the variables it reads.
+    an error, not a reason to look on. The caller reads the variable (through `colormamba.env`, where
+    every variable the library reads is declared).
 
     Raises:
         WeightsNotFoundError: with where to put the file and how to get it.

@@ -13,7 +13,6 @@ error: the commit is then recorded as unknown (None).
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -22,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from colormamba import __version__
+from colormamba.env import GIT_COMMIT
 from colormamba.ops import resolve_backend
 
 if TYPE_CHECKING:
     from colormamba.config import RunConfig
 
-GIT_COMMIT_ENV = "COLORMAMBA_GIT_COMMIT"  # "<sha>", or "<sha>-dirty" as `git describe --dirty` writes it
+GIT_COMMIT_ENV = GIT_COMMIT.name  # "<sha>", or "<sha>-dirty" as `git describe --dirty` writes it
 DIRTY_SUFFIX = "-dirty"
 GIT_TIMEOUT_S = 10
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -79,7 +79,7 @@ def git_state() -> tuple[str | None, bool | None]:
         changes = _git("status", "--porcelain", "--untracked-files=no")
         if commit:
             return commit, None if changes is None else bool(changes)
-    baked = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    baked = GIT_COMMIT.read()
     if baked:
         return baked.removesuffix(DIRTY_SUFFIX), baked.endswith(DIRTY_SUFFIX)
     return None, None

@@ -2,7 +2,8 @@
 
 Training and evaluation only ever see this interface, so the same code writes to a folder (`--local`,
 tests) or to S3/MinIO (the job suite adds that implementation). Keys follow the bucket layout of
-system.md, e.g. `checkpoints/<study>/<run>/last.pt`; `RunLocation` is the one place that spells them.
+docs/system.md, e.g. `checkpoints/<study>/<run>/last.pt`; this module is the one place that spells them
+(the prefixes below, `RunLocation` for a run's keys), for the library and the job suite alike.
 """
 
 from __future__ import annotations
@@ -116,6 +117,35 @@ class LocalStorage:
         self.path(key).unlink(missing_ok=True)
 
 
+# The top-level prefixes of the layout (docs/system.md).
+DATASETS, STUDIES, RUNS, CHECKPOINTS, REPORTS = "datasets", "studies", "runs", "checkpoints", "reports"
+PROBES = "probes"  # a worker's start-up check writes and deletes one object here
+
+
+def dataset_prefix(name: str) -> str:
+    """`datasets/<name>`: a dataset's files and its manifest."""
+    return f"{DATASETS}/{check_name(name, 'dataset name')}"
+
+
+def manifest_key(name: str) -> str:
+    return f"{dataset_prefix(name)}/manifest.json"
+
+
+def spec_key(study: str) -> str:
+    """`studies/<study>/spec.json`: the validated spec a study was submitted with."""
+    return f"{STUDIES}/{check_name(study, 'study name')}/spec.json"
+
+
+def report_prefix(study: str) -> str:
+    """`reports/<study>`: the aggregator's report files."""
+    return f"{REPORTS}/{check_name(study, 'study name')}"
+
+
+def probe_key(owner: str) -> str:
+    """A throw-away object that proves the store takes writes and deletes (a worker's start-up check)."""
+    return check_key(f"{PROBES}/{owner}")
+
+
 @dataclass(frozen=True)
 class RunLocation:
     """The keys of one run's artifacts (system.md's layout)."""
@@ -127,10 +157,28 @@ class RunLocation:
         check_name(self.study, "study name")
         check_name(self.run, "run name")
 
+    @property
+    def checkpoint_prefix(self) -> str:
+        return f"{CHECKPOINTS}/{self.study}/{self.run}"
+
+    @property
+    def artifact_prefix(self) -> str:
+        return f"{RUNS}/{self.study}/{self.run}"
+
     def checkpoint(self, which: str) -> str:
         """`which` is 'last' or 'best'."""
-        return f"checkpoints/{self.study}/{self.run}/{which}.pt"
+        return f"{self.checkpoint_prefix}/{which}.pt"
 
     def artifact(self, name: str) -> str:
         """A file of the run's results: status.json, metrics.json, history.csv, per_image.csv, samples/..."""
-        return check_key(f"runs/{self.study}/{self.run}/{name}")
+        return check_key(f"{self.artifact_prefix}/{name}")
+
+    @property
+    def status_key(self) -> str:
+        """The run's public record (written only through services.runs)."""
+        return self.artifact("status.json")
+
+    @property
+    def plan_key(self) -> str:
+        """What a worker executes (immutable once submitted)."""
+        return self.artifact("run.json")

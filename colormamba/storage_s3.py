@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +28,16 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+from colormamba.env import (
+    S3_ACCESS_KEY,
+    S3_BUCKET,
+    S3_ENDPOINT,
+    S3_REGION,
+    S3_RETRY_SECONDS,
+    S3_SECRET_KEY,
+    S3_SECURE,
+    redact_url,
+)
 from colormamba.storage import LocalStorage, ObjectNotFound, Storage, StorageError, check_key
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,12 @@ T = TypeVar("T")
 SHA_META = "sha256"  # user metadata key (sent as x-amz-meta-sha256)
 _MISSING = {"NoSuchKey", "NoSuchObject"}
 _TRANSIENT = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "OperationAborted"}
+# what a server answers to a wrong key or secret (AccessDenied also to a key without the permission)
+_CREDENTIALS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken"}
+
+
+class S3CredentialsRefused(StorageError):
+    """The server refused the access key or secret (or the key lacks a permission): retrying is useless."""
 
 
 class S3Storage:
@@ -101,7 +116,7 @@ class S3Storage:
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
         where = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
-        return f"S3Storage({scheme}://{self.endpoint}, bucket {where!r})"
+        return f"S3Storage({redact_url(f'{scheme}://{self.endpoint}')}, bucket {where!r})"
 
     # -- the retry loop --------------------------------------------------------------------------------
 
@@ -119,6 +134,11 @@ class S3Storage:
                     raise
                 if exc.code == "NoSuchBucket":
                     raise StorageError(f"{self!r}: bucket {self.bucket!r} does not exist ({what})") from exc
+                if exc.code in _CREDENTIALS:
+                    raise S3CredentialsRefused(
+                        f"{self!r}: S3 credentials refused ({what}: {exc.code}); check "
+                        f"{S3_ACCESS_KEY.name} and {S3_SECRET_KEY.name}, and that the key may use the bucket"
+                    ) from exc
                 if exc.code not in _TRANSIENT:
                     raise StorageError(f"{self!r}: {what} refused: {exc.code}: {exc.message}") from exc
                 reason = f"{exc.code}: {exc.message}"
@@ -222,32 +242,29 @@ def _rebuild_s3_storage(args: tuple[Any, ...], kwargs: dict[str, Any]) -> S3Stor
 
 
 def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool = True) -> S3Storage:
-    """An S3Storage configured from the environment (what containers, `submit.py` and `predict` use).
-
-    COLORMAMBA_S3_ENDPOINT (required; "host:port" or an http(s) URL), COLORMAMBA_S3_ACCESS_KEY and
-    COLORMAMBA_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), COLORMAMBA_S3_BUCKET
-    (default "colormamba"), COLORMAMBA_S3_SECURE (1 for TLS when the endpoint has no scheme),
-    COLORMAMBA_S3_REGION, COLORMAMBA_S3_RETRY_SECONDS (default 60).
-    """
-    env = os.environ
-    endpoint = env.get("COLORMAMBA_S3_ENDPOINT")
+    """An S3Storage configured from the environment (what containers, `submit.py` and `predict` use): the
+    variables of `colormamba.env.S3_VARIABLES`; the endpoint and both keys are required. Readers pass
+    `create_bucket=False`, so that a mistyped bucket is an error, not a new empty bucket."""
+    endpoint = S3_ENDPOINT.read()
     if not endpoint:
-        raise StorageError("COLORMAMBA_S3_ENDPOINT is not set (the S3/MinIO endpoint, e.g. localhost:9000)")
-    access = env.get("COLORMAMBA_S3_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID")
-    secret = env.get("COLORMAMBA_S3_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY")
+        raise StorageError(f"{S3_ENDPOINT.name} is not set (the S3/MinIO endpoint, e.g. localhost:9000)")
+    access, secret = S3_ACCESS_KEY.read(), S3_SECRET_KEY.read()
     if not access or not secret:
-        raise StorageError(
-            "S3 credentials missing: set COLORMAMBA_S3_ACCESS_KEY and COLORMAMBA_S3_SECRET_KEY"
-        )
+        raise StorageError(f"S3 credentials missing: set {S3_ACCESS_KEY.name} and {S3_SECRET_KEY.name}")
+    retry = S3_RETRY_SECONDS.read()
+    try:
+        retry_seconds = float(retry)
+    except ValueError:
+        raise StorageError(f"{S3_RETRY_SECONDS.name} must be a number of seconds, got {retry!r}") from None
     return S3Storage(
         endpoint,
         access,
         secret,
-        bucket or env.get("COLORMAMBA_S3_BUCKET", "colormamba"),
-        secure=env.get("COLORMAMBA_S3_SECURE", "0").lower() in ("1", "true", "yes"),
+        bucket or S3_BUCKET.read(),
+        secure=S3_SECURE.flag(),
         prefix=prefix,
-        retry_seconds=float(env.get("COLORMAMBA_S3_RETRY_SECONDS", "60")),
-        region=env.get("COLORMAMBA_S3_REGION") or None,
+        retry_seconds=retry_seconds,
+        region=S3_REGION.read() or None,
         create_bucket=create_bucket,
     )
 

@@ -15,10 +15,10 @@ Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dat
 --max-runs without --yes); 6 `--local` finished but some runs failed or were cancelled; 7 `status --watch
 --timeout` gave up while runs were still queued or running.
 
-Environment: COLORMAMBA_REDIS_URL (default redis://localhost:6379/0), COLORMAMBA_S3_ENDPOINT,
-COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or COLORMAMBA_STORE (a folder
-or s3://bucket); `--local` uses the folder `artifacts/` unless --store says otherwise, and trains
-COLORMAMBA_RUNS_PER_GPU runs at once (default 1) unless --runs-per-gpu says otherwise.
+Environment (services/settings.py lists every variable with its default): COLORMAMBA_REDIS_URL,
+COLORMAMBA_S3_ENDPOINT, COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or
+COLORMAMBA_STORE (a folder or s3://bucket); `--local` uses the folder `artifacts/` unless --store says
+otherwise, and trains COLORMAMBA_RUNS_PER_GPU runs at once (default 1) unless --runs-per-gpu says otherwise.
 """
 
 from __future__ import annotations
@@ -36,19 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite li
 
 from kombu.exceptions import KombuError
 
-from colormamba.storage import StorageError
+from colormamba.env import redact_text
+from colormamba.storage import StorageError, report_prefix
 from colormamba.storage_s3 import open_store
+from services.runs import DONE, FINAL, State, read_status
 from services.spec import SpecError, load_spec
-from services.studies import (
-    DONE,
-    FINAL,
-    RERUN_CHOICES,
-    list_studies,
-    load_study,
-    read_status,
-    store_url,
-    study_statuses,
-)
+from services.studies import RERUN_CHOICES, list_studies, load_study, store_url, study_statuses
 
 OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
 SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset", "checkpoint")
@@ -162,9 +155,9 @@ def _store(args: argparse.Namespace):
 
 
 def _redis_url() -> str:
-    from services.celeryconfig import REDIS_URL
+    from services.settings import settings
 
-    return REDIS_URL
+    return settings().redis_url
 
 
 def _coordinator():
@@ -204,8 +197,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         answer = input(f"queue {len(start)} runs? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             raise Exit(NOT_CONFIRMED, "nothing queued")
+    from services import runs
     from services.coord import run_key
-    from services.studies import now, prepare_dataset, reset_for_rerun, save_study, should_start, write_status
+    from services.studies import prepare_dataset, reset_for_rerun, save_study, should_start
     from services.tasks import queue_run
 
     prepare_dataset(store, study, allow_local_path=False)
@@ -225,9 +219,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         # "queued" is written before the message goes out: once it is sent, only the worker writes the
         # status, so a run that starts and ends at once is never set back to "queued"
         task_id = str(uuid.uuid4())
-        write_status(store, study.name, run.run_id,
-                     {**(status or {}), "state": "queued", "queued_at": now(), "task_id": task_id,
-                      "variant": run.variant, "seed": run.seed, "reason": None})  # fmt: skip
+        runs.mark_queued(store, study.name, run.run_id, status, task_id=task_id, variant=run.variant,
+                         seed=run.seed)  # fmt: skip
         coord.mark_queued(key)
         queue_run(study.name, run.run_id, task_id=task_id)
         queued += 1
@@ -238,7 +231,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
-    from services.report import report_prefix
     from services.studies import local_run_study
 
     def on_status(status: dict[str, Any]) -> None:
@@ -259,14 +251,14 @@ def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once
 
 def _runs_at_once(args: argparse.Namespace) -> int:
     """--runs-per-gpu, else COLORMAMBA_RUNS_PER_GPU (what GPU workers read), else 1."""
-    from services.celeryconfig import parse_runs_per_gpu
+    from services.settings import settings
 
     if args.runs_per_gpu is not None:
         if args.runs_per_gpu < 1:
             raise Exit(INVALID, f"--runs-per-gpu must be >= 1, got {args.runs_per_gpu}")
         return args.runs_per_gpu
     try:
-        return parse_runs_per_gpu(os.environ.get("COLORMAMBA_RUNS_PER_GPU"))
+        return settings().runs_per_gpu
     except ValueError as exc:
         raise Exit(INVALID, str(exc)) from None
 
@@ -274,7 +266,7 @@ def _runs_at_once(args: argparse.Namespace) -> int:
 def _print_report(store: Any, study: str) -> None:
     import json
 
-    from services.report import report_prefix, table_rows
+    from services.report import table_rows
 
     data = json.loads(store.get_bytes(f"{report_prefix(study)}/report.json"))
     print(format_table(table_rows(data)))
@@ -297,7 +289,7 @@ def _progress(s: dict[str, Any]) -> str:
     if state == "succeeded":
         m = s.get("metrics") or {}
         return f"succeeded PSNR {m.get('psnr', float('nan')):.2f} dB, best epoch {s.get('best_epoch')}"
-    if state in ("failed", "cancelled"):
+    if state in (State.FAILED, State.CANCELLED, State.LOST):
         return f"{state}: {s.get('reason')}"
     return state
 
@@ -371,7 +363,7 @@ def _load_study(store: Any, name: str):
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from services.coord import run_key
-    from services.studies import now, write_status
+    from services.runs import mark_cancelled
 
     study_name, _, run = args.target.partition("/")
     store = _store(args)
@@ -389,11 +381,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             continue
         key = run_key(study_name, run_id)
         coord.request_cancel(key)
-        if coord.holder(key) is None and state == "queued":  # not started: cancelled now
-            final = {**status, "state": "cancelled", "reason": "cancelled while queued", "finished_at": now()}
-            write_status(store, study_name, run_id, final)
+        if coord.holder(key) is None and state in (State.QUEUED, State.LOST):  # no worker on it: now
+            waiting = "queued" if state == State.QUEUED else "waiting to be taken again"
+            mark_cancelled(store, study_name, run_id, status, f"cancelled while {waiting}")
             coord.mark_done(key)
-            print(f"{run_id}: cancelled (was queued)")
+            print(f"{run_id}: cancelled (was {state})")
         else:
             print(f"{run_id}: cancel requested; it stops within a few training steps")
     return OK
@@ -432,8 +424,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         for s in study_statuses(store, study):
             counts[s["state"]] = counts.get(s["state"], 0) + 1
-        rows.append({"study": name, "runs": len(study.runs), **{k: counts.get(k, 0) for k in
-                     ("queued", "running", "succeeded", "failed", "cancelled")}})  # fmt: skip
+        rows.append({"study": name, "runs": len(study.runs), **{k: counts.get(k, 0) for k in State}})
     print(format_table(rows) if rows else "no studies")
     return OK
 
@@ -504,13 +495,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}\nnothing was queued", file=sys.stderr)
         return INVALID
     except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return UNREACHABLE
     except ValueError as exc:  # bad input named by the library: a dataset, a name, a spec field
         print(f"error: {exc}", file=sys.stderr)
         return INVALID
     except (OSError, KombuError) as exc:  # the broker went away between the ping and a send
-        print(f"error: cannot reach the broker or the store: {exc}", file=sys.stderr)
+        print(f"error: cannot reach the broker or the store: {redact_text(str(exc))}", file=sys.stderr)
         return UNREACHABLE
     except KeyboardInterrupt:
         print("interrupted; checkpoints are kept, submit again to resume", file=sys.stderr)

@@ -29,29 +29,19 @@ Runs last hours on one GPU each, so the defaults made for short web tasks are wr
 
 from __future__ import annotations
 
-import os
+from services.settings import settings
 
-REDIS_URL = os.environ.get("COLORMAMBA_REDIS_URL", "redis://localhost:6379/0")
-RUN_QUEUE = os.environ.get("COLORMAMBA_RUN_QUEUE", "gpu")
-AGGREGATE_QUEUE = os.environ.get("COLORMAMBA_AGGREGATE_QUEUE", "aggregate")
-VISIBILITY_TIMEOUT_S = int(os.environ.get("COLORMAMBA_VISIBILITY_TIMEOUT", str(6 * 3600)))
+_settings = settings()  # read once; every value below comes from services.settings
+REDIS_URL = _settings.redis_url
+RUN_QUEUE = _settings.run_queue
+AGGREGATE_QUEUE = _settings.aggregate_queue
+VISIBILITY_TIMEOUT_S = _settings.visibility_timeout_s
+RUNS_PER_GPU = _settings.runs_per_gpu
 
-
-def parse_runs_per_gpu(value: str | None) -> int:
-    """`COLORMAMBA_RUNS_PER_GPU` as an integer >= 1 (unset or empty: 1); anything else is refused with
-    the variable's name, so a typo stops the worker at start instead of leaving a GPU idle or overfull."""
-    if value is None or not value.strip():
-        return 1
-    try:
-        runs = int(value.strip())
-    except ValueError:
-        runs = 0
-    if runs < 1:
-        raise ValueError(f"COLORMAMBA_RUNS_PER_GPU must be an integer >= 1, got {value!r}")
-    return runs
-
-
-RUNS_PER_GPU = parse_runs_per_gpu(os.environ.get("COLORMAMBA_RUNS_PER_GPU"))
+# Task names: the routes below, the tasks' declarations (services.tasks) and senders that do not import the
+# tasks (the reaper in services.app) use these.
+RUN_TASK = "services.tasks.run"
+AGGREGATE_TASK = "services.tasks.aggregate"
 
 broker_url = REDIS_URL
 result_backend = REDIS_URL
@@ -74,8 +64,8 @@ event_serializer = "json"
 result_accept_content = ["json"]
 
 task_routes = {
-    "services.tasks.run": {"queue": RUN_QUEUE},
-    "services.tasks.aggregate": {"queue": AGGREGATE_QUEUE},
+    RUN_TASK: {"queue": RUN_QUEUE},
+    AGGREGATE_TASK: {"queue": AGGREGATE_QUEUE},
 }
 task_default_queue = AGGREGATE_QUEUE  # nothing should land there by default; runs are routed explicitly
 

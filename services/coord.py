@@ -7,22 +7,24 @@ once at a time and never again after it ended, so every execution first takes th
 key set only if absent, with a TTL, renewed by a heartbeat thread while the run trains. A second
 delivery finds the lease taken and ends without touching the run.
 
-Why a reaper: when a worker dies (SIGKILL, OOM, container restart) its lease expires within `LEASE_TTL_S`
-but its message may be gone or held for hours by the visibility timeout. Every worker runs a reaper
-thread; once per `REAP_INTERVAL_S` one of them (a Redis lock elects it) requeues each started, unfinished
-run without a lease. The new execution resumes from the last checkpoint. Bound: a dead worker's run is
-queued again within LEASE_TTL_S + REAP_INTERVAL_S (defaults 30 s + 10 s) and starts when a GPU worker
-is free.
+Why a reaper: when a worker dies (SIGKILL, OOM, container restart) its lease expires within the lease
+TTL (COLORMAMBA_LEASE_TTL) but its message may be gone or held for hours by the visibility timeout. Every
+worker runs a reaper thread; once per reaper interval (COLORMAMBA_REAP_INTERVAL) one of them (a Redis
+lock elects it) takes each started, unfinished run without a lease: the caller's `requeue` marks it
+`lost` and queues it again. The new execution resumes from the last checkpoint. Bound: a dead worker's
+run is queued again within TTL + interval (defaults 30 s + 10 s) and starts when a GPU worker is free.
+Once per expiry: taking an orphan clears its `started` flag, which only the next execution sets again,
+so a run that waits for a free worker is queued once, not once per round.
 
 Keys (prefix `colormamba:`): `lease:<study>/<run>` (token), `active` (set of queued or running runs),
-`started:<study>/<run>` (the run has been taken up at least once), `cancel:<study>/<run>` (flag),
+`started:<study>/<run>` (an execution took the run up and has not been reaped), `cancel:<study>/<run>`
+(flag), `error:<study>/<run>` (why the last execution stopped, for the reaper's `lost` reason),
 `reaper` (the reaper's election lock).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -30,18 +32,22 @@ from pathlib import Path
 
 import redis
 
+from colormamba.env import redact_url
+from services.settings import REDIS_URL, settings
+
 log = logging.getLogger(__name__)
 
 PREFIX = "colormamba:"
-LEASE_TTL_S = float(os.environ.get("COLORMAMBA_LEASE_TTL", "30"))
-REAP_INTERVAL_S = float(os.environ.get("COLORMAMBA_REAP_INTERVAL", "10"))
 CANCEL_TTL_S = 30 * 24 * 3600
+ERROR_TTL_S = 7 * 24 * 3600
 
 _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# the reaper takes an orphan: clear its started flag, unless an execution took the lease meanwhile
+_CLAIM = "if redis.call('exists', KEYS[2]) == 0 then return redis.call('del', KEYS[1]) end return 0"
 
 
 class LeaseLost(RuntimeError):
@@ -49,7 +55,8 @@ class LeaseLost(RuntimeError):
 
 
 class BrokerUnreachable(RuntimeError):
-    """Redis does not answer; the message names the URL and what to do."""
+    """Redis does not answer, or refuses the password; the message names the URL (without its password)
+    and what to do."""
 
 
 def connect(url: str) -> redis.Redis:
@@ -57,10 +64,15 @@ def connect(url: str) -> redis.Redis:
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
     try:
         client.ping()
+    except redis.AuthenticationError as exc:
+        raise BrokerUnreachable(
+            f"Redis at {redact_url(url)}: authentication failed ({exc}); the password in {REDIS_URL.name} "
+            "must be the server's (compose: COLORMAMBA_REDIS_PASSWORD)"
+        ) from None
     except redis.RedisError as exc:
         raise BrokerUnreachable(
-            f"Redis unreachable at {url} ({exc}). Start the stack (`docker compose up -d`), set "
-            "COLORMAMBA_REDIS_URL to the broker's address, or run the study on this machine with --local."
+            f"Redis unreachable at {redact_url(url)} ({exc}). Start the stack (`docker compose up -d`), set "
+            f"{REDIS_URL.name} to the broker's address, or run the study on this machine with --local."
         ) from None
     return client
 
@@ -122,9 +134,9 @@ class Lease:
 class Coordinator:
     """The Redis side of runs: leases, the active set, cancel flags."""
 
-    def __init__(self, client: redis.Redis, lease_ttl: float = LEASE_TTL_S) -> None:
+    def __init__(self, client: redis.Redis, lease_ttl: float | None = None) -> None:
         self.client = client
-        self.lease_ttl = lease_ttl
+        self.lease_ttl = settings().lease_ttl_s if lease_ttl is None else lease_ttl
 
     def acquire(self, key: str, owner: str) -> Lease | None:
         token = f"{owner}:{uuid.uuid4().hex}"
@@ -144,14 +156,27 @@ class Coordinator:
         pipe.execute()
 
     def mark_started(self, key: str) -> None:
-        self.client.set(PREFIX + "started:" + key, "1")
+        """An execution took the run up: from now on, the run without a lease is the reaper's."""
+        pipe = self.client.pipeline()
+        pipe.set(PREFIX + "started:" + key, "1")
+        pipe.delete(PREFIX + "error:" + key)
+        pipe.execute()
 
     def mark_done(self, key: str) -> None:
         """The run reached a state recorded in the store: nothing to reap."""
         pipe = self.client.pipeline()
         pipe.srem(PREFIX + "active", key)
-        pipe.delete(PREFIX + "started:" + key)
+        pipe.delete(PREFIX + "started:" + key, PREFIX + "error:" + key)
         pipe.execute()
+
+    def record_error(self, key: str, reason: str) -> None:
+        """Why an execution stopped without recording an outcome (its store failed, say): the reaper puts
+        it in the run's `lost` status, where `submit.py status` shows it."""
+        self.client.set(PREFIX + "error:" + key, reason, ex=ERROR_TTL_S)
+
+    def last_error(self, key: str) -> str | None:
+        value = self.client.get(PREFIX + "error:" + key)
+        return value.decode(errors="replace") if value is not None else None
 
     def request_cancel(self, key: str) -> None:
         self.client.set(PREFIX + "cancel:" + key, "1", ex=CANCEL_TTL_S)
@@ -173,20 +198,28 @@ class Coordinator:
         return out
 
     def reap(self, requeue: Callable[[str, str], None]) -> list[str]:
-        """Requeue orphaned runs, at most once per run per two intervals across all reapers."""
+        """Hand each orphaned run to `requeue(study, run)` once per expiry of its lease: the `started`
+        flag is cleared as the orphan is taken (by one reaper only, and only while no execution holds the
+        lease), and set again only by the next execution. If `requeue` fails, the flag is restored for the
+        next round."""
         done = []
         for key in self.orphans():
-            if self.client.set(PREFIX + "requeued:" + key, "1", nx=True, ex=int(max(2 * REAP_INTERVAL_S, 1))):
-                study, run = key.split("/", 1)
-                log.warning(
-                    "reaper: %s has no live worker; queuing it again (it resumes from its checkpoint)", key
-                )
+            if not self.client.eval(_CLAIM, 2, PREFIX + "started:" + key, PREFIX + "lease:" + key):
+                continue  # another reaper took it, or a worker took it up or ended it, meanwhile
+            study, run = key.split("/", 1)
+            log.warning("reaper: %s has no live worker; queuing it again (it resumes from its checkpoint)",
+                        key)  # fmt: skip
+            try:
                 requeue(study, run)
-                done.append(key)
+            except Exception:
+                log.exception("reaper: could not queue %s again; trying in the next round", key)
+                self.client.set(PREFIX + "started:" + key, "1")
+                continue
+            done.append(key)
         return done
 
 
-def start_reaper(client: redis.Redis, requeue: Callable[[str, str], None], interval: float = REAP_INTERVAL_S,
+def start_reaper(client: redis.Redis, requeue: Callable[[str, str], None], interval: float | None = None,
                  heartbeat: str | None = None) -> threading.Event:  # fmt: skip
     """A daemon thread that reaps every `interval` seconds while it holds the election lock; returns the
     event that stops it.
@@ -194,6 +227,7 @@ def start_reaper(client: redis.Redis, requeue: Callable[[str, str], None], inter
     `heartbeat`: a file touched at start and after every election round that reached Redis, so a
     container healthcheck can test liveness with `find FILE -mmin -2` instead of starting a Celery client.
     """
+    interval = settings().reap_interval_s if interval is None else interval
     stop = threading.Event()
     coord = Coordinator(client)
     me = uuid.uuid4().hex

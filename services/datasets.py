@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -25,21 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from colormamba.data import DatasetError, available_splits, check_pairs, detect_layout, list_pairs
-from colormamba.storage import ObjectNotFound, Storage, check_name
+from colormamba.storage import DATASETS, ObjectNotFound, Storage, check_name, dataset_prefix, manifest_key
+from services.settings import settings
 
 MANIFEST_FORMAT = 1
 
 
 class DatasetConflict(ValueError):
     """A dataset of that name with other content is already in the store."""
-
-
-def dataset_prefix(name: str) -> str:
-    return f"datasets/{check_name(name, 'dataset name')}"
-
-
-def manifest_key(name: str) -> str:
-    return f"{dataset_prefix(name)}/manifest.json"
 
 
 def files_prefix(manifest: dict[str, Any]) -> str:
@@ -182,7 +174,7 @@ def list_datasets(store: Storage) -> list[dict[str, Any]]:
     """Every complete dataset in the store (one with a manifest): name, layout, pair counts, hash, and
     `files_of`, the dataset whose files it reads (itself, unless it shares another's)."""
     out = []
-    for key in store.list("datasets"):
+    for key in store.list(DATASETS):
         parts = key.split("/")
         if len(parts) == 3 and parts[2] == "manifest.json":
             m = read_manifest(store, parts[1])
@@ -192,7 +184,8 @@ def list_datasets(store: Storage) -> list[dict[str, Any]]:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("COLORMAMBA_DATA_CACHE", Path.home() / ".cache" / "colormamba" / "datasets"))
+    """COLORMAMBA_DATA_CACHE (services.settings)."""
+    return settings().data_cache
 
 
 def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None) -> Path:

@@ -24,12 +24,11 @@ from colormamba.provenance import run_provenance
 from colormamba.storage import RunLocation, Storage
 from colormamba.train import RunCancelled, train
 from services.datasets import fetch_dataset
+from services.runs import DONE, now, read_status, transition
+from services.settings import settings
 from services.spec import is_local_path
-from services.studies import DONE, now, read_status, write_status
 
 log = logging.getLogger(__name__)
-
-STATUS_INTERVAL_S = float(os.environ.get("COLORMAMBA_STATUS_INTERVAL", "5"))
 
 
 def share_cpu_threads(runs_at_once: int) -> int:
@@ -45,7 +44,8 @@ def share_cpu_threads(runs_at_once: int) -> int:
 
 class StatusWriter:
     """Merges progress events into the run's status and writes it at most every `interval` seconds (and
-    at every epoch end), so a long run costs a few small PUTs a minute, not one per step."""
+    at every epoch end), so a long run costs a few small PUTs a minute, not one per step. `status` is the
+    record as this writer last saw it: its `state` is where the first write moves from (services.runs)."""
 
     def __init__(self, store: Storage, study: str, run: str, status: dict[str, Any], interval: float,
                  also: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
@@ -56,7 +56,9 @@ class StatusWriter:
         self._last = 0.0
 
     def write(self, **fields: Any) -> dict[str, Any]:
-        self.status = write_status(self.store, self.study, self.run, {**self.status, **fields})
+        """Record `fields` (a `state` among them moves the run: services.runs checks the move)."""
+        state = fields.pop("state", None) or self.status.get("state")
+        self.status = transition(self.store, self.study, self.run, self.status, state, **fields)
         self._last = time.monotonic()
         if self.also is not None:
             self.also(self.status)
@@ -104,7 +106,7 @@ def execute_run(
     cache_dir: str | Path | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
-    status_interval: float = STATUS_INTERVAL_S,
+    status_interval: float | None = None,
 ) -> dict[str, Any]:
     """Train, then evaluate one run, resuming from its last checkpoint; returns its final status.
 
@@ -112,6 +114,7 @@ def execute_run(
     run itself (bad data, NaN loss, missing VGG weights...) ends as `failed` with its reason; a cancel
     ends as `cancelled` with the checkpoint kept. Exceptions raised by `should_cancel` other than a
     plain True (e.g. a lost lease) propagate without touching the status: someone else owns the run.
+    `status_interval`: seconds between progress writes (default: COLORMAMBA_STATUS_INTERVAL).
     """
     study, run = plan["study"], plan["run_id"]
     where = RunLocation(study, run)
@@ -132,6 +135,7 @@ def execute_run(
         study,
         run,
         {
+            "state": previous.get("state"),  # where the first write moves from
             "variant": plan["variant"],
             "seed": plan["seed"],
             "attempt": int(previous.get("attempt", 0)) + 1,
@@ -140,7 +144,7 @@ def execute_run(
             "resumed_from_epoch": resumed_from,
             "checkpoint_saved_epoch": resumed_from,
         },
-        status_interval,
+        settings().status_interval_s if status_interval is None else status_interval,
         on_status,
     )
     writer.write(state="running", phase="dataset", worker=worker or socket.gethostname(), device=device,

@@ -2,39 +2,30 @@
 runs a submission starts. Shared by `submit.py` (queue and `--local`), the workers and the aggregator, so
 that "what is finished" means one thing everywhere.
 
-Keys (system.md): `studies/<study>/spec.json`, `runs/<study>/<run>/run.json` (the plan: immutable, its
-id is a hash of its content), `runs/<study>/<run>/status.json` (the state machine below).
+Keys (colormamba.storage spells them): `studies/<study>/spec.json`, `runs/<study>/<run>/run.json` (the
+plan: immutable, its id is a hash of its content), `runs/<study>/<run>/status.json` (the record that
+services.runs alone writes: its states and their moves are there).
 
-States: queued -> running -> succeeded | failed | cancelled. `succeeded` and `failed` are final: a
-resubmission does not run them again unless asked (`--rerun failed|all`). `cancelled` keeps its
-checkpoint and is resumed by submitting the study again.
+`succeeded` and `failed` are final: a resubmission does not run them again unless asked
+(`--rerun failed|all`). `cancelled` keeps its checkpoint and is resumed by submitting the study again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from colormamba.data import available_splits
-from colormamba.storage import ObjectNotFound, RunLocation, Storage
+from colormamba.env import S3_BUCKET, S3_ENDPOINT
+from colormamba.storage import STUDIES, ObjectNotFound, RunLocation, Storage, spec_key
 from services.datasets import ensure_synthetic, read_manifest
+from services.runs import DONE, FINAL, mark_cancelled, mark_failed, mark_queued, now, read_status
+from services.settings import STORE, settings
 from services.spec import RunPlan, SpecError, Study, SyntheticRef, dataset_name, is_local_path
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL = ("succeeded", "failed")
-DONE = ("succeeded", "failed", "cancelled")  # nothing is running or waiting
 RERUN_CHOICES = ("none", "failed", "all")
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def spec_key(study: str) -> str:
-    return f"studies/{study}/spec.json"
 
 
 def save_study(store: Storage, study: Study) -> None:
@@ -43,7 +34,7 @@ def save_study(store: Storage, study: Study) -> None:
         where = RunLocation(study.name, run.run_id)
         plan = {**run.to_dict(), "study": study.name, "dataset": dataset_name(study.spec.dataset),
                 "checkpoint": study.spec.evaluation.checkpoint}  # fmt: skip
-        store.put_bytes(where.artifact("run.json"), json.dumps(plan, indent=1).encode())
+        store.put_bytes(where.plan_key, json.dumps(plan, indent=1).encode())
     store.put_bytes(
         spec_key(study.name), json.dumps({**study.to_dict(), "submitted_at": now()}, indent=1).encode()
     )
@@ -60,29 +51,16 @@ def load_study(store: Storage, study: str) -> Study:
 
 
 def list_studies(store: Storage) -> list[str]:
-    return sorted({k.split("/")[1] for k in store.list("studies") if k.endswith("/spec.json")})
+    return sorted({k.split("/")[1] for k in store.list(STUDIES) if k.endswith("/spec.json")})
 
 
 def load_plan(store: Storage, study: str, run: str) -> dict[str, Any]:
     """A run's plan: RunPlan fields plus study, dataset and checkpoint."""
-    key = RunLocation(study, run).artifact("run.json")
+    key = RunLocation(study, run).plan_key
     try:
         return json.loads(store.get_bytes(key))
     except ObjectNotFound:
         raise ValueError(f"run {study}/{run} has no plan ({key}); was the study submitted?") from None
-
-
-def read_status(store: Storage, study: str, run: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(store.get_bytes(RunLocation(study, run).artifact("status.json")))
-    except ObjectNotFound:
-        return None
-
-
-def write_status(store: Storage, study: str, run: str, status: dict[str, Any]) -> dict[str, Any]:
-    status = {**status, "study": study, "run": run, "updated_at": now()}
-    store.put_bytes(RunLocation(study, run).artifact("status.json"), json.dumps(status, indent=1).encode())
-    return status
 
 
 def study_statuses(store: Storage, study: Study) -> list[dict[str, Any]]:
@@ -98,7 +76,7 @@ def select_runs(store: Storage, study: Study, rerun: str = "none") -> tuple[list
     """Split the study's runs into (to start, to leave alone) by their recorded state.
 
     A run is started when it has no status, is queued, running (a resumable leftover: the worker's lease
-    decides whether it is really running), or cancelled; a final one only when `rerun` asks for it.
+    decides whether it is really running), lost or cancelled; a final one only when `rerun` asks for it.
     """
     if rerun not in RERUN_CHOICES:
         raise ValueError(f"rerun: expected one of {RERUN_CHOICES}, got {rerun!r}")
@@ -118,9 +96,9 @@ def should_start(status: dict[str, Any] | None, rerun: str) -> bool:
 def reset_for_rerun(store: Storage, study: str, run: str) -> None:
     """Forget a run's results and checkpoints so that it trains from scratch."""
     where = RunLocation(study, run)
-    for prefix in (f"checkpoints/{study}/{run}", f"runs/{study}/{run}"):
+    for prefix in (where.checkpoint_prefix, where.artifact_prefix):
         for key in store.list(prefix):
-            if key != where.artifact("run.json"):
+            if key != where.plan_key:
                 store.delete(key)
 
 
@@ -179,18 +157,16 @@ LOCAL_STORE = "artifacts"  # the --local store: a folder with the bucket's layou
 def store_url(local: bool = False) -> str:
     """Where the study's objects live: COLORMAMBA_STORE (an `s3://bucket` URL or a folder), else S3 when
     COLORMAMBA_S3_ENDPOINT is set, else (only with --local) the folder `artifacts`."""
-    import os
-
-    url = os.environ.get("COLORMAMBA_STORE")
-    if url:
-        return url
+    config = settings()
+    if config.store:
+        return config.store
     if local:
         return LOCAL_STORE
-    if os.environ.get("COLORMAMBA_S3_ENDPOINT"):
-        return "s3://" + os.environ.get("COLORMAMBA_S3_BUCKET", "colormamba")
+    if config.s3_endpoint:
+        return "s3://" + config.s3_bucket
     raise ValueError(
-        "no store configured: set COLORMAMBA_S3_ENDPOINT (and credentials) for MinIO/S3, or COLORMAMBA_STORE "
-        "to a folder or s3://bucket URL, or use --local"
+        f"no store configured: set {S3_ENDPOINT.name} (and credentials) for MinIO/S3, or {STORE.name} "
+        f"to a folder or s3://bucket URL ({S3_BUCKET.name} names the bucket), or use --local"
     )
 
 
@@ -212,7 +188,7 @@ def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir
     save_study(store, study)
     if "path" in dataset:  # a local folder: plans carry its absolute path
         for run in study.runs:
-            key = RunLocation(study.name, run.run_id).artifact("run.json")
+            key = RunLocation(study.name, run.run_id).plan_key
             plan = json.loads(store.get_bytes(key))
             plan["dataset"] = str(Path(dataset["path"]).expanduser().resolve())
             store.put_bytes(key, json.dumps(plan, indent=1).encode())
@@ -241,14 +217,7 @@ def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir
 
 def record_queued(store: Storage, study: str, run: RunPlan, status: dict[str, Any] | None) -> None:
     """A run's status as `queued` (keeping what an earlier attempt recorded)."""
-    queued = {
-        **(status or {}),
-        "state": "queued",
-        "queued_at": now(),
-        "variant": run.variant,
-        "seed": run.seed,
-    }
-    write_status(store, study, run.run_id, queued)
+    mark_queued(store, study, run.run_id, status, variant=run.variant, seed=run.seed)
 
 
 def _execute_in_process(store: Storage, plan: dict[str, Any], cache_dir: Any, runs_at_once: int) -> None:
@@ -313,9 +282,8 @@ def _run_in_processes(store: Storage, plans: list[dict[str, Any]], runs_at_once:
             if process.is_alive():
                 process.terminate()
         for plan in waiting:
-            status = read_status(store, plan["study"], plan["run_id"]) or {}
-            cancelled = {**status, "state": "cancelled", "reason": "stopped before it started"}
-            write_status(store, plan["study"], plan["run_id"], cancelled)
+            status = read_status(store, plan["study"], plan["run_id"])
+            mark_cancelled(store, plan["study"], plan["run_id"], status, "stopped before it started")
         raise
     return finals
 
@@ -327,5 +295,4 @@ def _final_status(store: Storage, plan: dict[str, Any], exitcode: int | None) ->
     if status.get("state") in DONE:
         return status
     reason = f"the run's process ended with exit code {exitcode} before recording an outcome"
-    return write_status(store, plan["study"], plan["run_id"],
-                        {**status, "state": "failed", "reason": reason, "finished_at": now()})  # fmt: skip
+    return mark_failed(store, plan["study"], plan["run_id"], status, reason)

@@ -10,13 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from celery.exceptions import Reject
 
+from colormamba.env import redact_text
 from colormamba.storage import Storage
 from colormamba.storage_s3 import open_store
 from services.app import app
-from services.coord import Coordinator, LeaseLost, connect, run_key
+from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
+from services.coord import BrokerUnreachable, Coordinator, LeaseLost, connect, run_key
 from services.runner import execute_run
-from services.studies import DONE, load_plan, now, read_status, store_url, write_status
+from services.runs import DONE, mark_cancelled, read_status
+from services.studies import load_plan, store_url
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,10 @@ PROGRESS_FIELDS = (
     *("state", "phase", "epoch", "epochs", "step", "steps", "loss", "eta_s"),
     *("val_psnr", "worker", "device", "attempt"),
 )
+
+
+class NotTakenUp(RuntimeError):
+    """Redis failed before the run was taken up: nothing was recorded, the message should be redelivered."""
 
 
 def _store() -> Storage:
@@ -45,7 +53,7 @@ def queue_aggregate(study: str) -> str:
     return aggregate.apply_async(args=[study]).id
 
 
-@app.task(name="services.tasks.run", bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_task(self, study: str, run: str) -> dict[str, Any]:
     """Execute one run if nobody else does and it has not ended; see services.coord for why."""
 
@@ -53,8 +61,12 @@ def run_task(self, study: str, run: str) -> dict[str, Any]:
         self.update_state(state="PROGRESS", meta={k: status.get(k) for k in PROGRESS_FIELDS})
 
     worker = self.request.hostname or socket.gethostname()
-    return execute_exclusively(_store(), _coordinator(), study, run, worker, on_status=on_status,
-                               on_end=queue_aggregate)  # fmt: skip
+    try:
+        coord = _coordinator()
+        return execute_exclusively(_store(), coord, study, run, worker, on_status=on_status,
+                                   on_end=queue_aggregate)  # fmt: skip
+    except (BrokerUnreachable, NotTakenUp) as exc:  # back to the queue, not dropped: nobody took the run up
+        raise Reject(str(exc), requeue=True) from exc
 
 
 def execute_exclusively(
@@ -77,69 +89,96 @@ def execute_exclusively(
     state), leaving the run to its next owner. `on_end(study)` (the task:
     queue the aggregator) is called when this delivery ended the run or found it cancelled.
 
+    Nothing ends silently: once the run is taken up (its `started` flag set, before the store is first
+    read), an execution that stops without recording an outcome (the store failing, say) leaves its
+    reason in Redis and the run to the reaper, which marks it `lost` with that reason and queues it
+    again. Redis failing before that raises NotTakenUp (the task hands the message back to the queue).
+
     Redis errors while the lease holds do not end the run: the cancel flag is read as "not cancelled"
     and a failing `on_status` (the task's progress goes to the result backend in Redis) is logged, so
     that a Redis restart shorter than the lease TTL costs nothing; a longer outage is the lease's call.
     """
     key = run_key(study, run)
-    lease = coord.acquire(key, worker)
+    try:
+        lease = coord.acquire(key, worker)
+        holder = coord.holder(key) if lease is None else None
+    except redis.RedisError as exc:
+        raise NotTakenUp(f"{key}: Redis failed before the run was taken up ({exc})") from exc
     if lease is None:
-        holder = coord.holder(key)
         log.info("%s: held by %s; this delivery ends here", key, holder)
         return {"state": "skipped", "reason": f"held by {holder}"}
     try:
-        status = read_status(store, study, run)
-        if status is not None and status.get("state") in DONE:
-            coord.mark_done(key)
-            return {"state": "skipped", "reason": f"already {status['state']}"}
-        if coord.cancel_requested(key):
-            final = write_status(
-                store,
-                study,
-                run,
-                {
-                    **(status or {}),
-                    "state": "cancelled",
-                    "reason": "cancelled before it started",
-                    "finished_at": now(),
-                },
-            )
-            coord.mark_done(key)
-            if on_end is not None:
-                on_end(study)
-            return final
-        coord.mark_started(key)
-        plan = load_plan(store, study, run)
-
-        def should_cancel() -> bool:
-            if lease.lost.is_set():
-                raise LeaseLost(f"{key}: stopped without recording anything: {lease.reason}")
-            try:
-                return coord.cancel_requested(key)
-            except redis.RedisError as exc:
-                log.warning("%s: cannot read the cancel flag (%s); going on while the lease holds", key, exc)
-                return False
-
-        def report(status: dict[str, Any]) -> None:
-            if on_status is None:
-                return
-            try:
-                on_status(status)
-            except Exception as exc:  # status.json has been written; the live copy can miss a beat
-                log.warning("%s: progress not published (%s)", key, exc)
-
-        final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})", should_cancel=should_cancel,
-                            on_status=report)  # fmt: skip
-        if final.get("state") in DONE:
-            coord.mark_done(key)
+        try:
+            coord.mark_started(key)
+        except redis.RedisError as exc:
+            raise NotTakenUp(f"{key}: Redis failed before the run was taken up ({exc})") from exc
+        try:
+            final = _execute_leased(store, coord, lease, study, run, worker, on_status)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            _record_error(coord, key, worker, exc)
+            raise
     finally:
         lease.release()
-    if on_end is not None:
+    if on_end is not None and final["state"] != "skipped":
         on_end(study)
     return final
 
 
-@app.task(name="services.tasks.aggregate", bind=True)
+def _execute_leased(store: Storage, coord: Coordinator, lease: Any, study: str, run: str, worker: str,
+                    on_status: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:  # fmt: skip
+    """execute_exclusively's work once the lease is held and the run marked started."""
+    key = run_key(study, run)
+    status = read_status(store, study, run)
+    if status is None:  # a message sent without submit.py's record: nothing to resume, nothing to say
+        log.error("%s: no status.json (never submitted?); this delivery ends here", key)
+        coord.mark_done(key)
+        return {"state": "skipped", "reason": "not submitted (no status.json)"}
+    if status.get("state") in DONE:
+        coord.mark_done(key)
+        return {"state": "skipped", "reason": f"already {status['state']}"}
+    if coord.cancel_requested(key):
+        final = mark_cancelled(store, study, run, status, "cancelled before it started")
+        coord.mark_done(key)
+        return final
+    plan = load_plan(store, study, run)
+
+    def should_cancel() -> bool:
+        if lease.lost.is_set():
+            raise LeaseLost(f"{key}: stopped without recording anything: {lease.reason}")
+        try:
+            return coord.cancel_requested(key)
+        except redis.RedisError as exc:
+            log.warning("%s: cannot read the cancel flag (%s); going on while the lease holds", key, exc)
+            return False
+
+    def report(status: dict[str, Any]) -> None:
+        if on_status is None:
+            return
+        try:
+            on_status(status)
+        except Exception as exc:  # status.json has been written; the live copy can miss a beat
+            log.warning("%s: progress not published (%s)", key, exc)
+
+    final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})", should_cancel=should_cancel,
+                        on_status=report)  # fmt: skip
+    if final.get("state") in DONE:
+        coord.mark_done(key)
+    return final
+
+
+def _record_error(coord: Coordinator, key: str, worker: str, exc: BaseException) -> None:
+    """Leave why this execution stopped where the reaper finds it (best effort: Redis may be the cause)."""
+    reason = redact_text(f"{type(exc).__name__}: {exc}")[:1000]
+    log.error("%s: stopped without recording an outcome (%s); the reaper queues it again", key, reason)
+    try:
+        coord.record_error(key, f"{reason} (on {worker})")
+    except redis.RedisError as err:
+        log.warning("%s: could not record the error in Redis (%s)", key, err)
+
+
+@app.task(name=AGGREGATE_TASK, bind=True)
 def aggregate(self, study: str) -> dict[str, Any]:
     """Rebuild the study's report (after each run and on demand); one rebuild per study at a time."""
     from services.report import build_report

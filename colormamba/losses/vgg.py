@@ -22,10 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import VGG19_Weights
 
+from colormamba.env import VGG_WEIGHTS
 from colormamba.losses.terms import check_pair
 from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file
 
-VGG_WEIGHTS_ENV = "COLORMAMBA_VGG_WEIGHTS"
+VGG_WEIGHTS_ENV = VGG_WEIGHTS.name
 _IMAGENET_WEIGHTS = VGG19_Weights.IMAGENET1K_V1
 VGG19_FILE = PretrainedFile(
     _IMAGENET_WEIGHTS,
@@ -88,7 +89,7 @@ def find_vgg_weights(path: str | os.PathLike[str] | None = None) -> Path:
         VGGWeightsNotFoundError: with where to put the file and how to get it.
     """
     try:
-        return find_weights_file(VGG19_FILE, path, env=(VGG_WEIGHTS_ENV, os.environ.get(VGG_WEIGHTS_ENV)))
+        return find_weights_file(VGG19_FILE, path, env=(VGG_WEIGHTS_ENV, VGG_WEIGHTS.read()))
     except WeightsNotFoundError as exc:
         raise VGGWeightsNotFoundError(str(exc)) from None
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import os
 from types import ModuleType
 from typing import Any
 
 import torch
+
+from colormamba.env import TRITON_INTERPRET
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _warned: set[str] = set()
 
 
 def _interpret_requested() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    return TRITON_INTERPRET.flag()
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.settings import VARIABLES
 from tests.containers.helpers import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -17,7 +18,6 @@ from tests.containers.helpers import (
     config,
     declared_profiles,
     env_file_keys,
-    env_reads,
     env_reads_in_source,
     interpolated_variables,
     is_celery,
@@ -28,13 +28,13 @@ from tests.containers.helpers import (
 PROFILES = declared_profiles()
 # Fallback spellings the code accepts when the primary is empty; compose sets the primary only, so that
 # which one wins is never a question.
-ENV_ALIASES = {
-    "AWS_ACCESS_KEY_ID": "COLORMAMBA_S3_ACCESS_KEY",
-    "AWS_SECRET_ACCESS_KEY": "COLORMAMBA_S3_SECRET_KEY",
-}
+ENV_ALIASES = {v.fallback: v.name for v in VARIABLES if v.fallback}
 # Variables the images bake in from a build argument (variable -> argument): compose passes the argument
 # when it builds and never sets the variable itself, which would override the image's value.
 IMAGE_ENV = {"COLORMAMBA_GIT_COMMIT": "GIT_COMMIT"}
+# Variables whose compose value is the stack's own (its network, volumes, credentials), not the default.
+COMPOSE_OWN = {"COLORMAMBA_REDIS_URL", "COLORMAMBA_S3_ENDPOINT", "COLORMAMBA_S3_ACCESS_KEY",
+               "COLORMAMBA_S3_SECRET_KEY", "COLORMAMBA_HEARTBEAT_FILE", "COLORMAMBA_DATA_CACHE"}  # fmt: skip
 GPU_COUNTS = {(): 1, ("gpus2",): 2, ("gpus4",): 4, ("gpus8",): 8}
 
 
@@ -187,18 +187,22 @@ os.environ.setdefault("DEFAULTED", "1")
     }  # fmt: skip
 
 
+def celery_services() -> dict[str, Any]:
+    services = {**everything(), **{f"remote {k}": v for k, v in remote_workers().items()}}
+    return {k: v for k, v in services.items() if is_celery(v)}
+
+
 def test_celery_processes_get_exactly_the_variables_the_code_reads() -> None:
-    """Both directions: no variable read that compose never sets, none set that nothing reads."""
-    reads = env_reads("services", "colormamba")
-    assert "COLORMAMBA_REDIS_URL" in reads and "COLORMAMBA_S3_ENDPOINT" in reads  # the scan works
-    for alias, primary in ENV_ALIASES.items():
-        assert alias in reads and primary in reads, "stale alias table"
-    assert set(IMAGE_ENV) <= set(reads), "stale image variable table"
-    expected = set(reads) - set(ENV_ALIASES) - set(IMAGE_ENV)
-    celery_services = {**everything(), **{f"remote {k}": v for k, v in remote_workers().items()}}
-    celery_services = {k: v for k, v in celery_services.items() if is_celery(v)}
-    assert {"aggregator", "worker-cpu", "gpu0", "remote gpu0"} <= set(celery_services)
-    for name, svc in celery_services.items():
+    """Both directions, against services/settings.py, the list of every variable the code reads
+    (tests/suite/test_settings.py: nothing reads one around it): none read that compose never sets,
+    none set that nothing reads."""
+    assert set(ENV_ALIASES) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert set(IMAGE_ENV) <= {v.name for v in VARIABLES}, "stale image variable table"
+    expected = {v.name for v in VARIABLES} - set(IMAGE_ENV)
+    reads = {v.name: ["services/settings.py"] for v in VARIABLES}
+    services = celery_services()
+    assert {"aggregator", "worker-cpu", "gpu0", "remote gpu0"} <= set(services)
+    for name, svc in services.items():
         env = set(svc.get("environment") or {})
         unset = sorted(expected - env)
         unread = sorted(env - expected)
@@ -225,6 +229,20 @@ def test_images_bake_in_the_commit_compose_passes_them() -> None:
             where = build["dockerfile"]
             assert ("ARG", (f'{argument}=""',)) in runtime, f"{where}: ARG {argument}"
             assert ("ENV", (variable, f"${{{argument}}}")) in runtime, f"{where}: ENV {variable}"
+
+
+def test_compose_keeps_the_settings_defaults_except_for_the_stacks_own_values() -> None:
+    """With no .env, compose gives every variable the default of services/settings.py (or empty, which
+    is the default), except the stack's addresses, credentials and paths: one place for each default."""
+    defaults = {v.name: v.default for v in VARIABLES}
+    assert set(defaults) >= COMPOSE_OWN
+    for name, svc in celery_services().items():
+        if name.startswith("remote"):
+            continue
+        for var, value in svc["environment"].items():
+            if var in COMPOSE_OWN or var not in defaults:
+                continue
+            assert value in ("", defaults[var]), f"{name}: {var}={value!r}, default {defaults[var]!r}"
 
 
 def test_queues_and_node_names() -> None:

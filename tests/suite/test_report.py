@@ -29,7 +29,8 @@ from services.report import (
     paired_differences,
 )
 from services.spec import load_spec
-from services.studies import save_study, write_status
+from services.studies import save_study
+from tests.suite.records import record_status
 from tests.suite.servers import find_binary
 
 SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
@@ -43,7 +44,7 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
     for k, run in enumerate(study.runs):
         where = RunLocation(study.name, run.run_id)
         if run.run_id == fail:
-            write_status(
+            record_status(
                 store, study.name, run.run_id, {"state": "failed", "reason": "TrainingDiverged: loss is nan"}
             )
             continue
@@ -75,7 +76,7 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
             for kind, ch in (("nir", 1), ("pred", 3), ("gt", 3)):
                 img = torch.rand(ch, 16, 16, generator=torch.Generator().manual_seed(k))
                 store.put_bytes(where.artifact(f"samples/{name}_{kind}.png"), encode_png(img))
-        write_status(
+        record_status(
             store,
             study.name,
             run.run_id,

@@ -17,7 +17,8 @@ import pytest
 
 from colormamba.storage import LocalStorage
 from services.spec import Study, load_spec
-from services.studies import save_study, write_status
+from services.studies import save_study
+from tests.suite.records import record_status
 from tests.suite.servers import free_port
 from tests.suite.test_submit_cli import DEMO, REPO, SUBMIT, submit
 
@@ -32,10 +33,10 @@ def study(tmp_path: Path) -> tuple[LocalStorage, Study]:
     study = load_spec(DEMO)
     save_study(store, study)
     running, queued, succeeded, failed = (r.run_id for r in study.runs)
-    write_status(store, "demo", running, RUNNING)
-    write_status(store, "demo", queued, {"state": "queued"})
-    write_status(store, "demo", succeeded, {"state": "succeeded", "epoch": 2, "epochs": 2, "worker": "gpu2"})
-    write_status(store, "demo", failed, {"state": "failed", "reason": "TrainingDiverged: loss is nan"})
+    record_status(store, "demo", running, RUNNING)
+    record_status(store, "demo", queued, {"state": "queued"})
+    record_status(store, "demo", succeeded, {"state": "succeeded", "epoch": 2, "epochs": 2, "worker": "gpu2"})
+    record_status(store, "demo", failed, {"state": "failed", "reason": "TrainingDiverged: loss is nan"})
     return store, study
 
 
@@ -99,13 +100,13 @@ def test_watch_follows_the_runs_and_exits_when_every_run_has_ended(study, tmp_pa
     assert "TrainingDiverged: loss is nan" in first
 
     # the next epoch shows up in a later render: the table is live, not printed once
-    write_status(store, "demo", running, {**RUNNING, "epoch": 2, "step": 1, "eta_s": 20})
+    record_status(store, "demo", running, {**RUNNING, "epoch": 2, "step": 1, "eta_s": 20})
     later = wait_for_render(out, lambda r: "2/2" in row_of(r, running), proc)
     assert "0m20s" in row_of(later, running) and "1/4" in row_of(later, running)
     assert proc.poll() is None, "runs are still going: the watch goes on"
 
-    write_status(store, "demo", running, {"state": "succeeded", "epoch": 2, "epochs": 2})
-    write_status(store, "demo", queued, {"state": "cancelled", "reason": "cancelled while queued"})
+    record_status(store, "demo", running, {"state": "succeeded", "epoch": 2, "epochs": 2})
+    record_status(store, "demo", queued, {"state": "cancelled", "reason": "cancelled while queued"})
     rc = proc.wait(10)
     _, err = proc.communicate()
     assert rc == 0, err
@@ -148,3 +149,18 @@ def test_status_with_the_store_unreachable_is_a_clear_error(tmp_path):
     assert f"S3Storage(http://{endpoint}" in out.stderr and "unreachable" in out.stderr, out.stderr
     assert "Check that the S3 server is up" in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_a_lost_run_shows_no_eta_and_says_it_waits(study):
+    """A run whose worker died (the reaper's `lost` record): no live ETA, the note says what happens."""
+    from services.runs import lost_reason
+
+    store, spec = study
+    running = spec.runs[0].run_id
+    record_status(store, "demo", running, {"state": "lost", "reason": lost_reason("gpu1@host (pid 7)", None)})
+    out = submit("status", "demo", env={"COLORMAMBA_STORE": str(store.root)})
+    assert out.returncode == 0, out.stderr
+    row = row_of(out.stdout, running)
+    assert row[1] == "lost" and "1m15s" not in row, row
+    assert "waiting to be taken again" in " ".join(row), row
+    assert "1 lost" in out.stdout.splitlines()[0]

@@ -10,7 +10,7 @@ import pytest
 
 from colormamba import checkpoint
 from colormamba.storage import LocalStorage, ObjectNotFound, Storage, StorageError
-from colormamba.storage_s3 import S3Storage, open_store, s3_from_env
+from colormamba.storage_s3 import S3CredentialsRefused, S3Storage, open_store, s3_from_env
 from tests.suite.servers import S3_ACCESS_KEY, SeaweedS3, free_port
 
 
@@ -77,9 +77,12 @@ def test_wrong_credentials_fail_at_once_with_the_reason(seaweed, s3_env):
         seaweed.endpoint, S3_ACCESS_KEY, "not-the-secret", s3_env["COLORMAMBA_S3_BUCKET"], retry_seconds=30
     )
     started = time.monotonic()
-    with pytest.raises(StorageError, match="refused"):
+    with pytest.raises(S3CredentialsRefused, match="S3 credentials refused") as info:
         store.put_bytes("runs/s/r/x.json", b"x")
     assert time.monotonic() - started < 10, "a permanent error must not be retried for the whole bound"
+    message = str(info.value)
+    assert "COLORMAMBA_S3_ACCESS_KEY" in message and "COLORMAMBA_S3_SECRET_KEY" in message
+    assert "not-the-secret" not in message and isinstance(info.value, StorageError)
 
 
 def test_an_unreachable_endpoint_ends_in_a_clear_error_within_the_bound():
