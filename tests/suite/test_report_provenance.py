@@ -14,7 +14,8 @@ import yaml
 from colormamba.storage import LocalStorage
 from services.report import build_report, render_html, render_markdown
 from services.spec import parse_spec
-from services.studies import save_study, write_status
+from services.studies import save_study
+from tests.suite.records import record_status
 from tests.suite.test_submit_cli import DEMO
 
 WARNING = "Warning: the runs of this study were not computed alike"
@@ -44,7 +45,7 @@ def build(tmp_path: Path, provenances: list[Provenance], earlier: dict[int, Prov
         status = {"state": "succeeded", "select_metrics": {"psnr": 19.0 + i}, "provenance": provenance}
         if earlier and i in earlier:
             status["provenance_earlier"] = [earlier[i]]
-        write_status(store, study.name, run.run_id, status)
+        record_status(store, study.name, run.run_id, status)
     return study, build_report(store, study.name)
 
 

@@ -18,7 +18,8 @@ from colormamba.storage import LocalStorage, RunLocation
 from services.datasets import ensure_synthetic, upload_dataset
 from services.report import build_report, render_html, render_markdown
 from services.spec import SpecError, load_spec, parse_spec
-from services.studies import prepare_dataset, save_study, write_status
+from services.studies import prepare_dataset, save_study
+from tests.suite.records import record_status
 from tests.suite.test_submit_cli import DEMO, submit
 
 SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
@@ -173,7 +174,7 @@ def write_finished_run(
     metrics = {m: {"mean": v} for m, v in (("psnr", mean), ("ssim", 0.5), ("ae", 5.0), ("mae", 20.0))}
     record = {"metrics": metrics, "protocol": "colormamba", "select_split": "val", "report_split": "test"}
     store.put_bytes(where.artifact("metrics.json"), json.dumps(record).encode())
-    write_status(store, study, run, {"state": "succeeded", "epochs_done": 2, "best_epoch": 2,
+    record_status(store, study, run, {"state": "succeeded", "epochs_done": 2, "best_epoch": 2,
                                      "select_split": "val", "report_split": "test",
                                      "select_metrics": {"psnr": selected}})  # fmt: skip
 
