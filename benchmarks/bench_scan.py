@@ -30,7 +30,7 @@ import torch
 TARGET_SPEEDUP = 10.0
 TARGET_MEMORY_FRACTION = 0.25
 TARGET_SIZE = {"batch": 1, "d": 768, "n": 16, "l": 4096, "groups": 1}
-# The three SS2D calls of performance.md: batch 8, four scan directions of d_inner = 2C channels each
+# The three SS2D calls of docs/benchmarks.md: batch 8, four scan directions of d_inner = 2C channels each
 # (D = 4 * 2C), B and C grouped by direction (G = 4), d_state 16.
 SS2D_SIZES = [
     {"batch": 8, "d": 4 * 2 * c, "n": 16, "l": length, "groups": 4}

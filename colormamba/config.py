@@ -1,6 +1,6 @@
 """The run configuration: everything that decides what one training + evaluation run computes.
 
-Plain data (nanoGPT style): defaults are the study's recipe (evaluation.md), a run states only what it
+Plain data (nanoGPT style): defaults are the study's recipe (docs/evaluation.md), a run states only what it
 changes, unknown keys are refused, and the resolved configuration travels inside every checkpoint so
 that a resumed run or `predict` rebuilds exactly the same network.
 """

@@ -148,7 +148,7 @@ def probe_key(owner: str) -> str:
 
 @dataclass(frozen=True)
 class RunLocation:
-    """The keys of one run's artifacts (system.md's layout)."""
+    """The keys of one run's artifacts (docs/system.md's layout)."""
 
     study: str
     run: str

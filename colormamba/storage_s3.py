@@ -1,7 +1,7 @@
 """The object-store implementation of `colormamba.storage.Storage`: S3/MinIO through the `minio` SDK.
 
 Why these choices:
-- One bucket, system.md's layout as key prefixes (`datasets/`, `runs/`, `checkpoints/`, `reports/`...),
+- One bucket, docs/system.md's layout as key prefixes (`datasets/`, `runs/`, `checkpoints/`, `reports/`...),
   optionally under a `prefix` so that several deployments can share a bucket.
 - Atomic from a reader's point of view: an S3 object becomes visible only when its single PUT (or the
   CompleteMultipartUpload of a large one) succeeds, so a reader sees the old object or the new one, never

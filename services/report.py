@@ -1,4 +1,4 @@
-"""The comparison report of a study (evaluation.md, "What a comparison report holds"), rebuilt from the
+"""The comparison report of a study (docs/evaluation.md, "The report's statistics"), rebuilt from the
 store by the aggregator after every finished run and on demand.
 
 Why it reads everything from the store: the report must be a pure function of the runs' stored outputs

@@ -5,7 +5,7 @@ from colormamba.config import RunConfig
 
 def test_defaults_are_the_study_recipe() -> None:
     cfg = RunConfig(dataset="d")
-    # evaluation.md: 50 epochs, batch 8, Adam 1e-4 with betas 0.5/0.999, lr halved every 25 epochs
+    # docs/evaluation.md: 50 epochs, batch 8, Adam 1e-4 with betas 0.5/0.999, lr halved every 25 epochs
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.betas) == (50, 8, 1e-4, (0.5, 0.999))
     assert (cfg.lr_step_epochs, cfg.lr_gamma, cfg.protocol) == (25, 0.5, "colormamba")
 

@@ -1,4 +1,4 @@
-"""Training-pair augmentation (evaluation.md's recipe): flip, crop-and-resize, contrast jitter.
+"""Training-pair augmentation (docs/evaluation.md's recipe): flip, crop-and-resize, contrast jitter.
 
 The geometry (flip, crop) is shared by NIR and RGB: both are stacked into one (4, H, W) tensor and
 transformed together, so a pixel of the input always lands where its colour lands.

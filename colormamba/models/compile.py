@@ -1,6 +1,6 @@
 """Compiling the blocks that compile quickly: where the step's time goes in small memory-bound kernels.
 
-The published step spends 190 of its 265 ms outside the scan (performance.md), mostly in chains of small
+The published step spends 190 of its 265 ms outside the scan (docs/benchmarks.md), mostly in chains of small
 kernels that eager PyTorch runs one by one: a MambaIR block's layer norms, permutes, gates and residual
 scalings around the scan; SPADE's instance norm and per-pixel scale and shift; criss-cross attention's
 reshapes and softmax. Inductor fuses those chains without changing what is computed beyond float

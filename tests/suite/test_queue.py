@@ -1,5 +1,5 @@
 """The queue with real parts: redis-server, SeaweedFS S3, real `celery worker` processes, `jobs/submit.py`
-as a subprocess. End to end, and the fault tests of system.md's semantics."""
+as a subprocess. End to end, and the fault tests of docs/system.md's guarantees."""
 
 from __future__ import annotations
 
