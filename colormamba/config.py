@@ -46,6 +46,9 @@ class RunConfig:
     lr_step_epochs: int = 25
     lr_gamma: float = 0.5
     grad_clip: float = 0.0  # 0 disables; the reference does not clip
+    # Generator updates per batch, each with its own forward (the reference's fit.py takes two); the
+    # discriminators, when the loss has an adversarial term, update once per batch after the last one.
+    generator_steps_per_batch: int = 2
     max_steps_per_epoch: int = 0  # 0 = the whole training split; >0 for smoke runs
     # evaluation
     protocol: str = "colormamba"
@@ -74,7 +77,9 @@ class RunConfig:
         problems = []
         if not self.dataset:
             problems.append("dataset: required (path to the dataset root)")
-        for name in ("epochs", "batch_size", "lr_step_epochs", "cancel_check_every"):
+        for name in (
+            "epochs", "batch_size", "lr_step_epochs", "generator_steps_per_batch", "cancel_check_every"
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
         for name in ("max_steps_per_epoch", "num_samples", "seed"):

@@ -27,7 +27,7 @@ def test_every_weight_is_written_out_and_equals_the_preset(name: str) -> None:
     written = conf.get("terms", conf.get("weights"))
     assert written is not None, f"{name}: no explicit weights in {SPEC.name}"
     assert set(written) == set(LOSS_PRESETS[conf.get("loss", name)]), "a term is left to the preset"
-    source = conf["loss"] if "loss" in conf else written
+    source = conf.get("loss", written)
     resolved = resolve_loss_config(source, written if "loss" in conf else None)
     assert resolved == LOSS_PRESETS[name]
 
