@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from colormamba.data.augment import AugmentConfig
 from colormamba.data.layouts import LAYOUTS
 
 PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
@@ -106,6 +107,10 @@ class RunConfig:
         for name in ("channels_last", "compile", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        try:
+            AugmentConfig(**self.augment)
+        except (TypeError, ValueError) as exc:  # an unknown key is a TypeError naming it
+            problems.append(f"augment: {exc}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
             problems.append(f"layout: must be 'auto' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
         if problems:
