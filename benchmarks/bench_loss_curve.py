@@ -53,6 +53,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's colormamba
+
 import torch
 
 from colormamba.config import RunConfig, resolve_device

@@ -32,9 +32,9 @@ def test_every_bad_field_is_listed_at_once() -> None:
 
 def test_augment_overrides_are_checked_when_the_config_is_made() -> None:
     assert RunConfig(dataset="d", augment={"nir_contrast": True}).augment == {"nir_contrast": True}
-    with pytest.raises(ValueError, match="augment: .*nir_contrat"):
+    with pytest.raises(ValueError, match=r"augment: .*nir_contrat"):
         RunConfig(dataset="d", augment={"nir_contrat": True})  # a typo must not train the default
-    with pytest.raises(ValueError, match="augment: .*contrast_p"):
+    with pytest.raises(ValueError, match=r"augment: .*contrast_p"):
         RunConfig(dataset="d", augment={"contrast_p": 2.0})
 
 

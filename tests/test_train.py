@@ -48,6 +48,7 @@ def _config(dataset: Path, **overrides: object) -> RunConfig:
         seed=7,
         deterministic=True,
         cancel_check_every=1,
+        generator_steps_per_batch=1,  # half the time; the resume test takes the reference's 2
     )
     return RunConfig(**{**base, **overrides})
 
@@ -59,7 +60,7 @@ def _weights(store: LocalStorage, where: RunLocation) -> dict[str, torch.Tensor]
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    cfg = _config(tiny_dataset)
+    cfg = _config(tiny_dataset, generator_steps_per_batch=2)  # the reference's two updates per batch
     store = LocalStorage(tmp_path / "store")
     straight, resumed = RunLocation("s", "straight"), RunLocation("s", "resumed")
     train(cfg, store, straight)
@@ -330,3 +331,24 @@ def test_checkpoint_state_round_trips_through_one_list_of_keys() -> None:
         assert all(torch.equal(v, again[key][k]) for k, v in saved[key].items()), key
     assert _adam_steps(fresh.optimizer) == {2} and _adam_steps(fresh.optimizer_d) == {1}
     assert again["scheduler"] == saved["scheduler"] and again["config"] == saved["config"]
+
+
+def test_the_loop_hands_gb_the_jittered_nir_and_g_a_the_plain_one(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import colormamba.train as training
+
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def recording_step(parts, nir, target_rgb, hsv_nir=None):  # the real step, its inputs recorded
+        seen.append((nir, hsv_nir))
+        return train_step(parts, nir, target_rgb, hsv_nir)
+
+    monkeypatch.setattr(training, "train_step", recording_step)
+    for run, contrast_p in (("jitter", 1.0), ("none", 0.0)):
+        augment = {"contrast_p": contrast_p, "hflip_p": 0.0, "crop_fraction": 1.0}
+        cfg = _config(tiny_dataset, epochs=1, max_steps_per_epoch=1, augment=augment)
+        train(cfg, LocalStorage(tmp_path), RunLocation("s", run))
+    (nir, hsv_nir), (plain_nir, plain_hsv_nir) = seen
+    assert torch.equal(nir, plain_nir)  # G_A's NIR does not depend on the jitter
+    assert torch.equal(plain_hsv_nir, plain_nir) and not torch.equal(hsv_nir, nir)  # G_B's does
