@@ -5,7 +5,8 @@
     python benchmarks/bench_loss_curve.py --dataset /data/vcip2020 --device cuda --scan-backend triton
 
 The same run configuration (colormamba.config.RunConfig, trained by colormamba.train.train) is trained
-three times for exactly --steps optimiser steps:
+three times for exactly --steps training steps (batches; each takes RunConfig's generator_steps_per_batch
+generator updates):
 
     fp32        precision "fp32", the default layout, seed S           (the reference-faithful path)
     fast        precision "bf16" + channels_last, seed S               (the fast path)
@@ -52,6 +53,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's colormamba
 
 import torch
 
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="paper", help="model preset (colormamba.models.list_presets)")
     parser.add_argument("--size", type=int, default=256, help="side of the generated images")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per run")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (batches) per run")
     parser.add_argument("--window", type=int, default=25, help="steps per smoothing window")
     parser.add_argument("--seed", type=int, default=0, help="S: fp32 and fast use S, the noise run S+1")
     parser.add_argument("--floor", type=float, default=DEFAULT_FLOOR, help="smallest gap tolerated")

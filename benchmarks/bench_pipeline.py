@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's colormamba
 
 import torch
 from torch.utils.data import DataLoader
@@ -48,8 +51,8 @@ def bench_data(root: Path, device: torch.device, batch: int, epochs: int) -> lis
             _sync(device)
             t0 = time.perf_counter()
             n = 0
-            for nir, rgb in batches_of_epoch(epoch):
-                nir, rgb = nir.to(device, non_blocking=True), rgb.to(device, non_blocking=True)
+            for batch in batches_of_epoch(epoch):  # nir, rgb, hsv_nir
+                batch = [t.to(device, non_blocking=True) for t in batch]
                 n += 1
             _sync(device)
             times.append((time.perf_counter() - t0) * 1000 / n)
@@ -59,7 +62,7 @@ def bench_data(root: Path, device: torch.device, batch: int, epochs: int) -> lis
         per_item.set_epoch(epoch)
         gen = torch.Generator().manual_seed(epoch)
         for item in DataLoader(per_item, batch_size=batch, shuffle=True, generator=gen):
-            yield item["nir"], item["rgb"]
+            yield item["nir"], item["rgb"], item["hsv_nir"]
 
     base = time_epochs(loader_epoch)
     ours = time_epochs(lambda epoch: resident.epoch(epoch, batch))

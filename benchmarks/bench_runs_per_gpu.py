@@ -6,17 +6,18 @@
         --warmup 2 --threads-per-run 1 --runs-per-device 1,2
 
 For each k of --runs-per-device, k processes (multiprocessing "spawn", as the worker's pool processes are
-started) each build the model preset, an Adam and one random batch, take --warmup steps, wait for each
-other at a barrier, then take --steps timed steps together: forward, MSE on both outputs, backward, Adam
-(benchmarks/bench_train_step.py's step). Each process times its own window (one GPU synchronisation at
-its end, none per step, so its queue stays full as in training); the study's throughput is all steps over
-the span from the first start to the last end. Per k it prints {"bench": "runs_per_device", "k",
-"preset", "batch", "size", "device", "steps_per_s_total", "ms_per_step_per_run" (median over the runs),
-"peak_mem_mib_per_run" (the largest: torch.cuda.max_memory_allocated on CUDA, the process's peak RSS on
-the CPU), "speedup_vs_k1" (steps_per_s_total over k=1's; null without k=1), ...}.
+started) each build training's parts for the model preset and one random batch, take --warmup steps, wait
+for each other at a barrier, then take --steps timed steps together: colormamba.train.train_step with the
+`original` loss and RunConfig's generator updates per batch (benchmarks/bench_train_step.py's step). Each
+process times its own window (one GPU synchronisation at its end, none per step, so its queue stays full
+as in training); the study's throughput is all steps over the span from the first start to the last end.
+Per k it prints {"bench": "runs_per_device", "k", "preset", "batch", "size", "device", "steps_per_s_total",
+"ms_per_step_per_run" (median over the runs), "peak_mem_mib_per_run" (the largest:
+torch.cuda.max_memory_allocated on CUDA, the process's peak RSS on the CPU), "speedup_vs_k1"
+(steps_per_s_total over k=1's; null without k=1), ...}.
 
---precision bf16 runs the forward under bf16 autocast (RunConfig.precision="bf16"); Adam is fused on CUDA
-as in colormamba.train. On the CPU give --threads-per-run: k processes with torch's default thread count
+--precision bf16 runs the forward under bf16 autocast (RunConfig.precision="bf16"); Adam is fused on CUDA,
+as training makes it. On the CPU give --threads-per-run: k processes with torch's default thread count
 each would fight over every core. A failing process is reported with its traceback and ends the
 benchmark (exit 1); the others are stopped, nothing waits longer than --timeout.
 """
@@ -39,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks.bench_train_step import peak_memory_mib, setup, train_step
+from benchmarks.bench_train_step import peak_memory_mib, setup
+from colormamba.train import train_step
 
 
 class ChildFailed(RuntimeError):
@@ -59,20 +61,19 @@ def run_one(rank: int, opts: dict[str, Any], barrier: threading.Barrier, results
         device = torch.device(opts["device"])
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
-        model, opt, nir, target = setup(
+        parts, nir, target = setup(
             opts["preset"], opts["batch"], opts["size"], device, opts["scan_backend"], opts["tf32"],
-            fused_adam=device.type == "cuda",
+            precision=opts["precision"],
         )  # fmt: skip
-        amp = opts["precision"] == "bf16"
         for _ in range(opts["warmup"]):
-            train_step(model, opt, nir, target, amp)
+            train_step(parts, nir, target)
         _sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         barrier.wait(opts["timeout"])  # every run's timed window starts together
         start = time.monotonic()  # CLOCK_MONOTONIC: comparable between processes of this machine
         for _ in range(opts["steps"]):
-            train_step(model, opt, nir, target, amp)
+            train_step(parts, nir, target)
         _sync(device)
         end = time.monotonic()
         results.put(

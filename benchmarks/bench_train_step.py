@@ -1,20 +1,28 @@
-"""Time one training step (forward, backward, Adam) of a model preset; print JSON lines.
+"""Time one training step of a model preset, the step training takes; print JSON lines.
 
     python benchmarks/bench_train_step.py --preset tiny --batch 2 --size 64
+    python benchmarks/bench_train_step.py --preset small --batch 2 --size 64 --generator-steps 1 2
     python benchmarks/bench_train_step.py --preset paper --batch 8 --size 256 --device cuda --reference-ms 265
     python benchmarks/bench_train_step.py --preset paper --batch 8 --size 256 --device cuda --compare-fast \
         --scan-backend triton       # the fp32 path, then the fast path, in one process, and their ratio
 
-The loss is MSE on both outputs, as in performance.md's reference measurement, so the figure isolates
-the network. Each case prints {"case", "preset", "batch", "size", "device", "ms_per_step" (median),
-"peak_mem_mib", ...}; with --reference-ms a last line gives the ratio to that reference.
+The step is colormamba.train's own: `build_parts` (the model, the loss, Adam as training makes it: fused
+on CUDA, foreach elsewhere) and `train_step` (RunConfig.generator_steps_per_batch generator updates, each
+a forward, the loss, backward and Adam; a discriminator update when the loss is adversarial) on one random
+batch. --loss names the loss configuration, a preset of colormamba.losses, by default `original` (the
+study's baseline: MSE, cosine, MS-SSIM and hsv); VGG-19 has random weights (the pretrained ones cannot be
+downloaded here and cost the same). --generator-steps gives the updates per batch (default: RunConfig's,
+the reference's 2); with several values, each is timed and a last line gives their ratio to the first.
+Each case prints {"case", "preset", "batch", "size", "device", "loss", "generator_steps_per_batch",
+"ms_per_step" (median, one batch), "peak_mem_mib", ...}; with --reference-ms a last line gives the ratio to
+that reference (measured with MSE on both outputs and one generator update: see performance.md).
 
 The fast path (--fast, or both paths with --compare-fast) changes how the step runs, not what it computes:
-bf16 autocast (matmuls and convolutions in bf16, reductions and the scan's state in float32), channels-last
-activations and weights (the layout cuDNN's fastest convolutions use), and Adam's fused single-kernel
-update (the same update rule as the per-parameter loop). --compile adds torch.compile of the MambaIR,
-SPADE and criss-cross blocks (fused norms and elementwise chains); "first_step_s" then shows what
-compiling costs once.
+bf16 autocast of the generator's forward (RunConfig.precision "bf16": matmuls and convolutions in bf16,
+the loss, reductions and the scan's state in float32) and channels-last weights and inputs (the layout
+cuDNN's fastest convolutions use). --compile adds torch.compile of the MambaIR, SPADE and criss-cross
+blocks (fused norms and elementwise chains); "first_step_s" then shows what compiling costs once.
+TF32 matmuls and convolutions are on unless --no-tf32 (as in the reference measurement).
 """
 
 from __future__ import annotations
@@ -25,11 +33,16 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's colormamba
 
 import torch
-import torch.nn.functional as F
 
-from colormamba.models import build_model, compile_blocks
+from colormamba.config import RunConfig
+from colormamba.train import TrainingParts, build_parts, train_step
+
+DEFAULT_GENERATOR_STEPS = RunConfig(dataset="-").generator_steps_per_batch
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -45,37 +58,27 @@ def setup(
     device: torch.device,
     scan_backend: str,
     tf32: bool,
+    *,
+    loss: str = "original",
+    generator_steps: int = DEFAULT_GENERATOR_STEPS,
+    precision: str = "fp32",
     channels_last: bool = False,
-    fused_adam: bool = False,
     compile: bool = False,
-) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
-    """The model preset on `device` (`compile_blocks` applied if `compile`), its Adam, and one random batch
+) -> tuple[TrainingParts, torch.Tensor, torch.Tensor]:
+    """Training's parts for the preset on `device` (`colormamba.train.build_parts`) and one random batch
     (NIR input, RGB target); seeded."""
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(preset, scan_backend=scan_backend).to(device, memory_format=layout)
-    if compile:
-        compile_blocks(model)
-    # fused=None keeps torch's default choice (foreach); True runs one kernel for every parameter.
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), fused=fused_adam or None)
-    nir = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=layout)
+    cfg = RunConfig(
+        dataset="(a random batch)", model=preset, scan_backend=scan_backend, loss=loss, vgg_weights="random",
+        generator_steps_per_batch=generator_steps, precision=precision, channels_last=channels_last,
+        compile=compile, device=device.type,
+    )  # fmt: skip
+    parts = build_parts(cfg, device)
+    nir = torch.rand(batch, 1, size, size, device=device)
     target = torch.rand(batch, 3, size, size, device=device)
-    return model, opt, nir, target
-
-
-def train_step(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, nir: torch.Tensor, target: torch.Tensor, amp: bool
-) -> None:
-    """One step: forward (under bf16 autocast if `amp`), MSE on both outputs, backward, Adam. Does not
-    wait for the GPU: the caller synchronises where it times."""
-    with torch.autocast(nir.device.type, dtype=torch.bfloat16, enabled=amp):
-        rgb, hsv = model(nir)
-        loss = F.mse_loss(rgb.float(), target) + F.mse_loss(hsv.float(), target)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    return parts, nir, target
 
 
 def bench(
@@ -87,14 +90,16 @@ def bench(
     warmup: int,
     scan_backend: str,
     tf32: bool,
+    loss: str,
+    generator_steps: int,
     amp: bool,
     channels_last: bool = False,
-    fused_adam: bool = False,
     compile: bool = False,
 ) -> dict[str, object]:
-    model, opt, nir, target = setup(
-        preset, batch, size, device, scan_backend, tf32, channels_last, fused_adam, compile
-    )
+    parts, nir, target = setup(
+        preset, batch, size, device, scan_backend, tf32, loss=loss, generator_steps=generator_steps,
+        precision="bf16" if amp else "fp32", channels_last=channels_last, compile=compile,
+    )  # fmt: skip
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -102,7 +107,7 @@ def bench(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        train_step(model, opt, nir, target, amp)
+        train_step(parts, nir, target)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i == 0:
@@ -117,18 +122,24 @@ def bench(
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "scan_backend": scan_backend,
+        "loss": loss,
+        "generator_steps_per_batch": generator_steps,
         "tf32": tf32,
         "bf16_autocast": amp,
         "channels_last": channels_last,
-        "fused_adam": fused_adam,
+        "fused_adam": parts.optimizer.defaults.get("fused") is True,
         "compile": compile,
         "first_step_s": round(first_step_s, 2),
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "params_m": round(sum(p.numel() for p in parts.model.parameters()) / 1e6, 3),
         "ms_per_step": round(statistics.median(times), 2),
         "ms_min": round(min(times), 2),
         "steps": steps,
         "peak_mem_mib": round(peak_memory_mib(device), 1),
     }
+
+
+def _print(row: dict[str, object]) -> None:
+    print(json.dumps(row), flush=True)
 
 
 def main() -> None:
@@ -142,11 +153,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--scan-backend", default="auto")
+    parser.add_argument("--loss", default="original", help="a loss preset of colormamba.losses")
+    parser.add_argument(
+        "--generator-steps",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_GENERATOR_STEPS],
+        help="generator updates per batch (several: each is timed, then their ratio to the first)",
+    )
     parser.add_argument("--no-tf32", action="store_true")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (precision bf16)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last model and input")
-    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True)")
-    parser.add_argument("--fast", action="store_true", help="--bf16 --channels-last --fused-adam together")
+    parser.add_argument("--fast", action="store_true", help="--bf16 --channels-last together")
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -159,47 +177,53 @@ def main() -> None:
     )
     parser.add_argument("--reference-ms", type=float, default=None, help="a reference step time to compare")
     args = parser.parse_args()
+    if min(args.generator_steps) < 1:
+        parser.error("--generator-steps: every value must be >= 1")
     device = torch.device(args.device)
-    chosen = {
-        "amp": args.bf16 or args.fast,
-        "channels_last": args.channels_last or args.fast,
-        "fused_adam": args.fused_adam or args.fast,
-    }
+    chosen = {"amp": args.bf16 or args.fast, "channels_last": args.channels_last or args.fast}
     fast = {**dict.fromkeys(chosen, True), "compile": args.compile}
     reference = dict.fromkeys(chosen, False)
     chosen["compile"] = args.compile
     for preset in args.preset:
-        common = (preset, args.batch, args.size, device, args.steps, args.warmup, args.scan_backend)
-        if args.compare_fast:
-            base_row = bench(*common, not args.no_tf32, **reference)
-            print(json.dumps(base_row), flush=True)
-            row = bench(*common, not args.no_tf32, **fast)
-            print(json.dumps(row), flush=True)
-            comparison = {
-                "case": "fast_vs_fp32",
+        by_steps = {}
+        for generator_steps in args.generator_steps:
+            common = (preset, args.batch, args.size, device, args.steps, args.warmup, args.scan_backend,
+                      not args.no_tf32, args.loss, generator_steps)  # fmt: skip
+            if args.compare_fast:
+                base_row = bench(*common, **reference)
+                _print(base_row)
+                row = bench(*common, **fast)
+                _print(row)
+                _print({
+                    "case": "fast_vs_fp32",
+                    "preset": preset,
+                    "generator_steps_per_batch": generator_steps,
+                    "fp32_ms": base_row["ms_per_step"],
+                    "fast_ms": row["ms_per_step"],
+                    "speedup": round(base_row["ms_per_step"] / row["ms_per_step"], 3),
+                    "fp32_peak_mem_mib": base_row["peak_mem_mib"],
+                    "fast_peak_mem_mib": row["peak_mem_mib"],
+                })  # fmt: skip
+            else:
+                row = bench(*common, **chosen)
+                _print(row)
+            by_steps[generator_steps] = row["ms_per_step"]
+            if args.reference_ms:
+                _print({
+                    "case": "vs_reference",
+                    "preset": preset,
+                    "generator_steps_per_batch": generator_steps,
+                    "reference_ms": args.reference_ms,
+                    "ratio": round(row["ms_per_step"] / args.reference_ms, 3),
+                })  # fmt: skip
+        if len(by_steps) > 1:
+            first = args.generator_steps[0]
+            _print({
+                "case": "generator_steps",
                 "preset": preset,
-                "fp32_ms": base_row["ms_per_step"],
-                "fast_ms": row["ms_per_step"],
-                "speedup": round(base_row["ms_per_step"] / row["ms_per_step"], 3),
-                "fp32_peak_mem_mib": base_row["peak_mem_mib"],
-                "fast_peak_mem_mib": row["peak_mem_mib"],
-            }
-            print(json.dumps(comparison), flush=True)
-        else:
-            row = bench(*common, not args.no_tf32, **chosen)
-            print(json.dumps(row), flush=True)
-        if args.reference_ms:
-            print(
-                json.dumps(
-                    {
-                        "case": "vs_reference",
-                        "preset": preset,
-                        "reference_ms": args.reference_ms,
-                        "ratio": round(row["ms_per_step"] / args.reference_ms, 3),
-                    }
-                ),
-                flush=True,
-            )
+                "ms_per_step": {str(k): v for k, v in by_steps.items()},
+                "ratio_to_first": {str(k): round(v / by_steps[first], 3) for k, v in by_steps.items()},
+            })  # fmt: skip
 
 
 if __name__ == "__main__":

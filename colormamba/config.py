@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from colormamba.data.augment import AugmentConfig
 from colormamba.data.layouts import LAYOUTS
 
 PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
@@ -53,6 +54,9 @@ class RunConfig:
     lr_step_epochs: int = 25
     lr_gamma: float = 0.5
     grad_clip: float = 0.0  # 0 disables; the reference does not clip
+    # Generator updates per batch, each with its own forward (the reference's fit.py takes two); the
+    # discriminators, when the loss has an adversarial term, update once per batch after the last one.
+    generator_steps_per_batch: int = 2
     max_steps_per_epoch: int = 0  # 0 = the whole training split; >0 for smoke runs
     # evaluation
     protocol: str = "colormamba"
@@ -82,7 +86,9 @@ class RunConfig:
         problems = []
         if not self.dataset:
             problems.append("dataset: required (path to the dataset root)")
-        for name in ("epochs", "batch_size", "lr_step_epochs", "cancel_check_every"):
+        for name in (
+            "epochs", "batch_size", "lr_step_epochs", "generator_steps_per_batch", "cancel_check_every"
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
         for name in ("max_steps_per_epoch", "num_samples", "seed"):
@@ -112,6 +118,10 @@ class RunConfig:
         for name in ("select_split", "report_split"):
             if getattr(self, name) not in EVAL_SPLITS:
                 problems.append(f"{name}: must be one of {EVAL_SPLITS}, got {getattr(self, name)!r}")
+        try:
+            AugmentConfig(**self.augment)
+        except (TypeError, ValueError) as exc:  # an unknown key is a TypeError naming it
+            problems.append(f"augment: {exc}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
             problems.append(f"layout: must be 'auto' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
         if problems:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from colormamba.config import RunConfig
 from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.spec import Study
@@ -183,6 +184,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "dirty_runs": sorted(run for run, ps in provenances.items() if any(p.get("git_dirty") for p in ps)),
         "baseline": baseline_variant,
         "seeds": study.spec.seeds,
+        "generator_steps_per_batch": generator_steps(study),
         "summary": summary,
         "runs": runs,
         "differences": differences,
@@ -584,13 +586,29 @@ def _splits_line(data: dict[str, Any]) -> str:
     return line
 
 
+def generator_steps(study: Study) -> list[int]:
+    """The generator updates per batch the study's runs take (several when a spec sweeps them); a run
+    planned before the field existed trains with RunConfig's default, as the worker resolves it."""
+    default = RunConfig.generator_steps_per_batch
+    return sorted({run.config.get("generator_steps_per_batch", default) for run in study.runs})
+
+
 def _intro(data: dict[str, Any]) -> list[str]:
+    steps = ", ".join(str(n) for n in data.get("generator_steps_per_batch", []))
     return [
         f"Dataset `{data['dataset']}`, model preset `{data['model']}`, protocol `{data['protocol']}`, "
         f"seeds {data['seeds']}.",
         _splits_line(data),
         "Metrics per image at full resolution, then mean ± standard deviation over images and seeds. "
-        "AE is the angular error in degrees; MAE is the mean absolute error on the 0-255 scale.",
+        "AE is the angular error in degrees: under the `colormamba` protocol the published code's formula, "
+        "the mean over pixels of arccos(<gt, pred> / (|gt| |pred| + 1e-6)), which scores identical images "
+        "slightly above 0 (black pixels 90°); under `plain` the exact angle, 0 for identical pixels. MAE is "
+        "the mean absolute error on the 0-255 scale; LPIPS is AlexNet's, empty where its weights are absent.",
+        f"Generator updates per batch: {steps or 'not recorded'} (the reference's fit.py takes 2).",
+        "`original` (MSE + cosine + MS-SSIM on RGB, each weighted 20x the hsv term as the reference weighs "
+        "RGB against HSV) is the study's baseline, not a reproduction of the published ColorMamba "
+        "(24.56 dB PSNR): the reference's objective also has an autoencoder-feature term and GAN terms, "
+        "which the study leaves out.",
     ]
 
 

@@ -48,6 +48,7 @@ SWEEPABLE = (
     "lr_gamma",
     "grad_clip",
     "max_steps_per_epoch",
+    "generator_steps_per_batch",
 )
 MAX_RUN_ID = 128
 
@@ -100,6 +101,7 @@ class Recipe(_Strict):
     lr_gamma: Gamma | Annotated[list[Gamma], Field(min_length=1)] | None = None
     grad_clip: NonNegNum | Annotated[list[NonNegNum], Field(min_length=1)] | None = None
     max_steps_per_epoch: NonNegIntOrSweep | None = None
+    generator_steps_per_batch: PosIntOrSweep | None = None
     betas: tuple[float, float] | None = None
     augment: dict[str, Any] | None = None
     model_overrides: dict[str, Any] | None = None

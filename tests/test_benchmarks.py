@@ -1,6 +1,6 @@
-"""The benchmarks run: tiny CPU passes of benchmarks/bench_runs_per_gpu.py and bench_pipeline.py as a user
-runs them (subprocesses), checking their JSON lines, and that a failing run ends bench_runs_per_gpu with
-the run's error, not a hang."""
+"""The benchmarks run: tiny CPU passes of benchmarks/bench_train_step.py, bench_runs_per_gpu.py and
+bench_pipeline.py as a user runs them (subprocesses), checking their JSON lines, and that a failing run
+ends bench_runs_per_gpu with the run's error, not a hang."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ TINY = ("--batch", "1", "--size", "32", "--device", "cpu", "--steps", "2", "--wa
         "--threads-per-run", "1", "--runs-per-device", "1,2")  # fmt: skip
 
 
-def bench_runs_per_gpu(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def bench_runs_per_gpu(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(RUNS_PER_GPU), *args], capture_output=True, text=True, timeout=timeout,
         cwd=REPO, stdin=subprocess.DEVNULL,
@@ -68,3 +68,20 @@ def test_pipeline_benchmark_compares_each_way_with_its_baseline() -> None:
     speedup = data[0]["ms_per_batch"] / data[1]["ms_per_batch"]
     assert data[2]["speedup"] == pytest.approx(speedup, rel=0.05)  # of the unrounded times
     assert ckpt[0]["mib"] > 1 and ckpt[1]["write_ms"] >= ckpt[1]["blocked_ms"] > 0
+
+
+def test_train_step_benchmark_times_trainings_step_per_generator_step_count() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_train_step.py"), "--preset", "tiny", "--batch", "1",
+         "--size", "32", "--device", "cpu", "--steps", "1", "--warmup", "1", "--generator-steps", "1", "2"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["case"] for r in rows] == ["train_step", "train_step", "generator_steps"]
+    one, two, ratio = rows
+    assert one["loss"] == two["loss"] == "original"
+    assert (one["generator_steps_per_batch"], two["generator_steps_per_batch"]) == (1, 2)
+    assert not one["fused_adam"] and one["bf16_autocast"] is False  # training's CPU Adam: foreach
+    assert one["ms_per_step"] > 0 and two["ms_per_step"] > 0
+    assert ratio["ratio_to_first"]["2"] == pytest.approx(two["ms_per_step"] / one["ms_per_step"], abs=2e-3)

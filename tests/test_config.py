@@ -8,6 +8,7 @@ def test_defaults_are_the_study_recipe() -> None:
     # docs/evaluation.md: 50 epochs, batch 8, Adam 1e-4 with betas 0.5/0.999, lr halved every 25 epochs
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.betas) == (50, 8, 1e-4, (0.5, 0.999))
     assert (cfg.lr_step_epochs, cfg.lr_gamma, cfg.protocol) == (25, 0.5, "colormamba")
+    assert cfg.generator_steps_per_batch == 2  # the reference's fit.py: two generator updates per batch
 
 
 def test_round_trip_through_plain_data() -> None:
@@ -23,10 +24,18 @@ def test_unknown_keys_are_refused_by_name() -> None:
 
 def test_every_bad_field_is_listed_at_once() -> None:
     with pytest.raises(ValueError) as err:
-        RunConfig(dataset="", epochs=0, lr=-1.0, protocol="nope", device="tpu")
+        RunConfig(dataset="", epochs=0, lr=-1.0, protocol="nope", device="tpu", generator_steps_per_batch=0)
     message = str(err.value)
-    for field in ("dataset", "epochs", "lr", "protocol", "device"):
+    for field in ("dataset", "epochs", "lr", "protocol", "device", "generator_steps_per_batch"):
         assert f"{field}:" in message
+
+
+def test_augment_overrides_are_checked_when_the_config_is_made() -> None:
+    assert RunConfig(dataset="d", augment={"nir_contrast": True}).augment == {"nir_contrast": True}
+    with pytest.raises(ValueError, match=r"augment: .*nir_contrat"):
+        RunConfig(dataset="d", augment={"nir_contrat": True})  # a typo must not train the default
+    with pytest.raises(ValueError, match=r"augment: .*contrast_p"):
+        RunConfig(dataset="d", augment={"contrast_p": 2.0})
 
 
 def test_device_resolution() -> None:

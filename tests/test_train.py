@@ -15,11 +15,24 @@ import torch
 
 from colormamba import checkpoint
 from colormamba.config import RunConfig
+from colormamba.data.augment import pil_contrast
 from colormamba.evaluate import evaluate
+from colormamba.imaging import gray_to_hsv, normalize_per_image, pad_to_multiple
 from colormamba.models import build_model
 from colormamba.models.compile import COMPILED_BLOCKS
 from colormamba.storage import LocalStorage, RunLocation, StorageError
-from colormamba.train import RunCancelled, TrainingDiverged, train
+from colormamba.train import (
+    Progress,
+    RunCancelled,
+    TrainingDiverged,
+    TrainingParts,
+    build_parts,
+    generator_forward,
+    load_state,
+    to_state,
+    train,
+    train_step,
+)
 
 
 def _config(dataset: Path, **overrides: object) -> RunConfig:
@@ -35,6 +48,7 @@ def _config(dataset: Path, **overrides: object) -> RunConfig:
         seed=7,
         deterministic=True,
         cancel_check_every=1,
+        generator_steps_per_batch=1,  # half the time; the resume test takes the reference's 2
     )
     return RunConfig(**{**base, **overrides})
 
@@ -46,7 +60,7 @@ def _weights(store: LocalStorage, where: RunLocation) -> dict[str, torch.Tensor]
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    cfg = _config(tiny_dataset)
+    cfg = _config(tiny_dataset, generator_steps_per_batch=2)  # the reference's two updates per batch
     store = LocalStorage(tmp_path / "store")
     straight, resumed = RunLocation("s", "straight"), RunLocation("s", "resumed")
     train(cfg, store, straight)
@@ -242,3 +256,100 @@ def test_compiled_fast_path_trains_and_validates_eagerly(
     # validation ran eagerly in float32: evaluating best.pt (an uncompiled model) reproduces it
     ev = evaluate(cfg, store, where)
     assert ev.summary["psnr"]["mean"] == pytest.approx(result.best_psnr, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the pieces of train(): one batch, G_B's HSV input, checkpoint state
+
+
+def _parts(seed: int = 0, **overrides: object) -> TrainingParts:
+    torch.manual_seed(seed)
+    cfg = RunConfig(dataset="-", model="tiny", device="cpu", lr=1e-3, **overrides)
+    return build_parts(cfg, torch.device("cpu"))
+
+
+def _batch(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(2, 1, size, size, generator=g), torch.rand(2, 3, size, size, generator=g)
+
+
+def _adam_steps(optimizer: torch.optim.Optimizer) -> set[int]:
+    return {int(state["step"]) for state in optimizer.state.values()}
+
+
+def test_a_batch_takes_two_generator_updates_and_logs_the_last() -> None:
+    nir, rgb = _batch()
+    two, one = _parts(), _parts(generator_steps_per_batch=1)
+    assert two.cfg.generator_steps_per_batch == 2  # the default: the reference's fit.py
+    logged = train_step(two, nir, rgb)
+    first, second = train_step(one, nir, rgb), train_step(one, nir, rgb)
+    assert _adam_steps(two.optimizer) == {2}
+    weights_one = one.model.state_dict()
+    for name, weight in two.model.state_dict().items():
+        assert torch.equal(weight, weights_one[name]), name  # = two batches of one update on the same data
+    assert logged.keys() == second.keys() == {"loss", "mse", "cosine", "msssim", "hsv"}
+    assert all(torch.equal(logged[k], second[k]) for k in logged)  # the last update's forward
+    assert not torch.equal(first["loss"], second["loss"])
+
+
+def test_the_discriminators_update_once_per_batch() -> None:
+    parts = _parts(loss={"mse": 20.0, "hsv": 1.0, "adversarial": 1.0})
+    logged = train_step(parts, *_batch())
+    assert {"adversarial", "discriminator"} <= logged.keys()
+    assert _adam_steps(parts.optimizer) == {2} and _adam_steps(parts.optimizer_d) == {1}
+
+
+def test_gb_reads_its_hsv_input_from_hsv_nir_and_g_a_never_does() -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()  # eval: spectral norm's power iteration would change the weights
+    nir = torch.rand(2, 1, 24, 40)  # not a multiple of the network's stride: padding and cropping
+    with torch.no_grad():
+        plain = model(nir)
+        assert all(torch.equal(a, b) for a, b in zip(plain, generator_forward(model, nir, nir), strict=True))
+    inputs: dict[str, tuple] = {}
+    model.hsv_net.register_forward_pre_hook(lambda _, args: inputs.update(hsv_net=args))
+    model.rgb_net.register_forward_pre_hook(lambda _, args: inputs.update(rgb_net=args))
+    jittered = pil_contrast(nir, torch.tensor([0.5, 1.4]))
+    with torch.no_grad():
+        rgb, _ = generator_forward(model, nir, jittered)
+    expected_nir = pad_to_multiple(normalize_per_image(nir), model.size_multiple)[0]
+    expected_hsv = pad_to_multiple(normalize_per_image(gray_to_hsv(jittered)), model.size_multiple)[0]
+    assert torch.equal(inputs["hsv_net"][0], expected_nir) and torch.equal(inputs["rgb_net"][0], expected_nir)
+    assert torch.equal(inputs["hsv_net"][1], expected_hsv)
+    assert not torch.equal(rgb, plain[0])  # the jitter reaches the colours through G_B's guidance
+
+
+def test_checkpoint_state_round_trips_through_one_list_of_keys() -> None:
+    parts = _parts(loss={"mse": 20.0, "hsv": 1.0, "adversarial": 1.0})
+    train_step(parts, *_batch())
+    progress = Progress(epoch=3, best_epoch=2, best_psnr=21.5, train_seconds=4.25, history=[{"epoch": 1}])
+    saved = checkpoint.from_bytes(checkpoint.to_bytes(checkpoint.snapshot(to_state(parts, progress))), "t")
+    fresh = _parts(seed=1, loss={"mse": 20.0, "hsv": 1.0, "adversarial": 1.0})
+    assert load_state(fresh, saved) == progress
+    again = to_state(fresh, progress)
+    assert again.keys() == to_state(parts, progress).keys() and again.keys() <= saved.keys()
+    for key in ("model", "discriminators"):
+        assert all(torch.equal(v, again[key][k]) for k, v in saved[key].items()), key
+    assert _adam_steps(fresh.optimizer) == {2} and _adam_steps(fresh.optimizer_d) == {1}
+    assert again["scheduler"] == saved["scheduler"] and again["config"] == saved["config"]
+
+
+def test_the_loop_hands_gb_the_jittered_nir_and_g_a_the_plain_one(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import colormamba.train as training
+
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def recording_step(parts, nir, target_rgb, hsv_nir=None):  # the real step, its inputs recorded
+        seen.append((nir, hsv_nir))
+        return train_step(parts, nir, target_rgb, hsv_nir)
+
+    monkeypatch.setattr(training, "train_step", recording_step)
+    for run, contrast_p in (("jitter", 1.0), ("none", 0.0)):
+        augment = {"contrast_p": contrast_p, "hflip_p": 0.0, "crop_fraction": 1.0}
+        cfg = _config(tiny_dataset, epochs=1, max_steps_per_epoch=1, augment=augment)
+        train(cfg, LocalStorage(tmp_path), RunLocation("s", run))
+    (nir, hsv_nir), (plain_nir, plain_hsv_nir) = seen
+    assert torch.equal(nir, plain_nir)  # G_A's NIR does not depend on the jitter
+    assert torch.equal(plain_hsv_nir, plain_nir) and not torch.equal(hsv_nir, nir)  # G_B's does

@@ -3,10 +3,17 @@
 The geometry (flip, crop) is shared by NIR and RGB: both are stacked into one (4, H, W) tensor and
 transformed together, so a pixel of the input always lands where its colour lands.
 
-Contrast jitter applies to the NIR input only. The reference puts torchvision's ColorJitter on the input;
-jittering the RGB target as well would make the same NIR content map to randomly stretched colours, i.e.
-add noise to the very quantity the losses and PSNR measure, and teach the model to output arbitrary
-contrast. Jittering the input alone teaches what it is for: robustness to NIR exposure and sensor gain.
+Contrast jitter as the reference does it (docs/evaluation.md, docs/architecture.md): PIL's
+`ImageEnhance.Contrast` with one factor per item, applied to the target RGB and to the NIR *read as RGB*,
+which is what G_B converts to its HSV input, and never to the grey NIR that G_A reads. A grey image read
+as RGB is that grey in every channel and its luma is the grey itself, so the jittered "NIR read as RGB"
+is the jittered grey NIR, and its HSV reading is (0, 0, jittered NIR). Our model derives G_B's HSV input
+from the NIR it is given, so an augmented item carries that jittered NIR separately as `hsv_nir`, and the
+training step hands it to G_B only (colormamba.train.generator_forward). After the per-image min-max
+normalisation the target's jitter changes little (an affine change of contrast is undone; clipping at
+factors above 1 and PIL's 8-bit rounding remain), whereas G_B's HSV input keeps it: its hue and saturation
+channels are 0, so its normalisation divides the value channel by its maximum and does not undo the shift
+towards the mean. `AugmentConfig.nir_contrast` jitters the grey NIR as well, beyond the reference.
 
 Randomness comes from a torch.Generator seeded from (seed, epoch, index), never from the global RNG, so
 an item's augmentation does not depend on worker count, sampling order or how many items came before:
@@ -18,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,7 +42,10 @@ class AugmentConfig:
         crop_fraction: side of the random crop as a fraction of the image side (200/256: a 200x200 crop of
             a 256x256 image), resized back to the full size; 1.0 disables cropping.
         contrast_range: (low, high) of the uniform contrast factor.
-        contrast_p: probability of contrast jitter (NIR only, see the module docstring).
+        contrast_p: probability of contrast jitter (target RGB and G_B's HSV reading of the NIR, see the
+            module docstring).
+        nir_contrast: jitter the grey NIR that G_A reads too (with the item's factor): a stronger
+            augmentation than the reference's, off by default.
     """
 
     enabled: bool = True
@@ -42,6 +53,7 @@ class AugmentConfig:
     crop_fraction: float = 200 / 256
     contrast_range: tuple[float, float] = (0.5, 1.5)
     contrast_p: float = 0.5
+    nir_contrast: bool = False
 
     def __post_init__(self) -> None:
         # JSON round-trips give lists; frozen, hence object.__setattr__
@@ -55,6 +67,9 @@ class AugmentConfig:
         low_high = self.contrast_range
         if len(low_high) != 2 or not 0.0 <= low_high[0] <= low_high[1]:
             problems.append(f"contrast_range must be (low, high) with 0 <= low <= high, got {low_high}")
+        for field in ("enabled", "nir_contrast"):
+            if not isinstance(getattr(self, field), bool):
+                problems.append(f"{field} must be true or false, got {getattr(self, field)!r}")
         if problems:
             raise ValueError("AugmentConfig: " + "; ".join(problems))
 
@@ -95,30 +110,96 @@ def sample_params(cfg: AugmentConfig, height: int, width: int, generator: torch.
     return AugmentParams(flip=u_flip < cfg.hflip_p, crop=(top, left, crop_h, crop_w), contrast=contrast)
 
 
+class AugmentedPair(NamedTuple):
+    """An augmented item or batch; tensors in [0, 1], batched (B, C, H, W) or not (C, H, W).
+
+    Attributes:
+        nir: (1, H, W) the grey NIR that G_A reads (and G_B as its grey channel and edge map).
+        rgb: (3, H, W) the target.
+        hsv_nir: (1, H, W) the NIR that G_B reads as HSV: the reference's contrast-jittered "NIR read as
+            RGB"; `nir` itself where no jitter was drawn.
+    """
+
+    nir: torch.Tensor
+    rgb: torch.Tensor
+    hsv_nir: torch.Tensor
+
+
+# PIL's RGB -> L conversion: ITU-R 601-2 luma in 16-bit fixed point, L = (R*19595 + G*38470 + B*7471
+# + 0x8000) >> 16. The weights sum to 65536, so a grey pixel read as RGB has the grey level as its luma.
+_PIL_LUMA_WEIGHTS = (19595, 38470, 7471)
+
+
+def pil_contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's `ImageEnhance.Contrast(image).enhance(factor)` for each image of a batch, on its device.
+
+    PIL blends the 8-bit image with a flat image of its mean luma: m = int(mean(L) + 0.5) with L the
+    image's greyscale (luma) version, out = m + factor * (image - m) in float32, clipped to [0, 255] and
+    truncated to 8 bits. Inputs are rounded to the 8-bit grid first, as PIL holds bytes.
+
+    Args:
+        images: (B, C, H, W) in [0, 1]; C = 1 (a grey "L" image) or 3 (RGB).
+        factors: (B,) contrast factors (1 keeps the image, 0 gives the flat mean).
+    Returns:
+        (B, C, H, W) float32 in [0, 1], on the 8-bit grid.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"pil_contrast: images must be (B, 1 or 3, H, W), got {tuple(images.shape)}")
+    levels = images.float().mul(255.0).round_().clamp_(0.0, 255.0)  # (B, C, H, W): PIL's bytes
+    if images.shape[1] == 3:
+        weights = torch.tensor(_PIL_LUMA_WEIGHTS, dtype=torch.int64, device=images.device).view(1, 3, 1, 1)
+        luma = ((levels.long() * weights).sum(dim=1) + 0x8000) >> 16  # (B, H, W)
+    else:
+        luma = levels[:, 0].long()
+    mean = luma.flatten(1).sum(dim=1).double() / luma[0].numel()  # exact: PIL's ImageStat mean
+    mean = (mean + 0.5).floor().float().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    factor = factors.to(device=images.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    blended = mean + factor * (levels - mean)  # float32, as PIL's blend computes it
+    return blended.clamp_(0.0, 255.0).trunc_().div_(255.0)
+
+
 def augment_batch(
-    nir: torch.Tensor, rgb: torch.Tensor, params: Sequence[AugmentParams]
-) -> tuple[torch.Tensor, torch.Tensor]:
+    nir: torch.Tensor, rgb: torch.Tensor, params: Sequence[AugmentParams], nir_contrast: bool = False
+) -> AugmentedPair:
     """Apply each item's augmentation to a batch, on whatever device the batch is on.
 
     One code path for one item and for a batch on the GPU (the training loop keeps the split there), so
     both give the same pixels: a flip, then the crop resized back with bicubic interpolation, antialias
     on (for upsampling that is PIL's bicubic kernel, a = -0.5, which the reference's PIL-based transforms
     use; antialias off would switch to the sharper a = -0.75 kernel), clamped to [0, 1] because bicubic
-    overshoots; then contrast jitter on the NIR: a blend with the image's mean (torchvision's
-    adjust_contrast for one channel), clamped to [0, 1].
+    overshoots; then the contrast jitter (`pil_contrast`, one factor per item) on the target and on the
+    NIR that G_B reads as HSV, and on the grey NIR only with `nir_contrast` (see the module docstring).
 
     Args:
         nir: (B, 1, H, W) in [0, 1].
         rgb: (B, 3, H, W) in [0, 1].
         params: B items' choices (sample_params); every crop has the same size, as sample_params gives
             for one frame size.
+        nir_contrast: jitter the grey NIR too (AugmentConfig.nir_contrast).
     Returns:
-        nir (B, 1, H, W) and rgb (B, 3, H, W), in [0, 1], new tensors.
+        AugmentedPair of (B, 1, H, W), (B, 3, H, W), (B, 1, H, W) in [0, 1], new tensors.
     """
     if len(params) != nir.shape[0]:
         raise ValueError(f"augment_batch: {len(params)} params for a batch of {nir.shape[0]}")
+    nir, rgb = _geometry(nir, rgb, params)
+    hsv_nir = nir
+    jittered = [i for i, p in enumerate(params) if p.contrast is not None]
+    if jittered:
+        factors = torch.tensor([params[i].contrast for i in jittered], dtype=torch.float32)
+        rgb, hsv_nir = rgb.clone(), nir.clone()
+        rgb[jittered] = pil_contrast(rgb[jittered], factors)
+        hsv_nir[jittered] = pil_contrast(nir[jittered], factors)
+        if nir_contrast:
+            nir = hsv_nir
+    return AugmentedPair(nir, rgb, hsv_nir)
+
+
+def _geometry(
+    nir: torch.Tensor, rgb: torch.Tensor, params: Sequence[AugmentParams]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flips and crops of `augment_batch`, one geometry for input and target."""
     height, width = nir.shape[-2:]
-    both = torch.cat([nir, rgb], dim=1)  # (B, 4, H, W): one geometry for input and target
+    both = torch.cat([nir, rgb], dim=1)  # (B, 4, H, W)
     flipped = [i for i, p in enumerate(params) if p.flip]
     if flipped:
         both[flipped] = both[flipped].flip(-1)
@@ -135,46 +216,40 @@ def augment_batch(
         both = F.interpolate(
             torch.stack(crops), size=(height, width), mode="bicubic", align_corners=False, antialias=True
         ).clamp_(0.0, 1.0)
-    nir, rgb = both[:, :1], both[:, 1:]
-    jittered = [i for i, p in enumerate(params) if p.contrast is not None]
-    if jittered:
-        factor = torch.tensor([params[i].contrast for i in jittered], dtype=nir.dtype).to(nir.device)
-        grey = nir[jittered]
-        mean = grey.mean(dim=(1, 2, 3), keepdim=True)
-        nir = nir.clone()
-        nir[jittered] = ((grey - mean) * factor.view(-1, 1, 1, 1) + mean).clamp_(0.0, 1.0)
-    return nir, rgb
+    return both[:, :1], both[:, 1:]
 
 
 def apply_params(
-    nir: torch.Tensor, rgb: torch.Tensor, params: AugmentParams
-) -> tuple[torch.Tensor, torch.Tensor]:
+    nir: torch.Tensor, rgb: torch.Tensor, params: AugmentParams, nir_contrast: bool = False
+) -> AugmentedPair:
     """Apply one item's augmentation (augment_batch on a batch of one).
 
     Args:
         nir: (1, H, W) in [0, 1].
         rgb: (3, H, W) in [0, 1], same H, W.
+        params: the item's choices.
+        nir_contrast: jitter the grey NIR too.
     Returns:
-        nir (1, H, W) and rgb (3, H, W), in [0, 1].
+        AugmentedPair of (1, H, W), (3, H, W), (1, H, W) in [0, 1].
     """
-    out_nir, out_rgb = augment_batch(nir[None], rgb[None], [params])
-    return out_nir[0], out_rgb[0]
+    out = augment_batch(nir[None], rgb[None], [params], nir_contrast)
+    return AugmentedPair(*(t[0] for t in out))
 
 
 def augment_pair(
     nir: torch.Tensor, rgb: torch.Tensor, cfg: AugmentConfig, seed: int, epoch: int, index: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> AugmentedPair:
     """Augment one training pair, deterministically in (seed, epoch, index).
 
     Args:
         nir: (1, H, W) in [0, 1].
         rgb: (3, H, W) in [0, 1].
-        cfg: what to apply; `cfg.enabled` False returns the inputs unchanged.
+        cfg: what to apply; `cfg.enabled` False returns the inputs unchanged (and `nir` as `hsv_nir`).
         seed, epoch, index: non-negative; the run's seed, the epoch and the item's index in the dataset.
     Returns:
-        nir (1, H, W) and rgb (3, H, W), in [0, 1].
+        AugmentedPair of (1, H, W), (3, H, W), (1, H, W) in [0, 1].
     """
     if not cfg.enabled:
-        return nir, rgb
+        return AugmentedPair(nir, rgb, nir)
     params = sample_params(cfg, nir.shape[1], nir.shape[2], item_generator(seed, epoch, index))
-    return apply_params(nir, rgb, params)
+    return apply_params(nir, rgb, params, cfg.nir_contrast)

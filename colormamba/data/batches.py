@@ -18,7 +18,13 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from colormamba.data.augment import AugmentConfig, augment_batch, item_generator, sample_params
+from colormamba.data.augment import (
+    AugmentConfig,
+    AugmentedPair,
+    augment_batch,
+    item_generator,
+    sample_params,
+)
 from colormamba.data.dataset import PairedDataset
 from colormamba.data.layouts import Pair
 
@@ -69,11 +75,12 @@ class TrainBatches:
         """Batches in one epoch (the last one may be smaller)."""
         return math.ceil(len(self) / batch_size)
 
-    def epoch(self, epoch: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, batch_size: int) -> Iterator[AugmentedPair]:
         """The epoch's batches, in its shuffled order.
 
         Yields:
-            nir (b, 1, H, W) and rgb (b, 3, H, W), float32 in [0, 1] on `device`.
+            AugmentedPair: nir (b, 1, H, W), rgb (b, 3, H, W) and hsv_nir (b, 1, H, W) (the NIR that G_B
+            reads as HSV), float32 in [0, 1] on `device`.
         """
         height, width = self.images.shape[-2:]
         order = torch.randperm(len(self), generator=shuffle_generator(self.seed, epoch))
@@ -81,10 +88,11 @@ class TrainBatches:
             batch = self.images[indices.to(self.images.device)]
             batch = batch.to(self.device, non_blocking=True).float().div_(255.0)
             nir, rgb = batch[:, :1], batch[:, 1:]
-            if self.augment.enabled:
-                params = [
-                    sample_params(self.augment, height, width, item_generator(self.seed, epoch, index))
-                    for index in indices.tolist()
-                ]
-                nir, rgb = augment_batch(nir, rgb, params)
-            yield nir, rgb
+            if not self.augment.enabled:
+                yield AugmentedPair(nir, rgb, nir)
+                continue
+            params = [
+                sample_params(self.augment, height, width, item_generator(self.seed, epoch, index))
+                for index in indices.tolist()
+            ]
+            yield augment_batch(nir, rgb, params, self.augment.nir_contrast)

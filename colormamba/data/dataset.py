@@ -116,9 +116,11 @@ class PairedDataset(Dataset):
         """One item.
 
         Returns:
-            {"name": pair name, "nir": (1, H, W), "rgb": (3, H, W)}, float32 in [0, 1].
+            {"name": pair name, "nir": (1, H, W), "rgb": (3, H, W)}, float32 in [0, 1]; training items
+            also have "hsv_nir" (1, H, W), the NIR that G_B reads as HSV (see colormamba.data.augment).
         """
         nir, rgb = self._read(index)
+        item = {"name": self.pairs[index].name, "nir": nir, "rgb": rgb}
         if self.train:
-            nir, rgb = augment_pair(nir, rgb, self.augment, self.seed, self.epoch, index)
-        return {"name": self.pairs[index].name, "nir": nir, "rgb": rgb}
+            item |= augment_pair(nir, rgb, self.augment, self.seed, self.epoch, index)._asdict()
+        return item

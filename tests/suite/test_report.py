@@ -210,6 +210,8 @@ def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
     md = (tmp_path / "dl" / "report.md").read_text()
     assert "original" in md and "histogram" in md and failed in md and "TrainingDiverged" in md
     assert "angular" in md and "protocol `colormamba`" in md
+    assert data["generator_steps_per_batch"] == [2] and "Generator updates per batch: 2 " in md
+    assert "not a reproduction of the published ColorMamba" in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "report.csv").read_text())))
     assert len(rows) == 2, "one row per configuration"
     html_text = (tmp_path / "dl" / "report.html").read_text()

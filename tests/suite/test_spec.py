@@ -196,3 +196,21 @@ def test_fast_path_fields_pass_through_and_change_run_ids():
     with pytest.raises(SpecError) as info:
         parse_spec(bad)
     assert any(p.startswith("recipe.precision") for p in info.value.problems)
+
+
+def test_generator_steps_per_batch_is_a_sweepable_recipe_field():
+    default = parse_spec(demo_data())
+    assert all(r.config["generator_steps_per_batch"] == 2 for r in default.runs)  # the reference's
+    data = demo_data()
+    data["seeds"] = [0]
+    data["recipe"]["generator_steps_per_batch"] = [1, 2]
+    study = parse_spec(data)
+    by_variant = {r.variant: r.config["generator_steps_per_batch"] for r in study.runs}
+    assert by_variant["original+generator_steps_per_batch=1"] == 1
+    assert by_variant["original+generator_steps_per_batch=2"] == 2
+    one = next(r for r in study.runs if r.config["generator_steps_per_batch"] == 1)
+    assert one.run_id not in {r.run_id for r in default.runs}
+    data["recipe"]["generator_steps_per_batch"] = 0
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert any(p.startswith("recipe.generator_steps_per_batch") for p in info.value.problems)
