@@ -214,7 +214,7 @@ def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
     assert len(rows) == 2, "one row per configuration"
     html_text = (tmp_path / "dl" / "report.html").read_text()
     assert "http://" not in html_text and "https://" not in html_text, "self-contained: nothing fetched"
-    assert html_text.count("data:image/png;base64,") == 2
+    assert html_text.count("data:image/png;base64,") == 3, "curves, scatter, samples"
     # rebuilding gives the same rows: no duplicates however often the aggregator runs
     again = build_report(store, study.name)
     assert [r["variant"] for r in again["summary"]] == [r["variant"] for r in data["summary"]]
@@ -283,7 +283,7 @@ window.addEventListener('load', () => {
         env={**os.environ, "HOME": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert 'data-probe="PROBE imgs=2 decoded=2 rows=2"' in run.stdout, run.stdout[-1500:]
+    assert 'data-probe="PROBE imgs=3 decoded=3 rows=2"' in run.stdout, run.stdout[-1500:]
     console_errors = [
         line for line in run.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
     ]
