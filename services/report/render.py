@@ -34,8 +34,12 @@ def _failed_reason(data: dict[str, Any], variant: str) -> str:
 
 
 def all_failed_lines(data: dict[str, Any]) -> list[str]:
-    return [f"`{r['variant']}`: all {r['runs']} run(s) failed: {_failed_reason(data, r['variant'])}"
-            for r in all_failed(data)]  # fmt: skip
+    lines = []
+    for row in all_failed(data):
+        ids = ", ".join(f"`{r['run']}`" for r in data["runs"] if r["variant"] == row["variant"])
+        lines.append(f"`{row['variant']}`: all {row['runs']} run(s) failed ({ids}): "
+                     f"{_failed_reason(data, row['variant'])}")  # fmt: skip
+    return lines
 
 
 def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -156,6 +160,7 @@ def _difference_notes(data: dict[str, Any]) -> list[str]:
 
 
 def _run_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    gone = {r["variant"] for r in all_failed(data)}  # one line each above; runs.csv keeps every run
     return [
         {
             "run": r["run"],
@@ -168,6 +173,7 @@ def _run_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             "reason": (r["reason"] or "")[:200],
         }
         for r in data["runs"]
+        if r["variant"] not in gone
     ]
 
 
