@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -486,3 +487,29 @@ def test_html_form_inline_code_nowrap_and_an_all_failed_configuration_as_one_lin
     assert "mse 1, cosine 1, msssim 1, hsv 1" in recipes and "histogram 1, hsv 1" in recipes
     md = (tmp_path / "dl" / "report.md").read_text()
     assert "**Failed configuration** `histogram`: all 2 run(s) failed" in md
+
+
+def test_refresh_is_sent_once_per_interval_per_study_over_workers(redis_server):
+    """Two workers' checkpoints of one study within N s send one report task; another study is not held
+    back; after N s the next checkpoint sends again. A status without a new checkpoint asks nothing."""
+    import redis
+
+    from services.tasks import LiveReport, refresh_key
+
+    client = redis.Redis.from_url(redis_server.url)
+    study, other = f"live-{os.getpid()}", f"live-other-{os.getpid()}"
+    sent: list[str] = []
+    interval = 0.5
+    worker_a, worker_b = (LiveReport(client, study, interval, sent.append) for _ in range(2))
+    assert worker_a({"state": "running", "epoch": 1}) is False, "no checkpoint yet: nothing asked"
+    assert client.get(refresh_key(study)) is None
+    assert worker_a({"checkpoint_saved_epoch": 1}) is True
+    assert 0 < client.pttl(refresh_key(study)) <= interval * 1000
+    assert worker_b({"checkpoint_saved_epoch": 1}) is False, "within N s of the first: throttled"
+    assert worker_a({"checkpoint_saved_epoch": 2}) is False
+    assert LiveReport(client, other, interval, sent.append)({"checkpoint_saved_epoch": 1}) is True
+    assert sent == [study, other]
+    time.sleep(interval + 0.1)
+    assert worker_b({"checkpoint_saved_epoch": 2}) is True, "a new window"
+    assert worker_b({"checkpoint_saved_epoch": 2}) is False, "the same checkpoint asks once"
+    assert sent == [study, other, study]
