@@ -267,9 +267,15 @@ def _print_report(store: Any, study: str) -> None:
     import json
 
     from services.report import table_rows
+    from services.report.render import all_failed_lines, partial_banner
 
     data = json.loads(store.get_bytes(f"{report_prefix(study)}/report.json"))
+    banner = partial_banner(data)
+    if banner:
+        print(banner)
     print(format_table(table_rows(data)))
+    for line in all_failed_lines(data):
+        print(f"failed configuration: {line}")
     for r in data["runs"]:
         if r["state"] == "failed":
             print(f"failed: {r['run']}: {r['reason']}")

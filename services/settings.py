@@ -36,6 +36,9 @@ REAP_INTERVAL = EnvVar("COLORMAMBA_REAP_INTERVAL", "10", "seconds between two ro
                        "(and touches of the heartbeat file)")  # fmt: skip
 STATUS_INTERVAL = EnvVar("COLORMAMBA_STATUS_INTERVAL", "5", "seconds between two progress writes of a "
                          "run's status.json")  # fmt: skip
+REPORT_INTERVAL = EnvVar("COLORMAMBA_REPORT_INTERVAL", "60", "seconds between two rebuilds of a study's "
+                         "report while its runs train (one per study over all workers; a run's end always "
+                         "rebuilds it)")  # fmt: skip
 HEARTBEAT_FILE = EnvVar("COLORMAMBA_HEARTBEAT_FILE", "", "a file the worker touches after each reaper "
                         "round that reaches Redis (compose's healthcheck reads its age); unset: "
                         "none")  # fmt: skip
@@ -44,7 +47,7 @@ DATA_CACHE = EnvVar("COLORMAMBA_DATA_CACHE", "~/.cache/colormamba/datasets",
 
 VARIABLES: tuple[EnvVar, ...] = (
     REDIS_URL, STORE, RUN_QUEUE, AGGREGATE_QUEUE, VISIBILITY_TIMEOUT, RUNS_PER_GPU, LEASE_TTL, REAP_INTERVAL,
-    STATUS_INTERVAL, HEARTBEAT_FILE, DATA_CACHE, *LIBRARY_VARIABLES,
+    STATUS_INTERVAL, REPORT_INTERVAL, HEARTBEAT_FILE, DATA_CACHE, *LIBRARY_VARIABLES,
 )  # fmt: skip
 
 
@@ -89,6 +92,7 @@ class Settings:
     lease_ttl_s: float
     reap_interval_s: float
     status_interval_s: float
+    report_interval_s: float
     heartbeat_file: str | None
     data_cache: Path
 
@@ -108,6 +112,7 @@ class Settings:
             lease_ttl_s=_seconds(LEASE_TTL, env),
             reap_interval_s=_seconds(REAP_INTERVAL, env),
             status_interval_s=_seconds(STATUS_INTERVAL, env),
+            report_interval_s=_seconds(REPORT_INTERVAL, env),
             heartbeat_file=HEARTBEAT_FILE.read(env) or None,
             data_cache=Path(DATA_CACHE.read(env)).expanduser(),
         )

@@ -1,8 +1,9 @@
 """The statistics of a comparison report: the interval of a paired difference and the table's verdicts.
 
-Pure functions on arrays (no store, no report layout); `services/report.py` arranges the per-image rows
-into the arrays these take. docs/evaluation.md ("What a comparison report holds", "Seeds") states what is
-asked: run-to-run training noise inside the interval, and a correction for the many verdicts of a table.
+Pure functions on arrays (no store, no report layout); `services/report/collect.py` arranges the
+per-image rows into the arrays these take. docs/evaluation.md ("What a comparison report holds",
+"Seeds") states what is asked: run-to-run training noise inside the interval, and a correction for the
+many verdicts of a table.
 
 What is estimated. `diffs[s, i]` is variant minus baseline for seed s and image i of the reporting split.
 The images are the same in every run, so image difficulty (PSNR spreads 2-3 dB over images) cancels. The

@@ -20,6 +20,7 @@ from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
 from services.coord import BrokerUnreachable, Coordinator, LeaseLost, connect, run_key
 from services.runner import execute_run
 from services.runs import DONE, mark_cancelled, read_status
+from services.settings import settings
 from services.studies import load_plan, store_url
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,52 @@ def queue_aggregate(study: str) -> str:
     return aggregate.apply_async(args=[study]).id
 
 
+def refresh_key(study: str) -> str:
+    return f"colormamba:report-refresh:{study}"
+
+
+def report_refresh_due(client: redis.Redis, study: str, interval_s: float) -> bool:
+    """True for the first caller in each `interval_s` window of a study, over every worker: one SET NX
+    with a TTL, so a sweep of many runs ending epochs together rebuilds its report once per window."""
+    return bool(client.set(refresh_key(study), "1", nx=True, px=max(1, round(interval_s * 1000))))
+
+
+class LiveReport:
+    """A run's `on_status` hook that keeps the study's report a live view while it trains: when a new
+    checkpoint has landed (its `history.csv` with it: the curve the report draws has a new epoch), it asks
+    for a rebuild, sent only when `report_refresh_due` says so. The worker's cost: one Redis SET per
+    checkpoint; the rebuild runs on the aggregator."""
+
+    def __init__(self, client: redis.Redis, study: str, interval_s: float,
+                 send: Callable[[str], object] = queue_aggregate) -> None:  # fmt: skip
+        self.client, self.study, self.interval_s, self.send = client, study, interval_s, send
+        self._seen: object = None
+
+    def __call__(self, status: dict[str, Any]) -> bool:
+        """Returns whether a rebuild was sent."""
+        saved = status.get("checkpoint_saved_epoch")
+        if saved is None or saved == self._seen:
+            return False
+        self._seen = saved
+        if not report_refresh_due(self.client, self.study, self.interval_s):
+            return False
+        self.send(self.study)
+        return True
+
+
 @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_task(self, study: str, run: str) -> dict[str, Any]:
     """Execute one run if nobody else does and it has not ended; see services.coord for why."""
 
-    def on_status(status: dict[str, Any]) -> None:
-        self.update_state(state="PROGRESS", meta={k: status.get(k) for k in PROGRESS_FIELDS})
-
     worker = self.request.hostname or socket.gethostname()
     try:
         coord = _coordinator()
+        live = LiveReport(coord.client, study, settings().report_interval_s)
+
+        def on_status(status: dict[str, Any]) -> None:  # a failure here is logged, the run goes on
+            self.update_state(state="PROGRESS", meta={k: status.get(k) for k in PROGRESS_FIELDS})
+            live(status)
+
         return execute_exclusively(_store(), coord, study, run, worker, on_status=on_status,
                                    on_end=queue_aggregate)  # fmt: skip
     except (BrokerUnreachable, NotTakenUp) as exc:  # back to the queue, not dropped: nobody took the run up

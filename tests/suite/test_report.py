@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from services.report import (
     download_report,
     paired_differences,
 )
-from services.spec import load_spec
+from services.report.plots import curves_figure, samples_figure, scatter_figure
+from services.spec import Study, load_spec
 from services.studies import save_study
 from tests.suite.records import record_status
 from tests.suite.servers import find_binary
@@ -80,8 +82,13 @@ def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[st
             store,
             study.name,
             run.run_id,
-            {"state": "succeeded", "train_seconds": 10.0 + k, "epochs_done": 2, "best_epoch": 2,
-             "select_metrics": {"psnr": 19 + offset}},
+            {
+                "state": "succeeded",
+                "train_seconds": 10.0 + k,
+                "epochs_done": 2,
+                "best_epoch": 2,
+                "select_metrics": {"psnr": 19 + offset},
+            },
         )
     return values
 
@@ -216,7 +223,7 @@ def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
     assert len(rows) == 2, "one row per configuration"
     html_text = (tmp_path / "dl" / "report.html").read_text()
     assert "http://" not in html_text and "https://" not in html_text, "self-contained: nothing fetched"
-    assert html_text.count("data:image/png;base64,") == 2
+    assert html_text.count("data:image/png;base64,") == 3, "curves, scatter, samples"
     # rebuilding gives the same rows: no duplicates however often the aggregator runs
     again = build_report(store, study.name)
     assert [r["variant"] for r in again["summary"]] == [r["variant"] for r in data["summary"]]
@@ -259,7 +266,10 @@ window.addEventListener('load', () => {
   const imgs = [...document.images];
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
   const rows = document.querySelectorAll('#summary tbody tr').length;
-  document.title = `PROBE imgs=${imgs.length} decoded=${ok} rows=${rows}`;
+  const ids = [...document.querySelectorAll('#runs tbody td:first-child')];
+  const nowrap = ids.length > 0 && ids.every(td => getComputedStyle(td).whiteSpace === 'nowrap');
+  const fits = document.documentElement.scrollWidth <= window.innerWidth;
+  document.title = `PROBE imgs=${imgs.length} decoded=${ok} rows=${rows} nowrap=${nowrap} fits=${fits}`;
   document.body.setAttribute('data-probe', document.title);
 });
 </script></body>""",
@@ -276,6 +286,7 @@ window.addEventListener('load', () => {
             "--enable-logging=stderr",
             "--v=0",
             "--virtual-time-budget=5000",
+            "--window-size=900,2000",  # narrower than the runs table: it must scroll, not the page
             "--dump-dom",
             probe.as_uri(),
         ],
@@ -285,7 +296,9 @@ window.addEventListener('load', () => {
         env={**os.environ, "HOME": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert 'data-probe="PROBE imgs=2 decoded=2 rows=2"' in run.stdout, run.stdout[-1500:]
+    assert 'data-probe="PROBE imgs=3 decoded=3 rows=2 nowrap=true fits=true"' in run.stdout, run.stdout[
+        -1500:
+    ]
     console_errors = [
         line for line in run.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
     ]
@@ -344,3 +357,161 @@ def test_pairs_keep_shared_seeds_and_images_and_holm_spans_the_table():
     assert summary["comparisons"] == 8 and "2 configurations x 4 metrics" in summary["correction"]
     assert "several seeds (3)" in summary["method"] and "with one seed" in summary["method"]
     assert not summary["seed_noise_included"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# a report while runs are still going, its figures, and the HTML's form
+
+
+@pytest.fixture
+def partial(tmp_path):
+    """original seed 0 succeeded; histogram seed 0 is training (one epoch in its history.csv); the other
+    two runs have not started."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    done, running = _run_id(study, "original", 0), _run_id(study, "histogram", 0)
+    fake_outputs(store, Study(study.spec, [r for r in study.runs if r.run_id == done]))
+    record_status(store, study.name, running, {"state": "running", "epoch": 1, "checkpoint_saved_epoch": 1})
+    store.put_bytes(RunLocation(study.name, running).artifact("history.csv"),
+                    b"epoch,train_loss,val_psnr\n1,7.5,17.25\n")  # fmt: skip
+    return store, study, build_report(store, study.name), running
+
+
+def test_partial_report_shows_finished_runs_and_curves_so_far(partial, tmp_path):
+    store, study, data, running = partial
+    assert (data["partial"], data["finished"]) == (True, 1)
+    assert data["histories"][running] == [{"epoch": 1.0, "train_loss": 7.5, "val_psnr": 17.25}]
+    hist = next(r for r in data["summary"] if r["variant"] == "histogram")
+    assert hist["psnr_mean"] is None and hist["succeeded"] == 0, "no metrics yet, no crash"
+    assert {d["verdict"] for d in data["differences"]} == {"no paired images"}
+    fig = curves_figure(data)
+    loss_axes = {ax.get_title(): ax for ax in fig.axes[1:]}
+    assert set(loss_axes) == {"training loss: original", "training loss: histogram"}
+    (line,) = loss_axes["training loss: histogram"].get_lines()
+    assert line.get_label() == "seed 0 (running)" and list(line.get_ydata()) == [7.5]
+    psnr_lines = {ln.get_label(): list(ln.get_ydata()) for ln in fig.axes[0].get_lines()}
+    assert psnr_lines["histogram"] == [17.25]
+    download_report(store, study.name, tmp_path / "dl")
+    for name in ("report.md", "report.html"):
+        assert f"1 of {len(study.runs)} runs finished" in (tmp_path / "dl" / name).read_text(), name
+
+
+def test_finished_study_has_no_banner(built_all_seeds, tmp_path):
+    store, study, _, data = built_all_seeds
+    assert (data["partial"], data["finished"]) == (False, len(study.runs))
+    download_report(store, study.name, tmp_path / "dl")
+    assert "runs finished" not in (tmp_path / "dl" / "report.html").read_text()
+
+
+def test_each_configuration_has_its_own_loss_axis_and_every_panel_a_legend(built_all_seeds):
+    _, study, _, data = built_all_seeds
+    fig = curves_figure(data)
+    variants = {r.variant for r in study.runs}
+    assert len(fig.axes) == 1 + len(variants), "one PSNR axis, one loss axis per configuration"
+    assert fig.axes[0].get_title().startswith("validation PSNR")
+    assert {ln.get_label() for ln in fig.axes[0].get_lines()} == variants
+    for ax in fig.axes:
+        assert ax.get_legend() is not None, ax.get_title()
+    for ax in fig.axes[1:]:
+        variant = ax.get_title().removeprefix("training loss: ")
+        seeds = sorted(r.seed for r in study.runs if r.variant == variant)
+        assert [ln.get_label() for ln in ax.get_lines()] == [f"seed {s}" for s in seeds]
+        for ln, seed in zip(ax.get_lines(), seeds, strict=True):
+            run = _run_id(study, variant, seed)
+            assert list(ln.get_ydata()) == [h["train_loss"] for h in data["histories"][run]]
+
+
+def test_scatter_pairs_each_image_with_the_baseline(built_all_seeds):
+    _, study, values, data = built_all_seeds
+    (ax,) = scatter_figure(data).axes
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = np.array([
+        [round(values[_run_id(study, "original", s)]["psnr"][i], 6),
+         round(values[_run_id(study, "histogram", s)]["psnr"][i], 6)]
+        for s in (0, 1) for i in range(len(IMAGES))
+    ])  # fmt: skip
+    np.testing.assert_allclose(points[np.lexsort(points.T[::-1])], expected[np.lexsort(expected.T[::-1])])
+    (diagonal,) = [ln for ln in ax.get_lines() if ln.get_label() == "y = x"]
+    assert list(diagonal.get_xdata()) == list(diagonal.get_ydata())
+    wins = int((expected[:, 1] > expected[:, 0]).sum())
+    assert ax.get_title() == f"histogram above the diagonal on {wins}/{len(expected)}"
+    assert ax.get_legend() is not None
+
+
+def test_sample_grid_has_error_maps_on_one_scale(built_all_seeds):
+    from PIL import Image
+
+    store, study, _, data = built_all_seeds
+    fig = samples_figure(store, data)
+    maps = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "magma"]
+    assert len(maps) == 3 * 2, "an error map per shown image and configuration"
+    assert len({im.get_clim() for im in maps}) == 1, "one colour scale"
+
+    def load(variant: str, kind: str) -> np.ndarray:
+        where = RunLocation(study.name, _run_id(study, variant, 0))
+        png = store.get_bytes(where.artifact(f"samples/img00_{kind}.png"))
+        return np.asarray(Image.open(io.BytesIO(png)), dtype=np.float64)
+
+    # the grid's truth is the first shown run's (histogram ranks first); original's prediction differs
+    expected = np.abs(load("original", "pred") - load("histogram", "gt")).mean(axis=2)
+    assert expected.max() > 0
+    assert any(np.allclose(im.get_array(), expected) for im in maps)
+    assert max(im.get_clim()[1] for im in maps) >= expected.max()
+
+
+def test_html_form_inline_code_nowrap_and_an_all_failed_configuration_as_one_line(tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    fake_outputs(store, Study(study.spec, [r for r in study.runs if r.configuration == "original"]))
+    for r in study.runs:
+        if r.configuration == "histogram":
+            record_status(store, study.name, r.run_id, {"state": "failed", "reason": "TrainingDiverged: nan"})
+    build_report(store, study.name)
+    download_report(store, study.name, tmp_path / "dl")
+    page = (tmp_path / "dl" / "report.html").read_text()
+    assert "`" not in page, "inline code is rendered, not shown with its backticks"
+    assert "<code>original</code>" in page and "<code>test</code>" in page
+    assert "td:first-child,code{white-space:nowrap}" in page and "overflow-x:auto" in page
+    assert "max-width:1200px" not in page, "the page uses the window's width"
+    failed_block = page.split('<ul id="failed-configurations">', 1)[1].split("</ul>", 1)[0]
+    assert failed_block.count("<li>") == 1
+    ids = ", ".join(f"<code>{r.run_id}</code>" for r in study.runs if r.configuration == "histogram")
+    assert f"<code>histogram</code>: all 2 run(s) failed ({ids}): TrainingDiverged: nan" in failed_block
+    summary = page.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert "histogram" not in summary, "no row of dashes for it"
+    differences = page.split("<h2>Paired differences", 1)[1].split("<h2>", 1)[0]
+    assert "histogram" not in differences
+    runs = page.split('id="runs"', 1)[1]
+    assert "histogram" not in runs and runs.count("<tr>") == 1 + 2, "header and the original runs"
+    recipes = page.split('id="recipes"', 1)[1].split("</table>", 1)[0]
+    assert "mse 1, cosine 1, msssim 1, hsv 1" in recipes and "histogram 1, hsv 1" in recipes
+    md = (tmp_path / "dl" / "report.md").read_text()
+    assert "**Failed configuration** `histogram`: all 2 run(s) failed" in md
+
+
+def test_refresh_is_sent_once_per_interval_per_study_over_workers(redis_server):
+    """Two workers' checkpoints of one study within N s send one report task; another study is not held
+    back; after N s the next checkpoint sends again. A status without a new checkpoint asks nothing."""
+    import redis
+
+    from services.tasks import LiveReport, refresh_key
+
+    client = redis.Redis.from_url(redis_server.url)
+    study, other = f"live-{os.getpid()}", f"live-other-{os.getpid()}"
+    sent: list[str] = []
+    interval = 0.5
+    worker_a, worker_b = (LiveReport(client, study, interval, sent.append) for _ in range(2))
+    assert worker_a({"state": "running", "epoch": 1}) is False, "no checkpoint yet: nothing asked"
+    assert client.get(refresh_key(study)) is None
+    assert worker_a({"checkpoint_saved_epoch": 1}) is True
+    assert 0 < client.pttl(refresh_key(study)) <= interval * 1000
+    assert worker_b({"checkpoint_saved_epoch": 1}) is False, "within N s of the first: throttled"
+    assert worker_a({"checkpoint_saved_epoch": 2}) is False
+    assert LiveReport(client, other, interval, sent.append)({"checkpoint_saved_epoch": 1}) is True
+    assert sent == [study, other]
+    time.sleep(interval + 0.1)
+    assert worker_b({"checkpoint_saved_epoch": 2}) is True, "a new window"
+    assert worker_b({"checkpoint_saved_epoch": 2}) is False, "the same checkpoint asks once"
+    assert sent == [study, other, study]

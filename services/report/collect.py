@@ -1,0 +1,334 @@
+"""Collecting a study's report: everything it shows as plain data keyed by variant (report.json),
+read from the store in one pass over the runs (docs/evaluation.md, "The report's statistics").
+
+Why it reads everything from the store: the report must be a pure function of the runs' stored outputs
+(`metrics.json`, `per_image.csv`, `history.csv`, `samples/`, `status.json`), so rebuilding it any number
+of times, from any machine, gives the same files, and a run counted twice is impossible (rows are keyed
+by the spec's run ids). A study still running gives a partial report: the runs that finished, and the
+curves so far of those still training (their `history.csv` is written at every checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from colormamba.config import RunConfig
+from colormamba.losses import resolve_loss_config
+from colormamba.provenance import COMPARED
+from colormamba.storage import ObjectNotFound, RunLocation, Storage
+from services.report.names import CI_LEVEL, HIGHER_IS_BETTER, METRICS
+from services.runs import DONE
+from services.spec import RunPlan, Study
+from services.stats import holm, paired_interval, verdict
+from services.studies import now, read_status
+
+TRAINING_STATES = ("succeeded", "running", "lost")  # runs whose history.csv the curves show
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "grad_clip", "max_steps_per_epoch",
+               "precision")  # fmt: skip
+
+
+def _csv_rows(store: Storage, key: str) -> list[dict[str, str]]:
+    try:
+        text = store.get_bytes(key).decode()
+    except ObjectNotFound:
+        return []
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _num(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None, None
+    arr = np.asarray(finite, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def _run_row(plan: RunPlan, status: dict[str, Any]) -> dict[str, Any]:
+    """A run's row from its status.json (metrics are added once it succeeded)."""
+    return {
+        "run": plan.run_id,
+        "variant": plan.variant,
+        "configuration": plan.configuration,
+        "seed": plan.seed,
+        "state": status.get("state"),
+        "reason": status.get("reason"),
+        "train_seconds": status.get("train_seconds"),
+        "epochs": status.get("epochs_done") or status.get("epoch"),
+        "best_epoch": status.get("best_epoch"),
+        "worker": status.get("worker"),
+        "select_split": status.get("select_split"),
+        "report_split": status.get("report_split"),
+        # the ranking metric: the selection split's numbers of the evaluated checkpoint
+        **{f"select_{m}": (status.get("select_metrics") or {}).get(m) for m in METRICS},
+        **{k: (status.get("provenance") or {}).get(k) for k in (*COMPARED, "git_dirty")},
+    }
+
+
+def _read_results(
+    store: Storage, where: RunLocation, plan: RunPlan, row: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A succeeded run's metrics into `row`; returns its per-image rows ([] when metrics.json is missing)."""
+    try:
+        metrics = json.loads(store.get_bytes(where.artifact("metrics.json")))
+    except ObjectNotFound:
+        return []
+    # runs evaluated before a metric existed (e.g. LPIPS) show it empty, not a broken report
+    row |= {m: metrics["metrics"].get(m, {}).get("mean") for m in METRICS}
+    row["missing_metrics"] = metrics.get("missing_metrics")
+    row["protocol"] = metrics.get("protocol")
+    row["report_split"] = metrics.get("report_split")
+    return [
+        {"variant": plan.variant, "seed": plan.seed, "run": plan.run_id, "name": img["name"],
+         **{m: _num(img.get(m)) for m in METRICS}}
+        for img in _csv_rows(store, where.artifact("per_image.csv"))
+    ]  # fmt: skip
+
+
+def recipe(plan: RunPlan) -> dict[str, Any]:
+    """What a configuration trains with: its loss terms and weights (a preset resolved, overrides
+    applied) and the recipe fields a study may vary per configuration or sweep."""
+    cfg = plan.config
+    try:
+        weights = resolve_loss_config(cfg["loss"], cfg.get("loss_weights"))
+    except (KeyError, ValueError) as exc:  # a plan written by another version: show it, do not fail
+        weights = {"unresolved": str(exc)}
+    return {"loss": cfg.get("loss") if isinstance(cfg.get("loss"), str) else "terms", "weights": weights,
+            **{k: cfg.get(k) for k in RECIPE_KEYS}, "sweep": plan.sweep}  # fmt: skip
+
+
+def collect(store: Storage, study: Study) -> dict[str, Any]:
+    """Everything the report shows, as plain data (this is report.json)."""
+    runs = []
+    provenances: dict[str, list[dict[str, Any]]] = {}  # run -> provenance of each attempt
+    per_image: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, Any]]] = {}
+    for plan in study.runs:
+        where = RunLocation(study.name, plan.run_id)
+        status = read_status(store, study.name, plan.run_id) or {"state": "unsubmitted"}
+        row = _run_row(plan, status)
+        attempts = [status.get("provenance"), *(status.get("provenance_earlier") or [])]
+        provenances[plan.run_id] = [p for p in attempts if p]
+        if row["state"] == "succeeded":
+            per_image += _read_results(store, where, plan, row)
+        if row["state"] in TRAINING_STATES:
+            hist = _csv_rows(store, where.artifact("history.csv"))
+            histories[plan.run_id] = [{k: _num(v) for k, v in h.items()} for h in hist]
+        runs.append(row)
+
+    variants = list(dict.fromkeys(r.variant for r in study.runs))
+    by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    images_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        by_variant[r["variant"]].append(r)
+    for p in per_image:
+        images_of[p["variant"]].append(p)
+    summary = [_summary_row(v, by_variant[v], images_of[v]) for v in variants]
+    _rank(summary)
+    baseline_variant = next(p.variant for p in study.runs if p.configuration == study.baseline)
+    differences = paired_differences(per_image, baseline_variant, variants)
+    protocols = sorted({r["protocol"] for r in runs if r.get("protocol")})
+    evaluation = study.spec.evaluation
+    finished = sum(1 for r in runs if r["state"] in DONE)
+    return {
+        "study": study.name,
+        "description": study.spec.description,
+        "generated_at": now(),
+        "dataset": study.to_dict()["dataset"],
+        "model": study.spec.model,
+        "protocol": ", ".join(protocols) or study.spec.evaluation.protocol,
+        "select_split": _joined(runs, "select_split", evaluation.select_split),
+        "report_split": _joined(runs, "report_split", evaluation.report_split),
+        "checkpoint": evaluation.checkpoint,
+        "provenance_differences": provenance_differences(provenances),
+        "dirty_runs": sorted(run for run, ps in provenances.items() if any(p.get("git_dirty") for p in ps)),
+        "baseline": baseline_variant,
+        "seeds": study.spec.seeds,
+        "generator_steps_per_batch": generator_steps(study),
+        "finished": finished,
+        "partial": finished < len(runs),
+        "recipes": {p.variant: recipe(p) for p in study.runs},
+        "summary": summary,
+        "runs": runs,
+        "differences": differences,
+        "per_image": per_image,
+        "histories": histories,
+        "ci": ci_summary(differences),
+    }
+
+
+def _summary_row(variant: str, vruns: list[dict[str, Any]], images: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration variant: metrics pooled over its images and seeds, and how its runs went."""
+    states: dict[str, int] = defaultdict(int)
+    for r in vruns:
+        states[r["state"]] += 1
+    row: dict[str, Any] = {
+        "variant": variant,
+        "configuration": vruns[0]["configuration"],
+        "runs": len(vruns),
+        "succeeded": states.get("succeeded", 0),
+        "failed": states.get("failed", 0),
+        "other": len(vruns) - states.get("succeeded", 0) - states.get("failed", 0),
+    }
+    for m in METRICS:
+        mean, std = _mean_std([p[m] for p in images])
+        seed_mean, seed_std = _mean_std([r.get(m) for r in vruns if r.get(m) is not None])
+        row |= {f"{m}_mean": mean, f"{m}_std": std,
+                f"{m}_seed_std": seed_std if seed_mean is not None else None}  # fmt: skip
+    row["n_images"] = len(images)
+    row["select_psnr_mean"] = _mean_std([r["select_psnr"] for r in vruns if r["state"] == "succeeded"])[0]
+    row["train_seconds"] = _mean_std([r["train_seconds"] for r in vruns if r["train_seconds"] is not None])[0]
+    row["epochs"] = max((r["epochs"] or 0 for r in vruns), default=0) or None
+    best = [r["best_epoch"] for r in vruns if r["best_epoch"] is not None]
+    row["best_epoch"] = "/".join(str(b) for b in best) if best else None
+    return row
+
+
+def _rank(summary: list[dict[str, Any]]) -> None:
+    """Rank on the selection split: ranking on the reported numbers would pick each sweep's luckiest
+    variant on the very split it then reports (docs/evaluation.md)."""
+    ranked = sorted((r for r in summary if r["select_psnr_mean"] is not None),
+                    key=lambda r: -r["select_psnr_mean"])  # fmt: skip
+    for i, r in enumerate(ranked, 1):
+        r["rank"] = i
+    for r in summary:
+        r.setdefault("rank", None)
+
+
+def _joined(runs: list[dict[str, Any]], key: str, default: str) -> str:
+    """The values of `key` over the runs that recorded one (normally one), else the spec's."""
+    return ", ".join(sorted({r[key] for r in runs if r.get(key)})) or default
+
+
+def provenance_differences(provenances: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[str]]]:
+    """The provenance fields (colormamba.provenance.COMPARED) whose value is not the same for every run
+    that recorded one, each as {value: [runs]} (a run resumed elsewhere counts under each of its values)."""
+    out = {}
+    for field in COMPARED:
+        runs_by_value: dict[str, list[str]] = defaultdict(list)
+        for run, attempts in provenances.items():
+            for value in dict.fromkeys(str(p.get(field)) for p in attempts):
+                runs_by_value[value].append(run)
+        if len(runs_by_value) > 1:
+            out[field] = dict(sorted(runs_by_value.items()))
+    return out
+
+
+def paired_differences(
+    per_image: list[dict[str, Any]], baseline: str, variants: list[str]
+) -> list[dict[str, Any]]:
+    """Each variant minus the baseline per metric: interval, Holm-adjusted p-value and verdict.
+
+    Pairs are (seed, image): the seeds both configurations have (the same seed shares initialisation and
+    data order), and the images every one of those runs scored. The interval resamples seeds, then images
+    (services/stats.py); the verdicts are corrected over every (variant, metric) row of the table.
+    """
+    by_variant: dict[str, dict[tuple[int, str], dict[str, Any]]] = defaultdict(dict)
+    for p in per_image:
+        by_variant[p["variant"]][(p["seed"], p["name"])] = p
+    base = by_variant.get(baseline, {})
+    out = []
+    for variant in variants:
+        if variant == baseline:
+            continue
+        other = by_variant.get(variant, {})
+        for m in METRICS:
+            diffs = _paired_matrix(base, other, m)
+            row: dict[str, Any] = {"variant": variant, "baseline": baseline, "metric": m,
+                                   "n_seeds": diffs.shape[0], "n_images": diffs.shape[1]}  # fmt: skip
+            out.append(row | _interval_fields(diffs))
+    tested = [r for r in out if r["p_value"] is not None]
+    adjusted = holm(np.asarray([r["p_value"] for r in tested], dtype=np.float64))
+    for r, p_adj in zip(tested, adjusted, strict=True):
+        r["p_adjusted"] = float(p_adj)
+    for r in out:
+        r.setdefault("p_adjusted", None)
+        r["verdict"] = (verdict(r["mean_diff"], r["p_adjusted"], HIGHER_IS_BETTER[r["metric"]], 1 - CI_LEVEL)
+                        if r["n_seeds"] else "no paired images")  # fmt: skip
+    return out
+
+
+def _paired_matrix(
+    base: dict[tuple[int, str], dict[str, Any]], other: dict[tuple[int, str], dict[str, Any]], metric: str
+) -> np.ndarray:
+    """(n_seeds, n_images) differences other - base on the seeds both have and the images all of them
+    scored (a seed that failed in either configuration drops out; the images are the same in every run)."""
+    seeds = sorted({s for s, _ in base} & {s for s, _ in other})
+    names = sorted({n for _, n in base} | {n for _, n in other})
+    names = [
+        n for n in names
+        if all(t.get((s, n), {}).get(metric) is not None for s in seeds for t in (base, other))
+    ]  # fmt: skip
+    if not seeds or not names:
+        return np.zeros((0, 0))
+    return np.asarray(
+        [[other[(s, n)][metric] - base[(s, n)][metric] for n in names] for s in seeds], dtype=np.float64
+    )
+
+
+def _interval_fields(diffs: np.ndarray) -> dict[str, Any]:
+    if not diffs.size:
+        return {"mean_diff": None, "ci_low": None, "ci_high": None, "p_value": None, "df": None}
+    res = paired_interval(diffs, CI_LEVEL)
+    return {"mean_diff": float(res.mean), "ci_low": _finite(res.low), "ci_high": _finite(res.high),
+            "p_value": _finite(res.p_value), "df": res.df}  # fmt: skip
+
+
+def _finite(value: Any) -> float | None:
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def ci_summary(differences: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the differences table did, in words and numbers (report.json's `ci`, shown above the table)."""
+    tested = [d for d in differences if d["p_adjusted"] is not None]
+    variants = len({d["variant"] for d in tested})
+    metrics = len({d["metric"] for d in tested})
+    seeds = sorted({d["n_seeds"] for d in tested})
+    several = [s for s in seeds if s >= 2]
+    parts = []
+    if several:
+        parts.append(
+            f"with several seeds ({'/'.join(map(str, several))}): t interval on the per-seed mean "
+            "differences (configuration minus baseline, same seed and same images), n_seeds - 1 degrees of "
+            "freedom, so run-to-run training noise is inside the interval"
+        )
+    if 1 in seeds:
+        parts.append(
+            "with one seed: t interval over the per-image differences, n_images - 1 degrees of freedom; "
+            "run-to-run training noise is NOT in the interval, and the verdicts are about these particular "
+            "trained networks only"
+        )
+    method = "; ".join(parts) or "no paired differences yet"
+    plural = "s" * (variants != 1)
+    correction = (f"Holm over the table's {len(tested)} comparisons ({variants} configuration{plural} x "
+                  f"{metrics} metrics), family-wise error rate {1 - CI_LEVEL:.2f}")  # fmt: skip
+    return {
+        "level": CI_LEVEL,
+        "method": method,
+        "p_value": "two-sided, from the same t statistic as the interval",
+        "comparisons": len(tested),
+        "correction": correction,
+        "seed_noise_included": bool(tested) and 1 not in seeds,
+    }
+
+
+def generator_steps(study: Study) -> list[int]:
+    """The generator updates per batch the study's runs take (several when a spec sweeps them); a run
+    planned before the field existed trains with RunConfig's default, as the worker resolves it."""
+    default = RunConfig.generator_steps_per_batch
+    return sorted({run.config.get("generator_steps_per_batch", default) for run in study.runs})

@@ -1,0 +1,16 @@
+"""The report's vocabulary in one place: which metrics it shows, their labels and directions, the
+intervals' level, and the files it writes (every module of services.report and submit.py read them here)."""
+
+from __future__ import annotations
+
+from colormamba.metrics import METRIC_NAMES
+
+METRICS = METRIC_NAMES  # the order of every table and file
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)",
+          "lpips": "LPIPS (AlexNet)"}  # fmt: skip
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False, "lpips": False}
+DIGITS = {"ssim": 4}  # decimals shown per metric (others: 2)
+CI_LEVEL = 0.95  # the intervals' level; verdicts are made at alpha = 1 - CI_LEVEL, family-wise (Holm)
+MAX_PLOTTED_VARIANTS = 8  # curves, scatter and the sample grid show the best-ranked variants (plus baseline)
+REPORT_FILES = ("report.json", "report.csv", "runs.csv", "per_image.csv", "differences.csv", "curves.png",
+                "scatter.png", "samples.png", "report.md", "report.html")  # fmt: skip

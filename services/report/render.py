@@ -1,0 +1,366 @@
+"""Rendering a study's report from its collected data (services.report.collect): the tables, report.md
+and report.html (one self-contained page: plots and images inlined as data URIs, no scripts, opens from a
+file, uses the window's width; wide tables scroll by themselves).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import re
+from typing import Any
+
+from services.report.names import CI_LEVEL, DIGITS, LABELS, METRICS
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def all_failed(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The variants whose every run failed: shown as one line each with the reason, not rows of dashes."""
+    return [r for r in data["summary"] if r["runs"] and r["failed"] == r["runs"]]
+
+
+def _failed_reason(data: dict[str, Any], variant: str) -> str:
+    reasons = dict.fromkeys(str(r["reason"]) for r in data["runs"] if r["variant"] == variant)
+    return "; ".join(reasons)
+
+
+def all_failed_lines(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for row in all_failed(data):
+        ids = ", ".join(f"`{r['run']}`" for r in data["runs"] if r["variant"] == row["variant"])
+        lines.append(f"`{row['variant']}`: all {row['runs']} run(s) failed ({ids}): "
+                     f"{_failed_reason(data, row['variant'])}")  # fmt: skip
+    return lines
+
+
+def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-configuration table as printed by submit.py and shown first in every format (a variant
+    whose runs all failed is left to `all_failed_lines`)."""
+    gone = {r["variant"] for r in all_failed(data)}
+    rows = []
+    for r in sorted(data["summary"], key=lambda r: (r["rank"] is None, r["rank"] or 0)):
+        if r["variant"] in gone:
+            continue
+        rows.append(
+            {
+                "rank": r["rank"] if r["rank"] is not None else "-",
+                "configuration": r["variant"],
+                "runs ok/all": f"{r['succeeded']}/{r['runs']}",
+                f"{data['select_split']} PSNR (selection)": _fmt(r["select_psnr_mean"], 2),
+                **{LABELS[m]: _pm(r[f"{m}_mean"], r[f"{m}_std"], DIGITS.get(m, 2)) for m in METRICS},
+                "best epoch": r["best_epoch"] or "-",
+                "train s": _fmt(r["train_seconds"], 1),
+            }
+        )
+    return rows
+
+
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def recipe_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configuration variant: its loss terms with their weights, and its training recipe."""
+    rows = []
+    for variant, rec in data.get("recipes", {}).items():
+        weights = ", ".join(f"{term} {w:g}" if isinstance(w, float) else f"{term} {w}"
+                            for term, w in rec["weights"].items())  # fmt: skip
+        sweep = ", ".join(f"{k}={v}" for k, v in rec.get("sweep", {}).items())
+        recipe = {k.replace("_", " "): v for k, v in rec.items() if k not in ("loss", "weights", "sweep")}
+        rows.append({"configuration": variant, "loss": rec["loss"], "weights": weights, **recipe,
+                     "sweep": sweep or "-"})  # fmt: skip
+    return rows
+
+
+def partial_banner(data: dict[str, Any]) -> str | None:
+    """The line a report of a study still running starts with."""
+    if not data.get("partial"):
+        return None
+    running = sum(1 for r in data["runs"] if r["state"] in ("running", "lost"))
+    return (f"Partial report: {data['finished']} of {len(data['runs'])} runs finished ({running} training; "
+            f"their curves are drawn so far). Numbers and verdicts will change as runs finish.")  # fmt: skip
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> bytes:
+    buf = io.StringIO()
+    columns = columns or (list(dict.fromkeys(k for r in rows for k in r)) if rows else ["empty"])
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue().encode()
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+DIFFERENCE_COLUMNS = ["variant", "baseline", "metric", "n_seeds", "n_images", "mean_diff", "ci_low",
+                      "ci_high", "p_value", "p_adjusted", "verdict", "df"]  # fmt: skip
+
+
+def _difference_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    gone = {r["variant"] for r in all_failed(data)}
+    return [
+        {
+            "configuration": d["variant"],
+            "metric": LABELS[d["metric"]],
+            "seeds": d["n_seeds"],
+            "images": d["n_images"],
+            "mean difference": _fmt(d["mean_diff"], 4),
+            f"{int(CI_LEVEL * 100)}% CI": f"[{_fmt(d['ci_low'], 4)}, {_fmt(d['ci_high'], 4)}]",
+            "p (Holm)": _fmt_p(d["p_adjusted"]),
+            "verdict": d["verdict"],
+        }
+        for d in data["differences"]
+        if d["variant"] not in gone
+    ]
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _difference_notes(data: dict[str, Any]) -> list[str]:
+    """How to read the differences table: what the interval holds and how the verdicts are corrected."""
+    ci = data["ci"]
+    notes = [
+        f"Configuration minus baseline `{data['baseline']}`, paired by seed and image; for AE and MAE lower "
+        f"is better. {int(CI_LEVEL * 100)}% interval: {ci['method']}.",
+        f"Verdicts: p-values {ci['p_value']}; correction: {ci['correction']}. A verdict is better or worse "
+        f"when the Holm-adjusted p-value is below {1 - CI_LEVEL:.2f}; the interval beside it is the "
+        f"uncorrected {int(CI_LEVEL * 100)}% one.",
+    ]
+    one_seed = sum(1 for d in data["differences"] if d["n_seeds"] == 1)
+    if one_seed:
+        notes.append(
+            f"Warning: {one_seed} of {len(data['differences'])} comparisons rest on one seed per "
+            "configuration: run-to-run training noise is not in their intervals, and their verdicts are "
+            "about these particular trained networks only, not about the loss configurations."
+        )
+    return notes
+
+
+def _run_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    gone = {r["variant"] for r in all_failed(data)}  # one line each above; runs.csv keeps every run
+    return [
+        {
+            "run": r["run"],
+            "seed": r["seed"],
+            "state": r["state"],
+            **{LABELS[m]: _fmt(r.get(m), DIGITS.get(m, 2)) for m in METRICS},
+            "best epoch": r["best_epoch"],
+            "train s": _fmt(r["train_seconds"], 1),
+            **_provenance_cells(r),
+            "reason": (r["reason"] or "")[:200],
+        }
+        for r in data["runs"]
+        if r["variant"] not in gone
+    ]
+
+
+def _provenance_cells(run: dict[str, Any]) -> dict[str, str]:
+    """A run's provenance in a few short cells (every field is in runs.csv and report.json)."""
+    if run.get("version") is None:
+        return {"code": "-", "torch / CUDA": "-", "scan": "-", "device": "-", "arithmetic": "-"}
+    commit = (run["git_commit"] or "unknown commit")[:10] + ("+dirty" if run["git_dirty"] else "")
+    flags = [run["precision"], *(name for name in ("compile", "channels_last", "deterministic") if run[name])]
+    return {
+        "code": f"{run['version']} @ {commit}",
+        "torch / CUDA": f"{run['torch']} / {run['cuda'] or 'none'}",
+        "scan": run["scan_backend"],
+        "device": run["device_name"],
+        "arithmetic": ", ".join(flags),
+    }
+
+
+def _warnings(data: dict[str, Any]) -> list[str]:
+    """Header lines about runs that were not computed alike (colormamba.provenance)."""
+    lines = []
+    differing = data["provenance_differences"]
+    if differing:
+        fields = "; ".join(
+            f"{field}: " + ", ".join(f"{value} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+                                     for value, runs in values.items())
+            for field, values in differing.items()
+        )  # fmt: skip
+        lines.append(f"Warning: the runs of this study were not computed alike, so part of their differences "
+                     f"may come from that. They differ in {fields}. See the runs table.")  # fmt: skip
+    if data["dirty_runs"]:
+        lines.append(f"Note: {len(data['dirty_runs'])} run(s) ran from a working tree with uncommitted "
+                     f"changes (`+dirty`), so their commit does not pin their code: "
+                     f"{', '.join(data['dirty_runs'])}.")  # fmt: skip
+    return lines
+
+
+def _splits_line(data: dict[str, Any]) -> str:
+    """Which split chose the checkpoint, which one the numbers are on, and what ranks the configurations."""
+    select, report = data["select_split"], data["report_split"]
+    if data["checkpoint"] == "best":
+        rule = f"checkpoint `best`: each run's epoch with the highest PSNR on `{select}`"
+    else:
+        rule = f"checkpoint `last`: each run's final epoch (chosen on no split; `{select}` is validated)"
+    line = (f"Selection split `{select}`, reporting split `{report}`; {rule}. The metrics are `{report}`'s; "
+            f"configurations are ranked by `{select}` PSNR of the evaluated checkpoint, never by the "
+            "reported numbers.")  # fmt: skip
+    if select == report:
+        line += (f" The metrics are on the selection split itself: no checkpoint was chosen on `{report}`, "
+                 "but the ranking was, so the top-ranked configurations are optimistic.")  # fmt: skip
+    return line
+
+
+def _intro(data: dict[str, Any]) -> list[str]:
+    steps = ", ".join(str(n) for n in data.get("generator_steps_per_batch", []))
+    return [
+        f"Dataset `{data['dataset']}`, model preset `{data['model']}`, protocol `{data['protocol']}`, "
+        f"seeds {data['seeds']}.",
+        _splits_line(data),
+        "Metrics per image at full resolution, then mean ± standard deviation over images and seeds. "
+        "AE is the angular error in degrees: under the `colormamba` protocol the published code's formula, "
+        "the mean over pixels of arccos(<gt, pred> / (|gt| |pred| + 1e-6)), which scores identical images "
+        "slightly above 0 (black pixels 90°); under `plain` the exact angle, 0 for identical pixels. MAE is "
+        "the mean absolute error on the 0-255 scale; LPIPS is AlexNet's, empty where its weights are absent.",
+        f"Generator updates per batch: {steps or 'not recorded'} (the reference's fit.py takes 2).",
+        "`original` (MSE + cosine + MS-SSIM on RGB, each weighted 20x the hsv term as the reference weighs "
+        "RGB against HSV) is the study's baseline, not a reproduction of the published ColorMamba "
+        "(24.56 dB PSNR): the reference's objective also has an autoencoder-feature term and GAN terms, "
+        "which the study leaves out.",
+    ]
+
+
+def _failed_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Failed runs of the variants that have some other run (all-failed variants are one line each)."""
+    gone = {r["variant"] for r in all_failed(data)}
+    return [r for r in data["runs"] if r["state"] == "failed" and r["variant"] not in gone]
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    failed = _failed_runs(data)
+    banner = partial_banner(data)
+    parts = [f"# Study `{data['study']}`\n", f"\n**{banner}**\n\n" if banner else "",
+             data["description"] + "\n" if data["description"] else "",
+             f"Generated {data['generated_at']}.\n", *(s + "\n" for s in _intro(data)),
+             *(f"\n**{s}**\n" for s in _warnings(data)),
+             f"\n## Configurations (ranked by {data['select_split']} PSNR)\n",
+             _md_table(table_rows(data)),
+             *(f"\n**Failed configuration** {s}\n" for s in all_failed_lines(data))]  # fmt: skip
+    if failed:
+        parts += ["\n**Failed runs:** " + "; ".join(f"`{r['run']}`: {r['reason']}" for r in failed) + "\n"]
+    parts += ["\n## Recipes and loss weights\n", _md_table(recipe_rows(data)),
+              "\n## Paired differences against the baseline\n",
+              *(s + "\n\n" for s in _difference_notes(data)), _md_table(_difference_rows(data)),
+              "\n## Curves\n", "![curves](curves.png)\n",
+              "\n## Per-image PSNR against the baseline\n", "![scatter](scatter.png)\n",
+              "\n## Samples\n", "![samples](samples.png)\n",
+              "\n## Runs\n", _md_table(_run_rows(data)),
+              "\nPer-image values: `per_image.csv`; everything: `report.json`.\n"]  # fmt: skip
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#222}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:1em 0;font-size:14px}
+td:first-child,code{white-space:nowrap}code{background:#f4f4f4;padding:0 2px}
+.banner{background:#e6f0ff;border-left:4px solid #2a6fdb;padding:6px 10px;font-weight:600}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+tr.failed td{background:#fde8e8}.note{color:#555;font-size:13px}img{max-width:100%}
+.warning{background:#fff4d6;border-left:4px solid #d98c00;padding:6px 10px;font-weight:600}
+"""
+
+
+def _html_table(rows: list[dict[str, Any]], table_id: str, failed_key: str | None = None) -> str:
+    if not rows:
+        return f'<p id="{table_id}">none</p>'
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cls = ' class="failed"' if failed_key and r.get(failed_key) == "failed" else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
+    table = f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def inline(text: str) -> str:
+    """Plain text with Markdown's `code` spans as HTML: escaped first, so nothing in it becomes markup."""
+    return _CODE.sub(r"<code>\1</code>", html.escape(text))
+
+
+def render_html(data: dict[str, Any], curves: bytes | None = None, samples: bytes | None = None,
+                scatter: bytes | None = None) -> str:  # fmt: skip
+    """One page with everything inlined: it opens from a file, offline, with no server."""
+
+    def img(png: bytes | None, alt: str, img_id: str) -> str:
+        if png is None:
+            return f'<p class="note">no {alt} yet</p>'
+        b64 = base64.b64encode(png).decode()
+        return f'<img id="{img_id}" alt="{alt}" src="data:image/png;base64,{b64}">'
+
+    def paras(lines: list[str], cls: str) -> str:
+        return "".join(f'<p class="{cls}">{inline(s)}</p>' for s in lines)
+
+    failed = _failed_runs(data)
+    failed_html = ""
+    if failed:
+        items = "".join(f"<li><code>{html.escape(r['run'])}</code>: {inline(str(r['reason']))}</li>"
+                        for r in failed)  # fmt: skip
+        failed_html = f'<h3>Failed runs</h3><ul id="failed">{items}</ul>'
+    gone = all_failed_lines(data)
+    gone_items = "".join(f"<li>{inline(s)}</li>" for s in gone)
+    gone_html = (
+        f'<h3>Failed configurations</h3><ul id="failed-configurations">{gone_items}</ul>' if gone else ""
+    )
+    banner = partial_banner(data)
+    title = f"Study {html.escape(data['study'])}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{title}</title><style>{_CSS}</style></head>
+<body>
+<h1>{title}</h1>
+{paras([banner], "banner") if banner else ""}
+<p>{inline(data["description"])}</p>
+<p class="note">Generated {html.escape(data["generated_at"])}.</p>
+{paras(_intro(data), "note")}{paras(_warnings(data), "warning")}
+<h2>Configurations (ranked by {html.escape(data["select_split"])} PSNR)</h2>
+{_html_table(table_rows(data), "summary")}
+{gone_html}
+{failed_html}
+<h2>Recipes and loss weights</h2>
+{_html_table(recipe_rows(data), "recipes")}
+<h2>Paired differences against the baseline</h2>
+{paras(_difference_notes(data), "note")}
+{_html_table(_difference_rows(data), "differences")}
+<h2>Training and validation curves</h2>
+{img(curves, "curves", "curves")}
+<h2>Per-image PSNR against the baseline</h2>
+<p class="note">Each point is one image of one seed: above the diagonal the configuration scored higher
+than the baseline on it.</p>
+{img(scatter, "scatter", "scatter")}
+<h2>Samples</h2>
+{img(samples, "samples", "samples")}
+<h2>Runs</h2>
+{_html_table(_run_rows(data), "runs", failed_key="state")}
+</body></html>
+"""
