@@ -89,7 +89,6 @@ class StatusWriter:
         if phase == "epoch_end" or time.monotonic() - self._last >= self.interval:
             self.write()
 
-
     def _eta(self, event: dict[str, Any]) -> float | None:
         """The smoothed ETA (services.status_view.StepClock); train.py's own until two steps were timed."""
         epoch, step = int(event["epoch"]), int(event["step"])

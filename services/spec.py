@@ -291,7 +291,7 @@ _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "SyntheticRef", "c
 
 
 def _unknown_key(loc: tuple[Any, ...]) -> str:
-    """"unknown key", with the closest key allowed where it stands when there is one (`epoch` -> `epochs`)."""
+    """The "unknown key" message, naming the closest key allowed where it stands (`epoch` -> `epochs`)."""
     import difflib
 
     if not loc:

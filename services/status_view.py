@@ -50,7 +50,9 @@ class StepClock:
         return self.seconds_per_step * left
 
 
-def smoothed_eta(events: list[tuple[float, dict[str, Any]]], clock: StepClock | None = None) -> list[float | None]:
+def smoothed_eta(
+    events: list[tuple[float, dict[str, Any]]], clock: StepClock | None = None
+) -> list[float | None]:
     """The ETA after each of the (time, progress event) pairs: what a status shows along a run."""
     clock = clock or StepClock()
     out: list[float | None] = []
@@ -58,7 +60,9 @@ def smoothed_eta(events: list[tuple[float, dict[str, Any]]], clock: StepClock | 
     for at, event in events:
         if event.get("phase") == "train" and event.get("step"):
             clock.step(int(event["epoch"]), int(event["step"]), at)
-            eta = clock.eta(int(event["epoch"]), int(event["epochs"]), int(event["step"]), int(event["steps"]))
+            eta = clock.eta(
+                int(event["epoch"]), int(event["epochs"]), int(event["step"]), int(event["steps"])
+            )
             last = eta if eta is not None else last
         out.append(last)
     return out
