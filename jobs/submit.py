@@ -311,7 +311,7 @@ def _progress(s: dict[str, Any]) -> str:
 
     row = run_row(s)
     return (
-        f"{row['state']} epoch {row['epoch']}, best PSNR {row['best PSNR']}, ETA {row['ETA']} {row['note']}"
+        f"{row['state']} epoch {row['epoch']}, best selection PSNR {row['sel PSNR']}, ETA {row['ETA']} {row['note']}"
     )
 
 

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
+WORKER_WIDTH = 14  # with the other columns at their widest, the table still fits 80 columns
 ETA_SMOOTHING = 0.1  # weight of the newest step time in the exponential moving average
 PHASES = {"dataset": "data", "train": "train", "validate": "validate", "epoch_end": "train",
           "evaluate": "evaluate", "evaluation": "evaluate"}  # fmt: skip
@@ -83,36 +86,36 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _clip(text: str, width: int) -> str:
+    """`text`, ending in "…" when longer than `width` (a worker's `name@host (pid N)`)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _psnr(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def run_row(s: dict[str, Any], full_ids: bool = False) -> dict[str, str]:
-    """One run's cells: what a person needs to follow it (the full record is `status --json`)."""
+    """One run's cells: what a person needs to follow it (the full record is `status --json`); `note`
+    (a failure's reason, a succeeded run's reported metrics) is printed under the table, wrapped."""
     state = s.get("state", "?")
     running = state == "running"
-    epochs = s.get("epochs") or "-"
     epoch = s.get("epochs_done") if state == "succeeded" else s.get("epoch")
     note = s.get("reason") or ""
     if state == "succeeded":
         metrics = s.get("metrics") or {}
-        split = s.get("report_split") or "report"
-        note = f"PSNR {_psnr(metrics.get('psnr'))} dB on {split}"
+        note = f"PSNR {_psnr(metrics.get('psnr'))} dB on {s.get('report_split') or 'the report split'}"
         if metrics.get("ssim") is not None:
             note += f", SSIM {metrics['ssim']:.3f}"
-    elif running and s.get("step") and s.get("phase") == "train":
-        note = f"step {s['step']}/{s.get('steps') or '-'}" + (
-            f", loss {s['loss']:.4f}" if s.get("loss") is not None else ""
-        )
     select = (s.get("select_metrics") or {}).get("psnr") if state == "succeeded" else None
     return {
         "run": s["run"] if full_ids else short_run_id(s["run"]),
         "state": state,
         "phase": PHASES.get(s.get("phase") or "", s.get("phase") or "-") if running else "-",
-        "epoch": f"{epoch or '-'}/{epochs}",
-        "best PSNR": _psnr(select if select is not None else s.get("best_val_psnr")),
+        "epoch": f"{epoch or '-'}/{s.get('epochs') or '-'}",
+        "sel PSNR": _psnr(select if select is not None else s.get("best_val_psnr")),
         "ETA": duration(s["eta_s"]) if running and s.get("eta_s") is not None else "-",
-        "worker": s.get("worker") or "-",
+        "worker": _clip(s.get("worker") or "-", WORKER_WIDTH),
         "note": note,
     }
 
@@ -125,20 +128,23 @@ def summary(statuses: list[dict[str, Any]]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
-def status_table(statuses: list[dict[str, Any]], full_ids: bool = False) -> Table:
-    """The runs as a rich table; narrow cells keep their width, the worker and note wrap or end in "…"."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), expand=False)
-    table.add_column("run", overflow="fold", ratio=None, min_width=8)
-    table.add_column("state", no_wrap=True)
-    table.add_column("phase", no_wrap=True)
-    table.add_column("epoch", no_wrap=True, justify="right")
-    table.add_column("best PSNR", justify="right", no_wrap=False, max_width=6)
-    table.add_column("ETA", no_wrap=True, justify="right")
-    table.add_column("worker", overflow="ellipsis", no_wrap=True, max_width=14)
-    table.add_column("note", overflow="fold", min_width=12)
+def status_table(statuses: list[dict[str, Any]], full_ids: bool = False) -> Group:
+    """The runs as a rich table that fits 80 columns (long run ids fold, long worker names end in "…"),
+    then each run's note (`run: reason` or its metrics), wrapped at the console's width."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    table.add_column("run", overflow="fold", min_width=14)
+    for name in ("state", "phase"):
+        table.add_column(name, no_wrap=True)
+    for name in ("epoch", "sel PSNR", "ETA"):
+        table.add_column(name, no_wrap=True, justify="right")
+    table.add_column("worker", no_wrap=True)
+    notes = []
     for s in statuses:
-        table.add_row(*run_row(s, full_ids).values())
-    return table
+        row = run_row(s, full_ids)
+        table.add_row(*(v for k, v in row.items() if k != "note"))
+        if row["note"]:
+            notes.append(Text(f"{row['run']}: {row['note']}", overflow="fold"))
+    return Group(table, *notes)
 
 
 def heading(study: str, statuses: list[dict[str, Any]]) -> str:
