@@ -311,15 +311,15 @@ def _progress(s: dict[str, Any]) -> str:
 
     row = run_row(s)
     return (
-        f"{row['state']} epoch {row['epoch']}, best selection PSNR {row['sel PSNR']}, ETA {row['ETA']} {row['note']}"
+        f"{row['state']} epoch {row['epoch']}, best selection PSNR {row['sel PSNR']}, "
+        f"ETA {row['ETA']} {row['note']}"
     )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
-
+    from services.status_view import console as make_console
     from services.status_view import heading, status_table
     from services.studies import study_statuses
 
@@ -327,7 +327,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise Exit(INVALID, "--interval must be positive and --timeout not negative")
     store = _store(args)
     study = _load_study(store, args.study)
-    console = Console(highlight=False, soft_wrap=False)
+    console = make_console()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     hint = f"report: python jobs/submit.py report {study.name} -o DIR"
     try:

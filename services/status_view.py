@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -145,6 +145,17 @@ def status_table(statuses: list[dict[str, Any]], full_ids: bool = False) -> Grou
         if row["note"]:
             notes.append(Text(f"{row['run']}: {row['note']}", overflow="fold"))
     return Group(table, *notes)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Leave a closed pipe (`status | head`) to the command line, which ends quietly with 0."""
+        raise BrokenPipeError
+
+
+def console() -> Console:
+    """The console the command line prints tables to (80 columns when not a terminal)."""
+    return _Console(highlight=False, soft_wrap=False)
 
 
 def heading(study: str, statuses: list[dict[str, Any]]) -> str:

@@ -25,17 +25,18 @@ LONG = {"state": "failed", "run": "histogram-lr0.0001-bs16-seed2-0a1b2c", "epoch
 
 
 def render(statuses: list[dict], width: int = 80, **kw) -> str:
-    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=width, record=True, file=io.StringIO())
     console.print(status_table(statuses, **kw))
     return console.export_text()
 
 
 def test_status_table_fits_80_columns_with_every_column():
+    succeeded = {"state": "succeeded", "run": "original-seed1-702b8e", "epochs": 2, "epochs_done": 2,
+                 "report_split": "test", "metrics": {"psnr": 23.456, "ssim": 0.8123},
+                 "select_metrics": {"psnr": 22.9}}  # fmt: skip
     statuses = [
         {**RUNNING, "run": "original-seed0-892bf7", "best_val_psnr": 21.437},
-        {"state": "succeeded", "run": "original-seed1-702b8e", "epochs": 2, "epochs_done": 2,
-         "report_split": "test", "metrics": {"psnr": 23.456, "ssim": 0.8123},
-         "select_metrics": {"psnr": 22.9}},  # fmt: skip
+        succeeded,
         {"state": "queued", "run": "histogram-seed0-9d13f1"},
         LONG,
     ]
