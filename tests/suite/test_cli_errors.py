@@ -48,8 +48,9 @@ def test_a_closed_pipe_ends_quietly(study):  # noqa: F811
     read, write = os.pipe()
     os.close(read)  # every write to `write` now fails with EPIPE
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLORMAMBA_")}
-    proc = subprocess.run([sys.executable, str(SUBMIT), "status", "demo"], stdout=write, stderr=subprocess.PIPE,
-                          text=True, cwd=REPO, timeout=60, env={**env, "COLORMAMBA_STORE": str(store.root)})  # fmt: skip
+    env["COLORMAMBA_STORE"] = str(store.root)
+    proc = subprocess.run([sys.executable, str(SUBMIT), "status", "demo"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=60, env=env)  # fmt: skip
     os.close(write)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
