@@ -25,8 +25,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import urllib3
-from minio import Minio
-from minio.error import S3Error
 
 from colormamba.env import (
     S3_ACCESS_KEY,
@@ -96,6 +94,11 @@ class S3Storage:
         self.retry_seconds = retry_seconds
         self._create_bucket = create_bucket
         self._bucket_checked = False
+        # the SDK is imported here, not with the module: a command line on a folder store skips its import
+        from minio import Minio
+        from minio.error import S3Error
+
+        self._s3_error = S3Error
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=120.0),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
@@ -129,7 +132,7 @@ class S3Storage:
             attempt += 1
             try:
                 return fn()
-            except S3Error as exc:
+            except self._s3_error as exc:
                 if exc.code in _MISSING:
                     raise
                 if exc.code == "NoSuchBucket":
@@ -203,7 +206,7 @@ class S3Storage:
 
         try:
             data, expected = self._call(f"download of {key}", fetch)
-        except S3Error as exc:
+        except self._s3_error as exc:
             raise ObjectNotFound(key) from exc
         if expected is not None and hashlib.sha256(data).hexdigest() != expected:
             raise StorageError(f"{self!r}: {key}: checksum mismatch (truncated or corrupt object)")
@@ -214,7 +217,7 @@ class S3Storage:
         self._ensure_bucket()
         try:
             self._call(f"stat of {key}", lambda: self.client.stat_object(self.bucket, name))
-        except S3Error:
+        except self._s3_error:
             return False
         return True
 
