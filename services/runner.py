@@ -56,6 +56,7 @@ class StatusWriter:
         self.also = also
         self._last = 0.0
         self.clock = StepClock()  # the ETA: smoothed seconds per training step
+        self.now: Callable[[], float] = time.monotonic  # the step times' source (a test sets its own)
 
     def write(self, **fields: Any) -> dict[str, Any]:
         """Record `fields` (a `state` among them moves the run: services.runs checks the move)."""
@@ -92,7 +93,7 @@ class StatusWriter:
     def _eta(self, event: dict[str, Any]) -> float | None:
         """The smoothed ETA (services.status_view.StepClock); train.py's own until two steps were timed."""
         epoch, step = int(event["epoch"]), int(event["step"])
-        self.clock.step(epoch, step, time.monotonic())
+        self.clock.step(epoch, step, self.now())
         eta = self.clock.eta(epoch, int(event.get("epochs") or epoch), step, int(event.get("steps") or step))
         eta = event.get("eta_s") if eta is None else eta
         return None if eta is None else round(float(eta), 1)
