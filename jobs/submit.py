@@ -3,7 +3,7 @@
 
     python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all]     queue the study's runs
     python jobs/submit.py --local SPEC.yaml [--runs-per-gpu K]       the whole study here, no Redis/MinIO
-    python jobs/submit.py status STUDY [--watch [--timeout S]]       per-run progress
+    python jobs/submit.py status STUDY [--watch [--timeout S]] [--full-ids | --json]   per-run progress
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
     python jobs/submit.py list                                       studies and their run states
@@ -170,9 +170,7 @@ def _store(args: argparse.Namespace, create_bucket: bool = False):
     try:
         return open_store(args.store or store_url(local=args.local), create_bucket=create_bucket,
                           retry_seconds=CLI_S3_RETRY_S)  # fmt: skip
-    except (ValueError, StorageError) as exc:
-        if isinstance(exc, StorageError) and "unreachable" in str(exc):
-            raise
+    except (ValueError, StorageError) as exc:  # configuration: the server is first asked later
         raise Exit(INVALID, str(exc)) from None
 
 
@@ -338,8 +336,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return OK
             if args.watch and console.is_terminal:
                 console.clear()
-            console.print(heading(study.name, statuses))
-            console.print(status_table(statuses, full_ids=args.full_ids))
+            console.print(
+                heading(study.name, statuses), status_table(statuses, full_ids=args.full_ids), sep="\n"
+            )  # one write: a reader never sees a heading without its table
             sys.stdout.flush()
             if not args.watch or all(s["state"] in DONE for s in statuses):
                 if args.watch:
