@@ -143,9 +143,9 @@ def _argv_with_default_command(argv: list[str]) -> list[str]:
     for i, arg in enumerate(argv):
         if i > 0 and argv[i - 1] == "--store":
             continue
-        if arg.startswith("-") or arg in SUBCOMMANDS:
-            if arg in SUBCOMMANDS:
-                return argv
+        if arg in SUBCOMMANDS:
+            return argv
+        if arg.startswith("-"):
             continue
         if not _looks_like_spec(arg):
             close = difflib.get_close_matches(arg, SUBCOMMANDS, n=1, cutoff=0.6)
