@@ -100,10 +100,10 @@ def run_row(s: dict[str, Any], full_ids: bool = False) -> dict[str, str]:
     (a failure's reason, a succeeded run's reported metrics) is printed under the table, wrapped."""
     state = s.get("state", "?")
     running = state == "running"
-    epoch = s.get("epochs_done") if state == "succeeded" else s.get("epoch")
+    epoch = (s.get("epochs_done") if state == "succeeded" else None) or s.get("epoch")
     note = s.get("reason") or ""
-    if state == "succeeded":
-        metrics = s.get("metrics") or {}
+    metrics = s.get("metrics") or {}
+    if state == "succeeded" and metrics.get("psnr") is not None:
         note = f"PSNR {_psnr(metrics.get('psnr'))} dB on {s.get('report_split') or 'the report split'}"
         if metrics.get("ssim") is not None:
             note += f", SSIM {metrics['ssim']:.3f}"
