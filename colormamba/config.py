@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from colormamba.data.augment import AugmentConfig
 from colormamba.data.layouts import LAYOUTS
+
+if TYPE_CHECKING:  # imported by resolve_device: reading and checking a configuration does without torch
+    import torch
 
 PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
 DEVICES = ("auto", "cpu", "cuda")
@@ -148,6 +149,8 @@ class RunConfig:
 def resolve_device(name: str) -> torch.device:
     """The torch device of a `device` field; "auto" prefers CUDA. An unusable choice is a ValueError, so a
     run asked for a GPU fails at start on a CPU-only machine instead of silently training for days."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

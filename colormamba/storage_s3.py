@@ -25,8 +25,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import urllib3
-from minio import Minio
-from minio.error import S3Error
 
 from colormamba.env import (
     S3_ACCESS_KEY,
@@ -96,6 +94,11 @@ class S3Storage:
         self.retry_seconds = retry_seconds
         self._create_bucket = create_bucket
         self._bucket_checked = False
+        # the SDK is imported here, not with the module: a command line on a folder store skips its import
+        from minio import Minio
+        from minio.error import S3Error
+
+        self._s3_error = S3Error
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=120.0),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
@@ -129,7 +132,7 @@ class S3Storage:
             attempt += 1
             try:
                 return fn()
-            except S3Error as exc:
+            except self._s3_error as exc:
                 if exc.code in _MISSING:
                     raise
                 if exc.code == "NoSuchBucket":
@@ -203,7 +206,7 @@ class S3Storage:
 
         try:
             data, expected = self._call(f"download of {key}", fetch)
-        except S3Error as exc:
+        except self._s3_error as exc:
             raise ObjectNotFound(key) from exc
         if expected is not None and hashlib.sha256(data).hexdigest() != expected:
             raise StorageError(f"{self!r}: {key}: checksum mismatch (truncated or corrupt object)")
@@ -214,7 +217,7 @@ class S3Storage:
         self._ensure_bucket()
         try:
             self._call(f"stat of {key}", lambda: self.client.stat_object(self.bucket, name))
-        except S3Error:
+        except self._s3_error:
             return False
         return True
 
@@ -241,10 +244,13 @@ def _rebuild_s3_storage(args: tuple[Any, ...], kwargs: dict[str, Any]) -> S3Stor
     return S3Storage(*args, **kwargs)
 
 
-def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool = True) -> S3Storage:
+def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool = True,
+                retry_seconds: float | None = None) -> S3Storage:  # fmt: skip
     """An S3Storage configured from the environment (what containers, `submit.py` and `predict` use): the
     variables of `colormamba.env.S3_VARIABLES`; the endpoint and both keys are required. Readers pass
-    `create_bucket=False`, so that a mistyped bucket is an error, not a new empty bucket."""
+    `create_bucket=False`, so that a mistyped bucket is an error, not a new empty bucket. `retry_seconds`
+    (default: COLORMAMBA_S3_RETRY_SECONDS, sized for workers) is shorter for a person at a command line,
+    who wants "the store is down" in seconds, not after a minute."""
     endpoint = S3_ENDPOINT.read()
     if not endpoint:
         raise StorageError(f"{S3_ENDPOINT.name} is not set (the S3/MinIO endpoint, e.g. localhost:9000)")
@@ -253,9 +259,10 @@ def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool
         raise StorageError(f"S3 credentials missing: set {S3_ACCESS_KEY.name} and {S3_SECRET_KEY.name}")
     retry = S3_RETRY_SECONDS.read()
     try:
-        retry_seconds = float(retry)
+        from_env = float(retry)
     except ValueError:
         raise StorageError(f"{S3_RETRY_SECONDS.name} must be a number of seconds, got {retry!r}") from None
+    retry_seconds = from_env if retry_seconds is None else min(retry_seconds, from_env)
     return S3Storage(
         endpoint,
         access,
@@ -269,14 +276,14 @@ def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool
     )
 
 
-def open_store(url: str, create_bucket: bool = True) -> Storage:
+def open_store(url: str, create_bucket: bool = True, retry_seconds: float | None = None) -> Storage:
     """The store a URL names: `s3://bucket[/prefix]` (endpoint and credentials from the environment, see
-    `s3_from_env`) or a local folder path (optionally `file://`). Readers pass `create_bucket=False`, so
-    that a mistyped bucket is an error and not a new empty bucket."""
+    `s3_from_env`, which takes `retry_seconds`) or a local folder path (optionally `file://`). Readers pass
+    `create_bucket=False`, so that a mistyped bucket is an error and not a new empty bucket."""
     if url.startswith("s3://"):
         rest = url[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
-        return s3_from_env(bucket or None, prefix, create_bucket=create_bucket)
+        return s3_from_env(bucket or None, prefix, create_bucket=create_bucket, retry_seconds=retry_seconds)
     return LocalStorage(url.removeprefix("file://"))
 
 

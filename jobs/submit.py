@@ -3,7 +3,7 @@
 
     python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all]     queue the study's runs
     python jobs/submit.py --local SPEC.yaml [--runs-per-gpu K]       the whole study here, no Redis/MinIO
-    python jobs/submit.py status STUDY [--watch [--timeout S]]       per-run progress
+    python jobs/submit.py status STUDY [--watch [--timeout S]] [--full-ids | --json]   per-run progress
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
     python jobs/submit.py list                                       studies and their run states
@@ -24,6 +24,7 @@ otherwise, and trains COLORMAMBA_RUNS_PER_GPU runs at once (default 1) unless --
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -34,18 +35,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite lives beside the package
 
-from kombu.exceptions import KombuError
-
+# Only light modules here: `--help`, `status` and `list` must not pay for torch
+# (tests/suite/test_cli_fast.py); each command imports what it needs.
 from colormamba.env import redact_text
 from colormamba.storage import StorageError, report_prefix
-from colormamba.storage_s3 import open_store
-from services.runs import DONE, FINAL, State, read_status
-from services.spec import SpecError, load_spec
-from services.studies import RERUN_CHOICES, list_studies, load_study, store_url, study_statuses
+from services.runs import DONE, FINAL, RERUN_CHOICES, State, read_status
 
 OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
 SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset", "checkpoint")
 DEFAULT_MAX_RUNS = 20
+CLI_S3_RETRY_S = 5.0  # a person at the command line hears "the store is down" within seconds
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes of --watch")
     st.add_argument("--timeout", type=float, default=None,
                     help="with --watch: give up after this many seconds (exit code 7)")  # fmt: skip
+    st.add_argument("--full-ids", action="store_true", help="show whole run ids (default: CONFIG-seedN)")
+    st.add_argument("--json", action="store_true", help="print every run's status record as JSON")
 
     c = sub.add_parser(
         "cancel", parents=[common], help="cancel a study's queued and running runs, or one run (STUDY/RUN)"
@@ -135,22 +137,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _argv_with_default_command(argv: list[str]) -> list[str]:
-    """`submit.py SPEC` means `submit.py submit SPEC`: the first non-option argument picks the command."""
+    """`submit.py SPEC` means `submit.py submit SPEC`: the first non-option argument picks the command. A
+    bare word that is neither a command nor a spec file (`lsit`) is a typo, answered with the closest
+    command, never read as a spec path."""
     for i, arg in enumerate(argv):
         if i > 0 and argv[i - 1] == "--store":
             continue
+        if arg in SUBCOMMANDS:
+            return argv
         if arg.startswith("-"):
             continue
-        if arg not in SUBCOMMANDS:
-            return [*argv[:i], "submit", *argv[i:]]
-        return argv
+        if not _looks_like_spec(arg):
+            close = difflib.get_close_matches(arg, SUBCOMMANDS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise Exit(INVALID, f"unknown command {arg!r}; {hint}commands: {', '.join(SUBCOMMANDS)} "
+                       f"(or a spec file: {'/'.join(SPEC_SUFFIXES)})")  # fmt: skip
+        return [*argv[:i], "submit", *argv[i:]]
     return argv
 
 
-def _store(args: argparse.Namespace):
+def _looks_like_spec(arg: str) -> bool:
+    """A path to a spec: an existing file, or a name with a spec suffix or a folder in it (the spec
+    loader then says what is wrong with it)."""
+    return Path(arg).is_file() or arg.lower().endswith(SPEC_SUFFIXES) or os.sep in arg or "/" in arg
+
+
+def _store(args: argparse.Namespace, create_bucket: bool = False):
+    """The store, with the command line's short S3 retry budget; only writers may create the bucket."""
+    from colormamba.storage_s3 import open_store
+    from services.studies import store_url
+
     try:
-        return open_store(args.store or store_url(local=args.local))
-    except (ValueError, StorageError) as exc:
+        return open_store(args.store or store_url(local=args.local), create_bucket=create_bucket,
+                          retry_seconds=CLI_S3_RETRY_S)  # fmt: skip
+    except (ValueError, StorageError) as exc:  # configuration: the server is first asked later
         raise Exit(INVALID, str(exc)) from None
 
 
@@ -175,9 +195,11 @@ def _coordinator():
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.runs_per_gpu is not None and not args.local:
         raise Exit(INVALID, "--runs-per-gpu is for --local; GPU workers read COLORMAMBA_RUNS_PER_GPU")
+    from services.spec import load_spec
+
     runs_at_once = _runs_at_once(args) if args.local else 1
     study = load_spec(args.spec)
-    store = _store(args)
+    store = _store(args, create_bucket=True)
     from services.studies import select_runs
 
     start, keep = select_runs(store, study, args.rerun)
@@ -202,7 +224,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from services.studies import prepare_dataset, reset_for_rerun, save_study, should_start
     from services.tasks import queue_run
 
-    prepare_dataset(store, study, allow_local_path=False)
+    try:
+        prepare_dataset(store, study, allow_local_path=False)
+    except ValueError as exc:
+        raise Exit(INVALID, f"{exc}\nnothing was queued") from None
     save_study(store, study)
     queued = skipped = 0
     for run in start:
@@ -237,7 +262,10 @@ def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once
         if status.get("phase") == "epoch_end" or status.get("state") in DONE:
             print(f"  {status['run']}: {_progress(status)}", flush=True)
 
-    finals = local_run_study(store, study, args.rerun, on_status=on_status, runs_at_once=runs_at_once)
+    try:
+        finals = local_run_study(store, study, args.rerun, on_status=on_status, runs_at_once=runs_at_once)
+    except KeyboardInterrupt:
+        raise Exit(ERROR, "interrupted; checkpoints are kept, submit again to resume") from None
     _print_report(store, study.name)
     where = (
         store.path(f"{report_prefix(study.name)}/report.html")
@@ -282,89 +310,70 @@ def _print_report(store: Any, study: str) -> None:
 
 
 def _progress(s: dict[str, Any]) -> str:
-    state = s.get("state", "?")
-    if state == "running":
-        parts = [f"epoch {s.get('epoch') or '-'}/{s.get('epochs') or '-'}"]
-        if s.get("step"):
-            parts.append(f"step {s['step']}/{s.get('steps')}")
-        if s.get("loss") is not None:
-            parts.append(f"loss {s['loss']:.4f}")
-        if s.get("eta_s") is not None:
-            parts.append(f"ETA {_duration(s['eta_s'])}")
-        return "running " + ", ".join(parts)
-    if state == "succeeded":
-        m = s.get("metrics") or {}
-        return f"succeeded PSNR {m.get('psnr', float('nan')):.2f} dB, best epoch {s.get('best_epoch')}"
-    if state in (State.FAILED, State.CANCELLED, State.LOST):
-        return f"{state}: {s.get('reason')}"
-    return state
+    """One line per epoch of a `--local` study."""
+    from services.status_view import run_row
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
+    row = run_row(s)
     return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
+        f"{row['state']} epoch {row['epoch']}, best selection PSNR {row['sel PSNR']}, "
+        f"ETA {row['ETA']} {row['note']}"
     )
 
 
-def status_rows(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for s in statuses:
-        rows.append(
-            {
-                "run": s["run"],
-                "state": s.get("state", "?"),
-                "epoch": f"{s.get('epoch') or '-'}/{s.get('epochs') or '-'}",
-                "step": f"{s.get('step') or '-'}/{s.get('steps') or '-'}",
-                "loss": f"{s['loss']:.4f}" if s.get("loss") is not None else "-",
-                "ETA": _duration(s["eta_s"])
-                if s.get("eta_s") is not None and s.get("state") == "running"
-                else "-",
-                "worker": s.get("worker") or "-",
-                "device": s.get("device") or "-",
-                "note": (s.get("reason") or "")[:60],
-            }
-        )
-    return rows
-
-
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from services.status_view import console as make_console
+    from services.status_view import heading, status_table
+    from services.studies import study_statuses
+
     if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
         raise Exit(INVALID, "--interval must be positive and --timeout not negative")
     store = _store(args)
     study = _load_study(store, args.study)
+    console = make_console()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    while True:
-        statuses = study_statuses(store, study)
-        table = format_table(status_rows(statuses))
-        counts: dict[str, int] = {}
-        for s in statuses:
-            counts[s["state"]] = counts.get(s["state"], 0) + 1
-        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        if args.watch and sys.stdout.isatty():
-            print("\033[2J\033[H", end="")
-        print(f"study {study.name}: {summary}  ({time.strftime('%H:%M:%S')})")
-        print(table, flush=True)
-        if not args.watch or all(s["state"] in DONE for s in statuses):
-            return OK
-        if deadline is None:
-            time.sleep(args.interval)
-            continue
-        left = deadline - time.monotonic()
-        if left <= 0:  # the table above is the state at the deadline
-            raise Exit(
-                WATCH_TIMEOUT, f"--timeout {args.timeout:g} s reached; not every run has ended ({summary})"
-            )
-        time.sleep(min(args.interval, left))
+    hint = f"report: python jobs/submit.py report {study.name} -o DIR"
+    try:
+        while True:
+            statuses = study_statuses(store, study)
+            if args.json:
+                print(json.dumps(statuses, indent=1, default=str), flush=True)
+                return OK
+            if args.watch and console.is_terminal:
+                console.clear()
+            console.print(
+                heading(study.name, statuses), status_table(statuses, full_ids=args.full_ids), sep="\n"
+            )  # one write: a reader never sees a heading without its table
+            sys.stdout.flush()
+            if not args.watch or all(s["state"] in DONE for s in statuses):
+                if args.watch:
+                    print(hint, flush=True)
+                return OK
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:  # the table above is the state at the deadline
+                from services.status_view import summary
+
+                raise Exit(WATCH_TIMEOUT, f"--timeout {args.timeout:g} s reached; not every run has ended "
+                           f"({summary(statuses)})")  # fmt: skip
+            time.sleep(args.interval if left is None else min(args.interval, left))
+    except KeyboardInterrupt:  # the way out of --watch: the runs go on
+        print(f"\nstopped watching; the runs go on. {hint}", flush=True)
+        return OK
 
 
 def _load_study(store: Any, name: str):
+    """The study, or "unknown study" naming the closest known ones (exit 4)."""
+    from services.studies import list_studies, load_study
+
     try:
         return load_study(store, name)
-    except ValueError as exc:
-        raise Exit(NOT_FOUND, str(exc)) from None
+    except ValueError:
+        known = list_studies(store)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        listing = f"studies in {store!r}: {', '.join(known)}" if known else f"no studies in {store!r}"
+        raise Exit(NOT_FOUND, f"unknown study {name!r}; {hint}{listing}") from None
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -400,6 +409,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from services.report import build_report, download_report
 
+    if args.out.exists() and not args.out.is_dir():
+        raise Exit(INVALID, f"-o {args.out}: a file is there; the report is a folder of files, give a folder")
     store = _store(args)
     _load_study(store, args.study)
     if args.rebuild:
@@ -423,6 +434,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from services.studies import list_studies, load_study, study_statuses
+
     store = _store(args)
     rows = []
     for name in list_studies(store):
@@ -438,7 +451,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_dataset(args: argparse.Namespace) -> int:
     from services.datasets import list_datasets, upload_dataset
 
-    store = _store(args)
+    store = _store(args, create_bucket=args.dataset_command == "upload")
     if args.dataset_command == "upload":
         manifest = upload_dataset(store, args.path, args.name, replace=args.replace)
         splits = ", ".join(f"{k} {v} pairs" for k, v in manifest["splits"].items())
@@ -483,7 +496,11 @@ COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "r
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _argv_with_default_command(list(sys.argv[1:] if argv is None else argv))
+    try:
+        argv = _argv_with_default_command(list(sys.argv[1:] if argv is None else argv))
+    except Exit as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     args = _parser().parse_args(argv)
     for name, default in (("local", False), ("store", None), ("verbose", False)):
         if not hasattr(args, name):
@@ -492,26 +509,38 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return INVALID
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:  # its retries end in one StorageError line; each retry is a line only with -v
+        logging.getLogger("colormamba.storage_s3").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
-    except Exit as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except SpecError as exc:
-        print(f"error: {exc}\nnothing was queued", file=sys.stderr)
-        return INVALID
-    except StorageError as exc:
-        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
-        return UNREACHABLE
-    except ValueError as exc:  # bad input named by the library: a dataset, a name, a spec field
-        print(f"error: {exc}", file=sys.stderr)
-        return INVALID
-    except (OSError, KombuError) as exc:  # the broker went away between the ping and a send
-        print(f"error: cannot reach the broker or the store: {redact_text(str(exc))}", file=sys.stderr)
-        return UNREACHABLE
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     except KeyboardInterrupt:
-        print("interrupted; checkpoints are kept, submit again to resume", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return ERROR
+    except Exception as exc:
+        code, message = _explain(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _explain(exc: Exception) -> tuple[int, str]:
+    """The exit code and the one message of an error that reached the top (passwords redacted)."""
+    if isinstance(exc, Exit):
+        return exc.code, redact_text(str(exc))
+    if isinstance(exc, StorageError):
+        return UNREACHABLE, redact_text(str(exc))
+    if isinstance(exc, ValueError):  # bad input named by the library: a spec, a dataset, a name
+        tail = "\nnothing was queued" if type(exc).__name__ == "SpecError" else ""
+        return INVALID, redact_text(str(exc)) + tail
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError) and exc.filename:
+        # a local file: an existing file given as a folder, a folder without write permission...
+        return INVALID, f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(("kombu", "redis", "amqp")):
+        # the broker went away between the ping and a send
+        return UNREACHABLE, f"cannot reach the broker or the store: {redact_text(str(exc))}"
+    raise exc
 
 
 if __name__ == "__main__":

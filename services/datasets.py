@@ -116,9 +116,11 @@ def read_manifest(store: Storage, name: str) -> dict[str, Any]:
     try:
         data = json.loads(store.get_bytes(manifest_key(name)))
     except ObjectNotFound:
+        names = dataset_names(store)
+        there = f"datasets there: {', '.join(names)}" if names else "it holds no datasets"
         raise ValueError(
-            f"dataset {name!r} is not in the store {store!r} (no {manifest_key(name)}); upload it with "
-            f"`python jobs/submit.py dataset upload PATH --name {name}`"
+            f"dataset {name!r} is not in the store {store!r} (no {manifest_key(name)}; {there}); upload it "
+            f"with `python jobs/submit.py dataset upload PATH --name {name}`"
         ) from None
     if data.get("format") != MANIFEST_FORMAT or "files" not in data:
         raise ValueError(f"{manifest_key(name)}: not a manifest of format {MANIFEST_FORMAT}")
@@ -168,6 +170,13 @@ def upload_dataset(store: Storage, root: str | Path, name: str, replace: bool = 
     manifest["uploaded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     store.put_bytes(manifest_key(name), json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def dataset_names(store: Storage) -> list[str]:
+    """The names of the store's complete datasets (those with a manifest), sorted."""
+    return sorted(
+        k.split("/")[1] for k in store.list(DATASETS) if k.count("/") == 2 and k.endswith("/manifest.json")
+    )
 
 
 def list_datasets(store: Storage) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from services.datasets import fetch_dataset
 from services.runs import DONE, now, read_status, transition
 from services.settings import settings
 from services.spec import is_local_path
+from services.status_view import StepClock
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class StatusWriter:
         self.interval = interval
         self.also = also
         self._last = 0.0
+        self.clock = StepClock()  # the ETA: smoothed seconds per training step
+        self.now: Callable[[], float] = time.monotonic  # the step times' source (a test sets its own)
 
     def write(self, **fields: Any) -> dict[str, Any]:
         """Record `fields` (a `state` among them moves the run: services.runs checks the move)."""
@@ -75,16 +78,30 @@ class StatusWriter:
             self.status = {**self.status, **saved}
             self.write()
             return
-        fields = {
-            k: v for k, v in event.items() if k in ("phase", "epoch", "epochs", "step", "steps", "eta_s")
-        }
+        fields = {k: v for k, v in event.items() if k in ("phase", "epoch", "epochs", "step", "steps")}
         if "loss" in event:
             fields["loss"] = round(float(event["loss"]), 6)
+        if phase == "train" and event.get("step"):
+            fields["eta_s"] = self._eta(event)
         if phase == "epoch_end":
             fields |= {"val_psnr": event.get("val_psnr"), "train_loss": event.get("train_loss"), "step": None}
+            fields["best_val_psnr"] = _best(self.status.get("best_val_psnr"), event.get("val_psnr"))
         self.status = {**self.status, **fields}
         if phase == "epoch_end" or time.monotonic() - self._last >= self.interval:
             self.write()
+
+    def _eta(self, event: dict[str, Any]) -> float | None:
+        """The smoothed ETA (services.status_view.StepClock); train.py's own until two steps were timed."""
+        epoch, step = int(event["epoch"]), int(event["step"])
+        self.clock.step(epoch, step, self.now())
+        eta = self.clock.eta(epoch, int(event.get("epochs") or epoch), step, int(event.get("steps") or step))
+        eta = event.get("eta_s") if eta is None else eta
+        return None if eta is None else round(float(eta), 1)
+
+
+def _best(best: float | None, value: float | None) -> float | None:
+    """The higher of two PSNRs, either of which may be missing."""
+    return max((v for v in (best, value) if v is not None), default=None)
 
 
 def local_dataset(store: Storage, dataset: str, cache_dir: str | Path | None) -> Path:

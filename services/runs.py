@@ -34,6 +34,7 @@ class State(StrEnum):
     CANCELLED = "cancelled"
 
 
+RERUN_CHOICES = ("none", "failed", "all")  # `submit --rerun`: which finished runs run again
 FINAL = frozenset({State.SUCCEEDED, State.FAILED})  # never executed again unless a rerun is asked for
 DONE = FINAL | {State.CANCELLED}  # nothing is running or waiting
 

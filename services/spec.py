@@ -24,6 +24,7 @@ Schema (unknown keys are errors at every level)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -291,11 +292,25 @@ def _loc(loc: tuple[Any, ...]) -> str:
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "SyntheticRef", "constrained-float"}
 
 
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """The "unknown key" message, naming the closest key allowed where it stands (`epoch` -> `epochs`)."""
+    import difflib
+
+    if not loc:
+        return "unknown key"
+    sections = {"recipe": Recipe, "evaluation": Evaluation, "configurations": Configuration,
+                "dataset": SyntheticDataset}  # fmt: skip
+    model = StudySpec if len(loc) == 1 else sections.get(str(loc[-2])) or sections.get(str(loc[0]))
+    known = set(model.model_fields) if model else {f.name for f in dataclasses.fields(RunConfig)}
+    close = difflib.get_close_matches(str(loc[-1]), sorted(known - {loc[-1]}), n=1, cutoff=0.75)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
 def _pydantic_problems(exc: ValidationError) -> list[str]:
     """One line per field path; the messages of a union's branches are joined with 'or'."""
     by_loc: dict[str, list[str]] = {}
     for err in exc.errors():
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
         messages = by_loc.setdefault(_loc(tuple(err["loc"])) or "(top level)", [])
         if msg not in messages:

@@ -21,11 +21,18 @@ from colormamba.data import available_splits
 from colormamba.env import S3_BUCKET, S3_ENDPOINT
 from colormamba.storage import STUDIES, ObjectNotFound, RunLocation, Storage, spec_key
 from services.datasets import ensure_synthetic, read_manifest
-from services.runs import DONE, FINAL, mark_cancelled, mark_failed, mark_queued, now, read_status
+from services.runs import (
+    DONE,
+    FINAL,
+    RERUN_CHOICES,
+    mark_cancelled,
+    mark_failed,
+    mark_queued,
+    now,
+    read_status,
+)
 from services.settings import STORE, settings
 from services.spec import RunPlan, SpecError, Study, SyntheticRef, dataset_name, is_local_path
-
-RERUN_CHOICES = ("none", "failed", "all")
 
 
 def save_study(store: Storage, study: Study) -> None:

@@ -5,9 +5,9 @@ The synthetic dataset generator is imported from its own module, `colormamba.dat
 run as a command (`python -m colormamba.data.synthetic`; importing it here would make runpy warn).
 """
 
-from colormamba.data.augment import AugmentConfig, augment_batch, augment_pair
-from colormamba.data.batches import TrainBatches
-from colormamba.data.dataset import PairedDataset
+from importlib import import_module
+from typing import Any
+
 from colormamba.data.layouts import (
     IMAGE_SUFFIXES,
     LAYOUTS,
@@ -44,3 +44,14 @@ __all__ = [
     "list_pairs",
     "load_pair",
 ]
+
+# The torch-using parts load on first use: the job suite's command line lists and checks datasets through
+# this package without paying for torch (tests/suite/test_cli_fast.py).
+_LAZY = {"AugmentConfig": "augment", "augment_batch": "augment", "augment_pair": "augment",
+         "TrainBatches": "batches", "PairedDataset": "dataset"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"colormamba.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from colormamba.imaging import load_image
+if TYPE_CHECKING:  # torch is imported where images are read: listing and checking a layout do without it
+    import torch
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # matched case-insensitively
@@ -275,6 +275,8 @@ def list_pairs(root: str | Path, split: str, layout: str = "auto") -> list[Pair]
 
 
 def _read(pair: Pair, problems: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    from colormamba.imaging import load_image
+
     """Both images of a pair, or None after adding every problem (unreadable, channels, size) to problems."""
     images = []
     for path, channels in ((pair.nir, 1), (pair.rgb, 3)):

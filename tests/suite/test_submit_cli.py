@@ -112,7 +112,7 @@ def test_a_local_folder_dataset_is_refused_for_the_queue(tmp_path, redis_server)
 
 def test_unknown_study_is_exit_4(tmp_path):
     out = submit("status", "nope", env={"COLORMAMBA_STORE": str(tmp_path)})
-    assert out.returncode == 4 and "no study 'nope'" in out.stderr
+    assert out.returncode == 4 and "unknown study 'nope'" in out.stderr
 
 
 def test_no_store_configured_says_what_to_set(tmp_path):
