@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from colormamba.data.augment import AugmentConfig
+from colormamba.data.augment_config import AugmentConfig
 from colormamba.data.layouts import LAYOUTS
 
 if TYPE_CHECKING:  # imported by resolve_device: reading and checking a configuration does without torch

@@ -8,6 +8,7 @@ run as a command (`python -m colormamba.data.synthetic`; importing it here would
 from importlib import import_module
 from typing import Any
 
+from colormamba.data.augment_config import AugmentConfig
 from colormamba.data.layouts import (
     IMAGE_SUFFIXES,
     LAYOUTS,
@@ -47,7 +48,7 @@ __all__ = [
 
 # The torch-using parts load on first use: the job suite's command line lists and checks datasets through
 # this package without paying for torch (tests/suite/test_cli_fast.py).
-_LAZY = {"AugmentConfig": "augment", "augment_batch": "augment", "augment_pair": "augment",
+_LAZY = {"augment_batch": "augment", "augment_pair": "augment",
          "TrainBatches": "batches", "PairedDataset": "dataset"}  # fmt: skip
 
 
