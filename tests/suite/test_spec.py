@@ -22,7 +22,12 @@ def demo_data() -> dict:
 def test_loss_study_spec_is_the_seed_study():
     study = load_spec(SPECS / "loss_study.yaml")
     assert study.name == "loss_study"
-    assert [r.configuration for r in study.runs] == ["original", "vgg", "histogram", "combined"]
+    configurations = ["original", "vgg", "histogram", "combined"]
+    assert sorted({r.configuration for r in study.runs}) == sorted(configurations)
+    # three seeds per configuration: run-to-run noise inside the report's intervals
+    assert sorted((r.configuration, r.seed) for r in study.runs) == sorted(
+        (c, s) for c in configurations for s in (0, 1, 2)
+    )
     for run in study.runs:
         assert run.config["model"] == "paper"
         assert run.config["epochs"] == 50
