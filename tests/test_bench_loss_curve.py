@@ -96,7 +96,11 @@ def test_script_runs_on_cpu_and_prints_its_json_lines() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    windows, summary = lines[:-1], lines[-1]
+    runs = [line for line in lines if line["bench"] == "loss_curve_run"]
+    assert [r["run"] for r in runs] == ["fp32", "fast", "fp32_seed2"]
+    assert all(r["steps"] == steps for r in runs), "a line per finished run, with its step count"
+    windows = [line for line in lines if line["bench"] == "loss_curve"]
+    summary = lines[-1]
     assert len(windows) == steps // window
     for i, row in enumerate(windows):
         assert row["bench"] == "loss_curve" and row["window"] == i

@@ -19,6 +19,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from colormamba.imaging import encode_png
+from colormamba.losses import LOSS_PRESETS
 from colormamba.storage import LocalStorage, RunLocation
 from services.report import (
     HIGHER_IS_BETTER,
@@ -486,7 +487,9 @@ def test_html_form_inline_code_nowrap_and_an_all_failed_configuration_as_one_lin
     runs = page.split('id="runs"', 1)[1]
     assert "histogram" not in runs and runs.count("<tr>") == 1 + 2, "header and the original runs"
     recipes = page.split('id="recipes"', 1)[1].split("</table>", 1)[0]
-    assert "mse 1, cosine 1, msssim 1, hsv 1" in recipes and "histogram 1, hsv 1" in recipes
+    for preset in ("original", "histogram"):  # each configuration's weights as the loss presets state them
+        weights = ", ".join(f"{term} {w:g}" for term, w in LOSS_PRESETS[preset].items())
+        assert weights in recipes, (preset, weights)
     md = (tmp_path / "dl" / "report.md").read_text()
     assert "**Failed configuration** `histogram`: all 2 run(s) failed" in md
 
