@@ -359,7 +359,9 @@ def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(shared_
     assert by["diverge"]["state"] == "failed" and "TrainingDiverged: loss is nan" in by["diverge"]["reason"]
     assert by["vgg"]["state"] == "failed" and "VGG-19 ImageNet weights not found" in by["vgg"]["reason"]
     md = stack.store.get_bytes("reports/failing/report.md").decode()
-    assert "Failed runs" in md and "TrainingDiverged" in md
+    # a configuration whose runs all failed is one line with its reason
+    assert "**Failed configuration** `diverge`" in md and "TrainingDiverged" in md
+    assert "**Failed configuration** `vgg`" in md
 
 
 def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, redis_server):
