@@ -29,7 +29,7 @@ from colormamba import checkpoint
 from colormamba.config import RunConfig, resolve_device
 from colormamba.data import AugmentConfig, PairedDataset, TrainBatches, list_pairs
 from colormamba.evaluate import predict_split, summarize
-from colormamba.imaging import gray_to_hsv, normalize_per_image, pad_to_multiple, rgb_to_hsv
+from colormamba.imaging import normalize_per_image, rgb_to_hsv
 from colormamba.losses import CompositeLoss, build_loss, lsgan_discriminator_loss
 from colormamba.models import ColorMamba, build_discriminator, build_model, compile_blocks
 from colormamba.provenance import run_provenance
@@ -268,7 +268,7 @@ def _generator_update(
     # Autocast covers the generator only: the loss turns it off itself (float32 statistics) and the
     # discriminators, optimisers and metrics see float32 tensors; `.float()` is a no-op in fp32.
     with torch.autocast(nir.device.type, dtype=torch.bfloat16, enabled=parts.cfg.precision == "bf16"):
-        rgb, hsv = generator_forward(parts.model, nir, hsv_nir)
+        rgb, hsv = parts.model(nir, hsv_nir)
     rgb, hsv = rgb.float(), hsv.float()
     fake_scores = None
     if parts.discriminators is not None:
@@ -294,29 +294,6 @@ def _discriminator_update(
     d_loss.backward()
     parts.optimizer_d.step()
     return d_loss.detach()
-
-
-def generator_forward(
-    model: ColorMamba, nir: torch.Tensor, hsv_nir: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`model(nir)`, except that G_B's HSV input is read from `hsv_nir`: the reference contrast-jitters
-    the NIR read as RGB, which only G_B sees (colormamba.data.augment). `ColorMamba.forward` derives that
-    input from its one NIR argument; this is its input handling with the two NIR images apart, and equals
-    `model(nir)` when `hsv_nir` is `nir` (tests/test_train.py holds them together).
-
-    Args:
-        nir: (B, 1, H, W) in [0, 1], what G_A reads (and G_B as its grey channel and edge map).
-        hsv_nir: (B, 1, H, W) in [0, 1], what G_B reads as HSV.
-    Returns:
-        rgb (B, 3, H, W) and hsv (B, 3, H, W), as `ColorMamba.forward`.
-    """
-    nir_hsv = normalize_per_image(gray_to_hsv(hsv_nir))  # (B, 3, H, W)
-    nir = normalize_per_image(nir)  # (B, 1, H, W)
-    nir, (height, width) = pad_to_multiple(nir, model.size_multiple)
-    nir_hsv, _ = pad_to_multiple(nir_hsv, model.size_multiple)
-    hsv, features = model.hsv_net(nir, nir_hsv)
-    rgb = model.rgb_net(nir, hsv, features)
-    return rgb[..., :height, :width], hsv[..., :height, :width]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from colormamba.train import (
     TrainingDiverged,
     TrainingParts,
     build_parts,
-    generator_forward,
     load_state,
     to_state,
     train,
@@ -307,13 +306,13 @@ def test_gb_reads_its_hsv_input_from_hsv_nir_and_g_a_never_does() -> None:
     nir = torch.rand(2, 1, 24, 40)  # not a multiple of the network's stride: padding and cropping
     with torch.no_grad():
         plain = model(nir)
-        assert all(torch.equal(a, b) for a, b in zip(plain, generator_forward(model, nir, nir), strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(plain, model(nir, nir), strict=True))
     inputs: dict[str, tuple] = {}
     model.hsv_net.register_forward_pre_hook(lambda _, args: inputs.update(hsv_net=args))
     model.rgb_net.register_forward_pre_hook(lambda _, args: inputs.update(rgb_net=args))
     jittered = pil_contrast(nir, torch.tensor([0.5, 1.4]))
     with torch.no_grad():
-        rgb, _ = generator_forward(model, nir, jittered)
+        rgb, _ = model(nir, jittered)
     expected_nir = pad_to_multiple(normalize_per_image(nir), model.size_multiple)[0]
     expected_hsv = pad_to_multiple(normalize_per_image(gray_to_hsv(jittered)), model.size_multiple)[0]
     assert torch.equal(inputs["hsv_net"][0], expected_nir) and torch.equal(inputs["rgb_net"][0], expected_nir)

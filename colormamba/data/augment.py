@@ -9,7 +9,7 @@ which is what G_B converts to its HSV input, and never to the grey NIR that G_A 
 as RGB is that grey in every channel and its luma is the grey itself, so the jittered "NIR read as RGB"
 is the jittered grey NIR, and its HSV reading is (0, 0, jittered NIR). Our model derives G_B's HSV input
 from the NIR it is given, so an augmented item carries that jittered NIR separately as `hsv_nir`, and the
-training step hands it to G_B only (colormamba.train.generator_forward). After the per-image min-max
+training step hands it to G_B only (`ColorMamba.forward`'s `hsv_nir`). After the per-image min-max
 normalisation the target's jitter changes little (an affine change of contrast is undone; clipping at
 factors above 1 and PIL's 8-bit rounding remain), whereas G_B's HSV input keeps it: its hue and saturation
 channels are 0, so its normalisation divides the value channel by its maximum and does not undo the shift

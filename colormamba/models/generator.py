@@ -42,7 +42,9 @@ class ColorMamba(nn.Module):
         """The networks see H and W padded up to a multiple of this (2**rgb_levels)."""
         return self.config.size_multiple
 
-    def forward(self, nir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, nir: torch.Tensor, hsv_nir: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Colorize NIR frames of any size.
 
         The reference normalises NIR and its HSV reading separately, per image, with its min-max
@@ -52,12 +54,16 @@ class ColorMamba(nn.Module):
 
         Args:
             nir: (B, 1, H, W) in [0, 1].
+            hsv_nir: (B, 1, H, W) in [0, 1], the NIR that G_B reads as HSV when it differs from `nir`
+                (training: the reference contrast-jitters the NIR read as RGB, which only G_B sees;
+                colormamba.data.augment); default `nir`.
         Returns:
             rgb (B, 3, H, W) in (0, 1) and hsv (B, 3, H, W) in (-1, 1), G_B's prediction.
         """
         if nir.dim() != 4 or nir.shape[1] != 1:
             raise ValueError(f"nir must be (batch, 1, H, W), got shape {tuple(nir.shape)}")
-        nir_hsv = normalize_per_image(gray_to_hsv(nir))  # (B, 3, H, W): (0, 0, v / (max v + eps)): H, S = 0
+        # (B, 3, H, W): (0, 0, v / (max v + eps)): H, S = 0
+        nir_hsv = normalize_per_image(gray_to_hsv(nir if hsv_nir is None else hsv_nir))
         nir = normalize_per_image(nir)  # (B, 1, H, W)
         nir, (height, width) = pad_to_multiple(nir, self.size_multiple)  # (B, 1, H', W')
         nir_hsv, _ = pad_to_multiple(nir_hsv, self.size_multiple)  # (B, 3, H', W')
