@@ -182,14 +182,19 @@ class SeaweedS3:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        """The S3 port opens before the filer behind it answers: wait for a real bucket listing."""
+        """The S3 port opens before the filer behind it answers, and after a restart buckets list before
+        the volume server holding their objects has registered again (reads then fail with InternalError):
+        wait until every bucket lists and its first object reads back."""
         from minio import Minio
 
         client = Minio(self.endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                client.list_buckets()
+                for bucket in client.list_buckets():
+                    first = next(iter(client.list_objects(bucket.name, recursive=True)), None)
+                    if first is not None:
+                        client.get_object(bucket.name, first.object_name).read()
                 return
             except Exception:
                 if time.monotonic() > deadline:
