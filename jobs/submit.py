@@ -258,9 +258,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
     from services.studies import local_run_study
 
-    def on_status(status: dict[str, Any]) -> None:
-        if status.get("phase") == "epoch_end" or status.get("state") in DONE:
-            print(f"  {status['run']}: {_progress(status)}", flush=True)
+    def on_status(status: dict[str, Any]) -> None:  # the epochs' lines come from the runs (epoch_log)
+        if status.get("state") in DONE:
+            print(f"  {status['run']}: {_ended(status)}", flush=True)
 
     try:
         finals = local_run_study(store, study, args.rerun, on_status=on_status, runs_at_once=runs_at_once)
@@ -309,15 +309,13 @@ def _print_report(store: Any, study: str) -> None:
             print(f"failed: {r['run']}: {r['reason']}")
 
 
-def _progress(s: dict[str, Any]) -> str:
-    """One line per epoch of a `--local` study."""
+def _ended(s: dict[str, Any]) -> str:
+    """The line of a `--local` run that ended (its epochs' lines come from services.epoch_log)."""
     from services.status_view import run_row
 
     row = run_row(s)
-    return (
-        f"{row['state']} epoch {row['epoch']}, best selection PSNR {row['sel PSNR']}, "
-        f"ETA {row['ETA']} {row['note']}"
-    )
+    line = f"{row['state']} after epoch {row['epoch']}, best selection PSNR {row['sel PSNR']}"
+    return f"{line}; {row['note']}" if row["note"] else line
 
 
 def cmd_status(args: argparse.Namespace) -> int:

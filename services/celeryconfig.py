@@ -4,6 +4,8 @@ Runs last hours on one GPU each, so the defaults made for short web tasks are wr
 - JSON only: task messages are ids (study, run), never pickles (a broker is no place for code).
 - `task_acks_late` + `task_reject_on_worker_lost`: a run's message is acknowledged only when the run
   ends; if the pool process dies (OOM, SIGKILL) the message goes back to the queue at once.
+  `task_acks_on_failure`: a task that raised is acknowledged too (a run that failed, services.tasks.
+  RunFailed, or one whose store failed, which the reaper queues again): never redelivered by the broker.
 - Redis redelivers a message not acknowledged within `visibility_timeout`. A run longer than that is
   delivered again while it still runs: the run lease in Redis (services.coord) makes the second
   delivery a no-op, so the timeout only bounds how late a message lost with a whole dead worker comes
@@ -71,6 +73,7 @@ task_default_queue = AGGREGATE_QUEUE  # nothing should land there by default; ru
 
 task_acks_late = True
 task_reject_on_worker_lost = True
+task_acks_on_failure = True  # Celery's default, relied on: see above
 task_track_started = True
 result_expires = 7 * 24 * 3600
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}

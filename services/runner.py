@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from colormamba.config import RunConfig, resolve_device
+from colormamba.env import redact_text
 from colormamba.evaluate import METRIC_NAMES, evaluate
 from colormamba.provenance import run_provenance
 from colormamba.storage import RunLocation, Storage
 from colormamba.train import RunCancelled, train
 from services.datasets import fetch_dataset
+from services.epoch_log import log_epoch
 from services.runs import DONE, now, read_status, transition
 from services.settings import settings
 from services.spec import is_local_path
@@ -45,8 +47,9 @@ def share_cpu_threads(runs_at_once: int) -> int:
 
 class StatusWriter:
     """Merges progress events into the run's status and writes it at most every `interval` seconds (and
-    at every epoch end), so a long run costs a few small PUTs a minute, not one per step. `status` is the
-    record as this writer last saw it: its `state` is where the first write moves from (services.runs)."""
+    at every epoch end), so a long run costs a few small PUTs a minute, not one per step; logs one line
+    per epoch (services.epoch_log). `status` is the record as this writer last saw it: its `state` is
+    where the first write moves from (services.runs)."""
 
     def __init__(self, store: Storage, study: str, run: str, status: dict[str, Any], interval: float,
                  also: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
@@ -84,6 +87,7 @@ class StatusWriter:
         if phase == "train" and event.get("step"):
             fields["eta_s"] = self._eta(event)
         if phase == "epoch_end":
+            log_epoch(f"{self.study}/{self.run}", event)
             fields |= {"val_psnr": event.get("val_psnr"), "train_loss": event.get("train_loss"), "step": None}
             fields["best_val_psnr"] = _best(self.status.get("best_val_psnr"), event.get("val_psnr"))
         self.status = {**self.status, **fields}
@@ -182,7 +186,7 @@ def execute_run(
         if isinstance(exc, KeyboardInterrupt):
             log.warning("%s/%s interrupted", study, run)
         else:
-            log.exception("%s/%s failed", study, run)
+            log.error("%s/%s failed: %s", study, run, redact_text(_reason(exc)), exc_info=exc)
         tail = "".join(traceback.format_exception(exc)[-3:])
         state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:

@@ -21,6 +21,7 @@ from colormamba.data import available_splits
 from colormamba.env import S3_BUCKET, S3_ENDPOINT
 from colormamba.storage import STUDIES, ObjectNotFound, RunLocation, Storage, spec_key
 from services.datasets import ensure_synthetic, read_manifest
+from services.epoch_log import print_epoch_lines
 from services.runs import (
     DONE,
     FINAL,
@@ -184,13 +185,15 @@ def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir
     The same records as the queue (spec.json, run.json, status.json) and the same `execute_run`, so the
     folder this writes is exactly what workers would have written to the bucket. One at a time, the runs
     execute in this process; more, each in a spawned process of its own, as a worker's pool processes
-    with COLORMAMBA_RUNS_PER_GPU (they share the GPU, or split the CPU's cores between them).
+    with COLORMAMBA_RUNS_PER_GPU (they share the GPU, or split the CPU's cores between them). Every run
+    prints one line per epoch to stdout, the line a worker logs (services.epoch_log).
     """
     from services.report import build_report
     from services.runner import execute_run
 
     if runs_at_once < 1:
         raise ValueError(f"runs_at_once must be >= 1, got {runs_at_once}")
+    print_epoch_lines()
     dataset = prepare_dataset(store, study, allow_local_path=True)
     save_study(store, study)
     if "path" in dataset:  # a local folder: plans carry its absolute path
@@ -233,6 +236,7 @@ def _execute_in_process(store: Storage, plan: dict[str, Any], cache_dir: Any, ru
     from services.runner import execute_run, share_cpu_threads
 
     share_cpu_threads(runs_at_once)
+    print_epoch_lines()  # a spawned process starts without the parent's logging set-up
     try:
         execute_run(store, plan, worker=f"local-{os.getpid()}", cache_dir=cache_dir)
     except KeyboardInterrupt:  # Ctrl-C: the run recorded itself as cancelled

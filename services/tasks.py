@@ -19,7 +19,7 @@ from services.app import app
 from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
 from services.coord import BrokerUnreachable, Coordinator, LeaseLost, connect, run_key
 from services.runner import execute_run
-from services.runs import DONE, mark_cancelled, read_status
+from services.runs import DONE, State, mark_cancelled, read_status
 from services.settings import settings
 from services.studies import load_plan, store_url
 
@@ -33,6 +33,15 @@ PROGRESS_FIELDS = (
 
 class NotTakenUp(RuntimeError):
     """Redis failed before the run was taken up: nothing was recorded, the message should be redelivered."""
+
+
+class RunFailed(Exception):
+    """The run ended `failed`, recorded in its status.json (and the aggregator told): the task ends as a
+    failure in Celery's eyes (result FAILURE, Flower's "failed"), not "succeeded". Declared in the run
+    task's `throws`, so the worker logs one line, `Task services.tasks.run[id] raised expected:
+    RunFailed('study/run failed: reason')`, without a traceback of the task's own code (the runner logged
+    the run's error at ERROR already, with its traceback). Like any task failure with `acks_late`, the
+    message is acknowledged (`task_acks_on_failure`, services.celeryconfig): a failed run is not retried."""
 
 
 def _store() -> Storage:
@@ -87,9 +96,11 @@ class LiveReport:
         return True
 
 
-@app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(RunFailed,))
 def run_task(self, study: str, run: str) -> dict[str, Any]:
-    """Execute one run if nobody else does and it has not ended; see services.coord for why."""
+    """Execute one run if nobody else does and it has not ended; see services.coord for why. A run that
+    this delivery ended `failed` raises RunFailed (after the status and the aggregator); a cancelled one
+    returns normally, like a succeeded one."""
 
     worker = self.request.hostname or socket.gethostname()
     try:
@@ -100,10 +111,13 @@ def run_task(self, study: str, run: str) -> dict[str, Any]:
             self.update_state(state="PROGRESS", meta={k: status.get(k) for k in PROGRESS_FIELDS})
             live(status)
 
-        return execute_exclusively(_store(), coord, study, run, worker, on_status=on_status,
-                                   on_end=queue_aggregate)  # fmt: skip
+        final = execute_exclusively(_store(), coord, study, run, worker, on_status=on_status,
+                                    on_end=queue_aggregate)  # fmt: skip
     except (BrokerUnreachable, NotTakenUp) as exc:  # back to the queue, not dropped: nobody took the run up
         raise Reject(str(exc), requeue=True) from exc
+    if final.get("state") == State.FAILED:
+        raise RunFailed(f"{study}/{run} failed: {redact_text(str(final.get('reason')))}")
+    return final
 
 
 def execute_exclusively(

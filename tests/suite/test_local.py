@@ -3,12 +3,15 @@ one run at a time or several at once, each in its own process; what it writes an
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
 import yaml
 
-from colormamba.storage import LocalStorage
+from colormamba.storage import LocalStorage, RunLocation
+from services.epoch_log import epoch_line
 from services.spec import load_spec
 from services.studies import read_status
 from tests.suite.test_submit_cli import DEMO, submit
@@ -27,6 +30,11 @@ def quick_spec(tmp_path: Path, name: str, seeds: list[int]) -> Path:
     return path
 
 
+def epoch_lines(stdout: str, study: str, run: str) -> list[str]:
+    """The epoch lines `--local` printed for one run (indented, as services.epoch_log prints them)."""
+    return [line[2:] for line in stdout.splitlines() if line.startswith(f"  {study}/{run} epoch ")]
+
+
 def test_local_study_one_run_at_a_time_writes_the_records_and_the_report(tmp_path: Path) -> None:
     spec = quick_spec(tmp_path, "one", seeds=[0])
     out = submit("--local", str(spec), "--store", str(tmp_path / "store"), timeout=300)
@@ -35,7 +43,13 @@ def test_local_study_one_run_at_a_time_writes_the_records_and_the_report(tmp_pat
     (run,) = load_spec(spec).runs
     status = read_status(store, "one", run.run_id)
     assert status["state"] == "succeeded" and status["worker"] == "local"
-    assert f"{run.run_id}: " in out.stdout and "report: " in out.stdout
+    assert f"{run.run_id}: succeeded after epoch 3/3" in out.stdout and "report: " in out.stdout
+    # one line per epoch, the one a worker logs, with the values training recorded for that epoch
+    history = store.get_bytes(RunLocation("one", run.run_id).artifact("history.csv")).decode()
+    events = [{"epochs": 3, **{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}}
+              for row in csv.DictReader(io.StringIO(history))]  # fmt: skip
+    assert [e["epoch"] for e in events] == [1, 2, 3]
+    assert epoch_lines(out.stdout, "one", run.run_id) == [epoch_line(f"one/{run.run_id}", e) for e in events]
     report = json.loads(store.get_bytes("reports/one/report.json"))
     assert [r["state"] for r in report["runs"]] == ["succeeded"]
     assert (tmp_path / "store" / "reports" / "one" / "report.html").is_file()
@@ -54,6 +68,10 @@ def test_local_study_with_two_runs_per_gpu_trains_them_at_once(tmp_path: Path) -
     assert all(s["worker"].startswith("local-") for s in statuses)
     # whole seconds: strictly before means both ran during the same second at least
     assert max(s["started_at"] for s in statuses) < min(s["finished_at"] for s in statuses)
+    for run in load_spec(spec).runs:  # printed by each run's process
+        assert [line.split(":")[0] for line in epoch_lines(out.stdout, "two", run.run_id)] == [
+            f"two/{run.run_id} epoch {e}/3" for e in (1, 2, 3)
+        ]
     report = json.loads(store.get_bytes("reports/two/report.json"))
     assert sorted(r["state"] for r in report["runs"]) == ["succeeded", "succeeded"]
 
