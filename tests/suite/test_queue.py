@@ -27,7 +27,17 @@ from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation
 from colormamba.storage_s3 import s3_from_env
 from services.datasets import fetch_dataset
-from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, queued_tasks, stop_workers, wait_until
+from services.epoch_log import epoch_line
+from tests.suite.servers import (
+    REPO,
+    RedisServer,
+    SeaweedS3,
+    Worker,
+    queued_tasks,
+    stop_workers,
+    unacked_task_ids,
+    wait_until,
+)
 from tests.suite.test_submit_cli import submit
 
 pytestmark = pytest.mark.slow
@@ -138,6 +148,24 @@ def wait_for(what: str, predicate, timeout: float, stack: Stack, interval: float
         raise AssertionError(f"{exc}\n--- worker logs ---\n{stack.logs()[-6000:]}") from None
 
 
+def history_rows(stack: Stack, study: str, run: str) -> list[dict]:
+    """The run's history.csv rows, numbers as numbers (as train.py emitted them)."""
+    text = stack.store.get_bytes(RunLocation(study, run).artifact("history.csv")).decode()
+    return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]  # fmt: skip
+
+
+def epoch_lines(logs: str, study: str, run: str) -> list[str]:
+    """The epoch lines (services.epoch_log) the workers logged for one run, without Celery's prefix."""
+    mark = f"{study}/{run} epoch "
+    return [line[line.index(mark):] for line in logs.splitlines() if mark in line]
+
+
+def task_lines(logs: str, task_id: str) -> list[str]:
+    """What Celery logged about one task (received, succeeded, raised...)."""
+    return [line for line in logs.splitlines() if f"Task services.tasks.run[{task_id}]" in line]
+
+
 def report_json(stack: Stack, study: str) -> dict | None:
     try:
         return json.loads(stack.store.get_bytes(f"reports/{study}/report.json"))
@@ -193,14 +221,11 @@ def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
     for run in study.runs:
         status = stack.status("demo", run.run_id)
         assert status["state"] == "succeeded" and status["attempt"] == 1, status
-        history = list(
-            csv.DictReader(
-                io.StringIO(
-                    stack.store.get_bytes(RunLocation("demo", run.run_id).artifact("history.csv")).decode()
-                )
-            )
-        )
-        assert [int(h["epoch"]) for h in history] == [1, 2]
+        rows = history_rows(stack, "demo", run.run_id)
+        assert [h["epoch"] for h in rows] == [1, 2]
+        # the worker's log: one line per epoch (not per step) with the values training recorded
+        expected = [epoch_line(f"demo/{run.run_id}", {"epochs": 2, **h}) for h in rows]
+        assert epoch_lines(stack.logs(), "demo", run.run_id) == expected
 
     # the report's metrics equal a recomputation from the stored checkpoints on the stored dataset
     store = stack.store
@@ -336,6 +361,11 @@ def test_cancel_a_queued_and_a_running_run(shared_stack):
     )
     assert stack.status("cancelled", queued)["state"] == "cancelled"
     assert "attempt" not in stack.status("cancelled", queued)
+    # a cancel is a normal end: the running run's task succeeded in Celery's eyes, it did not fail
+    lines = task_lines(stack.logs(), stack.status("cancelled", running)["task_id"])
+    succeeded = [x for x in lines if " succeeded " in x]
+    assert len(succeeded) == 1 and "'state': 'cancelled'" in succeeded[0], lines
+    assert not [x for x in lines if " raised " in x], lines
 
 
 def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(shared_stack):
@@ -358,10 +388,33 @@ def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(shared_
     assert by["original"]["state"] == "succeeded"
     assert by["diverge"]["state"] == "failed" and "TrainingDiverged: loss is nan" in by["diverge"]["reason"]
     assert by["vgg"]["state"] == "failed" and "VGG-19 ImageNet weights not found" in by["vgg"]["reason"]
+    assert_logged_as_failed(stack, "failing", by["diverge"]["run"], "TrainingDiverged: loss is nan")
+    assert_logged_as_failed(stack, "failing", by["vgg"]["run"], "VGGWeightsNotFoundError: VGG-19 ImageNet")
     md = stack.store.get_bytes("reports/failing/report.md").decode()
     # a configuration whose runs all failed is one line with its reason
     assert "**Failed configuration** `diverge`" in md and "TrainingDiverged" in md
     assert "**Failed configuration** `vgg`" in md
+
+
+def assert_logged_as_failed(stack: Stack, study: str, run: str, why: str) -> None:
+    """The run's task failed in Celery's eyes: the worker's log says it raised (not "succeeded") with
+    the reason, next to the runner's ERROR line; its message was taken once and acknowledged (not held
+    for redelivery)."""
+    task_id = stack.status(study, run)["task_id"]
+
+    def raised() -> list[str]:
+        return [x for x in task_lines(stack.logs(), task_id) if " raised " in x]
+
+    (line,) = wait_for(f"{run}'s task logged as raised", raised, 60, stack)
+    assert "raised expected: RunFailed(" in line and f"{study}/{run} failed: {why}" in line, line
+    lines = task_lines(stack.logs(), task_id)
+    assert not [x for x in lines if " succeeded " in x], lines
+    assert len([x for x in lines if x.endswith(" received")]) == 1, lines
+    assert any("ERROR" in x and f"{study}/{run} failed: {why}" in x for x in stack.logs().splitlines())
+    # acknowledged by the worker's main process once the pool process reported the failure
+    url = stack.env["COLORMAMBA_REDIS_URL"]
+    wait_for(f"{run}'s message acknowledged", lambda: task_id not in unacked_task_ids(url), 10, stack, 0.1)
+    assert not queued_tasks(url, "gpu")
 
 
 def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, redis_server):
