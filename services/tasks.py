@@ -40,10 +40,11 @@ class NotTakenUp(RuntimeError):
 class RunFailed(Exception):
     """The run ended `failed`, recorded in its status.json (and the aggregator told): the task ends as a
     failure in Celery's eyes (result FAILURE, Flower's "failed"), not "succeeded". Declared in the run
-    task's `throws`, so the worker logs one line, `Task services.tasks.run[id] raised expected:
-    RunFailed('study/run failed: reason')`, without a traceback of the task's own code (the runner logged
-    the run's error at ERROR already, with its traceback). Like any task failure with `acks_late`, the
-    message is acknowledged (`task_acks_on_failure`, services.celeryconfig): a failed run is not retried."""
+    task's `throws`, so Celery 5 logs one INFO line, `Task services.tasks.run[id] raised expected:
+    RunFailed('study/run failed: reason')`, without a traceback of the task's own code; the ERROR line
+    is the runner's (`study/run failed: reason`, with the run's own traceback). Like any task failure
+    with `acks_late`, the message is acknowledged (`task_acks_on_failure`, services.celeryconfig): a
+    failed run is not retried."""
 
 
 def _store() -> Storage:
