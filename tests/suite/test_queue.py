@@ -158,7 +158,7 @@ def history_rows(stack: Stack, study: str, run: str) -> list[dict]:
 def epoch_lines(logs: str, study: str, run: str) -> list[str]:
     """The epoch lines (services.epoch_log) the workers logged for one run, without Celery's prefix."""
     mark = f"{study}/{run} epoch "
-    return [line[line.index(mark):] for line in logs.splitlines() if mark in line]
+    return [line[line.index(mark) :] for line in logs.splitlines() if mark in line]
 
 
 def task_lines(logs: str, task_id: str) -> list[str]:
