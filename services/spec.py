@@ -464,19 +464,22 @@ def parse_spec(data: Any, source: str = "spec") -> Study:
     if not isinstance(data, dict):
         raise SpecError(source, ["(top level): expected a mapping of spec fields"])
     problems: list[str] = []
-    spec = None
+    written, spec = data, None
     while spec is None:
         try:
             spec = StudySpec.model_validate(data)
         except ValidationError as exc:
-            problems += _pydantic_problems(exc)
+            reported = {p.split(": ", 1)[0] for p in problems}  # a value taken out is then "missing"
+            problems += [p for p in _pydantic_problems(exc) if p.split(": ", 1)[0] not in reported]
             data = _without(data, [err["loc"] for err in exc.errors()])
             if data is None:  # nothing left to take out (a required field is missing): stop here
                 raise SpecError(source, list(dict.fromkeys(problems))) from None
     try:
         study = expand(spec, source)
     except SpecError as exc:
-        problems += exc.problems
+        # a baseline that names a configuration taken out above is not a second problem
+        named = written.get("baseline") in (written.get("configurations") or {})
+        problems += [p for p in exc.problems if not (named and p.startswith("baseline:"))]
     if problems:
         raise SpecError(source, list(dict.fromkeys(problems)))
     return study
