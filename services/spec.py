@@ -133,7 +133,7 @@ class Evaluation(_Strict):
     protocol: str = RunConfig.protocol
     select_split: str = RunConfig.select_split
     report_split: str = RunConfig.report_split
-    checkpoint: Literal[CHECKPOINT_KINDS] = "best"  # type: ignore[valid-type]
+    checkpoint: Literal[CHECKPOINT_KINDS] = "best"
     num_samples: int = RunConfig.num_samples
 
     @model_validator(mode="after")
@@ -151,9 +151,9 @@ class Configuration(_Strict):
     """One loss configuration: a preset (`loss`) with optional `weights` overrides, or explicit `terms`."""
 
     loss: str | None = None
-    weights: dict[str, _sweep_of(float)] = Field(default_factory=dict)  # type: ignore[valid-type]
-    terms: dict[str, _sweep_of(float)] | None = None  # type: ignore[valid-type]
-    recipe: Recipe | None = None  # type: ignore[valid-type]  # per-configuration deviations from the study's
+    weights: dict[str, _sweep_of(float)] = Field(default_factory=dict)
+    terms: dict[str, _sweep_of(float)] | None = None
+    recipe: Recipe | None = None  # per-configuration deviations from the study's
 
     @model_validator(mode="after")
     def _one_source(self) -> Configuration:
@@ -171,7 +171,7 @@ class StudySpec(_Strict):
     model: str = RunConfig.model
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     baseline: str | None = None
-    recipe: Recipe = Field(default_factory=Recipe)  # type: ignore[valid-type]
+    recipe: Recipe = Field(default_factory=Recipe)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     configurations: dict[str, Configuration] = Field(min_length=1)
 
@@ -296,7 +296,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(keep)
 
 
-_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "SyntheticRef", "constrained-float"}
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "SyntheticRef"}
 
 
 def _unknown_key(loc: tuple[Any, ...]) -> str:
