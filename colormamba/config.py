@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from colormamba.data.augment_config import augment_problems
-from colormamba.data.layouts import LAYOUTS
+from colormamba.data.layouts import LAYOUTS, SPLITS
 from colormamba.suggest import unknown
 
 if TYPE_CHECKING:  # imported by resolve_device; reading a configuration does without torch
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # imported by resolve_device; reading a configuration does wi
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # the generator forward's autocast, see `RunConfig.precision`
 # The splits a run selects its checkpoint on and reports on (the training split is augmented and trained on)
-EVAL_SPLITS = ("val", "test")
+EVAL_SPLITS = tuple(split for split in SPLITS if split != "train")
 MAX_SAMPLES = 64  # sample images a run writes for the report's grid
 
 
@@ -135,11 +135,10 @@ class RunConfig:
 
             problems += loss_problems(self.loss, self.loss_weights)
         if {"model", "model_overrides", "scan_backend"} <= typed:
-            problems += self._model_problems(scan_backend_ok=not any(p.startswith("scan_backend:")
-                                                                     for p in problems))  # fmt: skip
+            problems += self._model_problems()
         return problems
 
-    def _model_problems(self, scan_backend_ok: bool) -> list[str]:
+    def _model_problems(self) -> list[str]:
         """The preset, each override key (did you mean), and the resolved ModelConfig's own checks."""
         from colormamba.models import ModelConfig, list_presets, resolve_config
 
@@ -154,7 +153,7 @@ class RunConfig:
             for key in self.model_overrides
             if key == "scan_backend" or key not in known
         ]
-        if problems or not scan_backend_ok:
+        if problems or self.scan_backend not in _choices()["scan_backend"]:  # (that one is reported above)
             return problems
         try:
             resolve_config(self.model, scan_backend=self.scan_backend, **self.model_overrides)
