@@ -8,22 +8,35 @@ that a resumed run or `predict` rebuilds exactly the same network.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
-from colormamba.data.augment_config import AugmentConfig
-from colormamba.data.layouts import LAYOUTS
+from colormamba.data.augment_config import augment_problems
+from colormamba.data.layouts import LAYOUTS, SPLITS
+from colormamba.suggest import unknown
 
-if TYPE_CHECKING:  # imported by resolve_device: reading and checking a configuration does without torch
+if TYPE_CHECKING:  # imported by resolve_device; reading a configuration does without torch
     import torch
 
-PROTOCOLS = ("colormamba", "plain")  # evaluation protocols, see colormamba.metrics
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # the generator forward's autocast, see `RunConfig.precision`
 # The splits a run selects its checkpoint on and reports on (the training split is augmented and trained on)
-EvalSplit = Literal["val", "test"]
-EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
+EVAL_SPLITS = tuple(split for split in SPLITS if split != "train")
+MAX_SAMPLES = 64  # sample images a run writes for the report's grid
+
+
+class ConfigError(ValueError):
+    """An invalid run configuration. `problems` holds one "field: message" line per problem in RunConfig's
+    own field names (`lr`, `augment.flipp`, `loss_weights.vggg`), so that a caller can say where its user
+    wrote the value (a study spec maps them to its own paths)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid run configuration:\n  " + "\n  ".join(problems))
 
 
 @dataclass
@@ -32,7 +45,7 @@ class RunConfig:
 
     # data
     dataset: str = ""  # dataset root folder (VCIP2020 or plain layout)
-    layout: str = "auto"  # "auto" | "vcip2020" | "plain"
+    layout: str = "auto"  # "auto" or a layout of colormamba.data.layouts.LAYOUTS
     # Selection and reporting use different splits (docs/evaluation.md): choosing best.pt on the split that
     # is then reported inflates every run by its own best-case pick. The spec refuses equal splits unless
     # the evaluated checkpoint is `last`, which no split chose.
@@ -42,7 +55,7 @@ class RunConfig:
     # model
     model: str = "paper"  # preset name, see colormamba.models.list_presets()
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    scan_backend: str = "auto"  # "auto" | "torch" | "mamba" | "reference"
+    scan_backend: str = "auto"  # "auto" or a backend of colormamba.ops (colormamba.ops.backend_names())
     # loss
     loss: str | dict[str, float] = "original"  # preset name or {term: weight}
     loss_weights: dict[str, float] = field(default_factory=dict)  # per-term overrides of the preset
@@ -55,10 +68,11 @@ class RunConfig:
     lr_step_epochs: int = 25
     lr_gamma: float = 0.5
     grad_clip: float = 0.0  # 0 disables; the reference does not clip
+    max_steps_per_epoch: int = 0  # 0 = the whole training split; >0 for smoke runs
     # Generator updates per batch, each with its own forward (the reference's fit.py takes two); the
     # discriminators, when the loss has an adversarial term, update once per batch after the last one.
+    # (Field order is the order of a study's sweep axes in its run names: keep it.)
     generator_steps_per_batch: int = 2
-    max_steps_per_epoch: int = 0  # 0 = the whole training split; >0 for smoke runs
     # evaluation
     protocol: str = "colormamba"
     num_samples: int = 4  # sample images written by evaluation for the report's grid
@@ -79,64 +93,82 @@ class RunConfig:
     checkpoint_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # JSON round-trips give lists
+        if isinstance(self.betas, list):  # JSON round-trips give lists
+            self.betas = tuple(self.betas)
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming every bad field at once."""
-        problems = []
-        if not self.dataset:
-            problems.append("dataset: required (path to the dataset root)")
-        for name in (
-            "epochs", "batch_size", "lr_step_epochs", "generator_steps_per_batch", "cancel_check_every"
-        ):  # fmt: skip
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("max_steps_per_epoch", "num_samples", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                problems.append(f"{name}: must be an integer >= 0, got {getattr(self, name)!r}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"lr: must be a positive number, got {self.lr!r}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            problems.append(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
-        if not 0 < self.lr_gamma <= 1:
-            problems.append(f"lr_gamma: must be in (0, 1], got {self.lr_gamma!r}")
-        if not (isinstance(self.checkpoint_interval_s, int | float) and self.checkpoint_interval_s >= 0):
-            problems.append(
-                f"checkpoint_interval_s: must be a number >= 0, got {self.checkpoint_interval_s!r}"
-            )
-        if self.grad_clip < 0:
-            problems.append(f"grad_clip: must be >= 0, got {self.grad_clip!r}")
-        if self.protocol not in PROTOCOLS:
-            problems.append(f"protocol: must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            problems.append(f"device: must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision: must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("channels_last", "compile", "deterministic"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name}: must be true or false, got {getattr(self, name)!r}")
-        for name in ("select_split", "report_split"):
-            if getattr(self, name) not in EVAL_SPLITS:
-                problems.append(f"{name}: must be one of {EVAL_SPLITS}, got {getattr(self, name)!r}")
-        try:
-            AugmentConfig(**self.augment)
-        except (TypeError, ValueError) as exc:  # an unknown key is a TypeError naming it
-            problems.append(f"augment: {exc}")
-        if self.layout != "auto" and self.layout not in LAYOUTS:
-            problems.append(f"layout: must be 'auto' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
+        """Raise ConfigError listing every problem at once (see `problems`)."""
+        problems = self.problems()
         if problems:
-            raise ValueError("invalid run configuration:\n  " + "\n  ".join(problems))
+            raise ConfigError(problems)
+
+    def problems(self) -> list[str]:
+        """Every problem of this configuration, one "field: message" line each: the one place that checks
+        what a run will build, so that a study spec refuses at submit what a worker would fail on.
+
+        Types come from the annotations; ranges and choices from the tables below and from the modules
+        that own each list (evaluation protocols: colormamba.metrics; scan backends: colormamba.ops; model
+        presets and ModelConfig: colormamba.models; loss presets and terms: colormamba.losses). Those
+        import torch (seconds, once per process), hence imported here and not at module level.
+        """
+        problems = [
+            f"{name}: must be {_describe(hint)}, got {getattr(self, name)!r}"
+            for name, hint in field_types().items()
+            if not _has_type(getattr(self, name), hint)
+        ]
+        typed = set(field_types()) - {p.split(":", 1)[0] for p in problems}
+        if "dataset" in typed and not self.dataset:
+            problems.append("dataset: required (path to the dataset root)")
+        for name, (ok, requirement) in _RANGES.items():
+            if name in typed and not ok(getattr(self, name)):
+                problems.append(f"{name}: must be {requirement}, got {getattr(self, name)!r}")
+        for name, choices in _choices().items():
+            if name in typed and getattr(self, name) not in choices:
+                problems.append(f"{name}: must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if "device" in typed and not _is_device(self.device):
+            problems.append(f"device: must be one of {', '.join(DEVICES)} or 'cuda:N', got {self.device!r}")
+        if "augment" in typed:
+            problems += [f"augment.{p}" for p in augment_problems(self.augment)]
+        if {"loss", "loss_weights"} <= typed:
+            from colormamba.losses import loss_problems
+
+            problems += loss_problems(self.loss, self.loss_weights)
+        if {"model", "model_overrides", "scan_backend"} <= typed:
+            problems += self._model_problems()
+        return problems
+
+    def _model_problems(self) -> list[str]:
+        """The preset, each override key (did you mean), and the resolved ModelConfig's own checks."""
+        from colormamba.models import ModelConfig, list_presets, resolve_config
+
+        presets = list_presets()
+        if self.model not in presets:
+            what = unknown(f"unknown preset {self.model!r}", self.model, presets, listing="known presets")
+            return [f"model: {what}"]
+        known = ModelConfig.field_names()
+        clash = "the scan backend is the run's own `scan_backend` field: set it there"
+        problems = [
+            f"model_overrides.{key}: {clash if key == 'scan_backend' else unknown('unknown key', key, known)}"
+            for key in self.model_overrides
+            if key == "scan_backend" or key not in known
+        ]
+        if problems or self.scan_backend not in _choices()["scan_backend"]:  # (that one is reported above)
+            return problems
+        try:
+            resolve_config(self.model, scan_backend=self.scan_backend, **self.model_overrides)
+        except ValueError as exc:  # the architecture's own rules (widths, heads, levels)
+            problems.append(f"{'model_overrides' if self.model_overrides else 'model'}: {exc}")
+        return problems
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build from plain data, refusing unknown keys (a typo must not silently use a default)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"invalid run configuration: unknown keys {unknown}; known keys: {sorted(known)}"
-            )
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown_keys = [key for key in data if key not in known]
+        if unknown_keys:
+            raise ConfigError([f"{key}: {unknown('unknown key', key, known, listing='known keys')}"
+                               for key in unknown_keys])  # fmt: skip
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +176,81 @@ class RunConfig:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
         return out
+
+
+# field -> (test, requirement): the range of each numeric field, tested once its type is right
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    **dict.fromkeys(
+        ("epochs", "batch_size", "lr_step_epochs", "generator_steps_per_batch", "cancel_check_every"),
+        (lambda v: v >= 1, ">= 1"),
+    ),
+    **dict.fromkeys(("max_steps_per_epoch", "seed"), (lambda v: v >= 0, ">= 0")),
+    "num_samples": (lambda v: 0 <= v <= MAX_SAMPLES, f"in [0, {MAX_SAMPLES}]"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "betas": (lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "lr_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "grad_clip": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    "checkpoint_interval_s": (lambda v: v >= 0, ">= 0 (0: after every epoch)"),
+}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The fields that name one of a list, each list from the module that owns it."""
+    from colormamba.metrics import PROTOCOLS
+    from colormamba.ops import backend_names
+
+    return {
+        "layout": ("auto", *LAYOUTS),
+        "select_split": EVAL_SPLITS,
+        "report_split": EVAL_SPLITS,
+        "scan_backend": tuple(backend_names()),
+        "protocol": PROTOCOLS,
+        "precision": PRECISIONS,
+    }
+
+
+def _is_device(name: str) -> bool:
+    return name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """RunConfig's fields and their annotations, resolved (what a study spec's recipe is derived from)."""
+    return typing.get_type_hints(RunConfig)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether `value` is plain data of the annotation `hint`. A mapping's values are left to the module
+    that reads them (the loss, the augmentation, the model), which names the offending key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if origin is tuple:
+        return isinstance(value, tuple | list) and len(value) == len(args) and all(
+            map(_has_type, value, args))
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    """An annotation in words, for "must be ..." messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is dict:
+        return "a mapping"
+    if origin is tuple:
+        return f"a list of {len(args)} numbers" if set(args) == {float} else f"a list of {len(args)} values"
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(
+        hint, str(hint)
+    )
 
 
 def resolve_device(name: str) -> torch.device:

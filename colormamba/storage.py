@@ -119,6 +119,8 @@ class LocalStorage:
 
 # The top-level prefixes of the layout (docs/system.md).
 DATASETS, STUDIES, RUNS, CHECKPOINTS, REPORTS = "datasets", "studies", "runs", "checkpoints", "reports"
+# The checkpoints a run keeps (best.pt: best on the selection split; last.pt), the ones it can be scored with
+CHECKPOINT_KINDS = ("best", "last")
 PROBES = "probes"  # a worker's start-up check writes and deletes one object here
 
 
@@ -166,7 +168,9 @@ class RunLocation:
         return f"{RUNS}/{self.study}/{self.run}"
 
     def checkpoint(self, which: str) -> str:
-        """`which` is 'last' or 'best'."""
+        """`which` is one of CHECKPOINT_KINDS."""
+        if which not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint: must be one of {', '.join(CHECKPOINT_KINDS)}, got {which!r}")
         return f"{self.checkpoint_prefix}/{which}.pt"
 
     def artifact(self, name: str) -> str:

@@ -24,7 +24,6 @@ otherwise, and trains COLORMAMBA_RUNS_PER_GPU runs at once (default 1) unless --
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite li
 # (tests/suite/test_cli_fast.py); each command imports what it needs.
 from colormamba.env import redact_text
 from colormamba.storage import StorageError, report_prefix
+from colormamba.suggest import closest
 from services.runs import DONE, FINAL, RERUN_CHOICES, State, read_status
 
 OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
@@ -148,8 +148,8 @@ def _argv_with_default_command(argv: list[str]) -> list[str]:
         if arg.startswith("-"):
             continue
         if not _looks_like_spec(arg):
-            close = difflib.get_close_matches(arg, SUBCOMMANDS, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = closest(arg, SUBCOMMANDS)
+            hint = f"did you mean {close!r}? " if close else ""
             raise Exit(INVALID, f"unknown command {arg!r}; {hint}commands: {', '.join(SUBCOMMANDS)} "
                        f"(or a spec file: {'/'.join(SPEC_SUFFIXES)})")  # fmt: skip
         return [*argv[:i], "submit", *argv[i:]]
@@ -368,9 +368,9 @@ def _load_study(store: Any, name: str):
         return load_study(store, name)
     except ValueError:
         known = list_studies(store)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
         listing = f"studies in {store!r}: {', '.join(known)}" if known else f"no studies in {store!r}"
+        close = closest(name, known)
+        hint = f"did you mean {close!r}? " if close else ""
         raise Exit(NOT_FOUND, f"unknown study {name!r}; {hint}{listing}") from None
 
 

@@ -13,45 +13,66 @@ Schema (unknown keys are errors at every level)::
     model: paper                      # model preset
     seeds: [0]
     baseline: original                # the configuration that paired differences are taken against
-    recipe: {epochs: 50, batch_size: 8, lr: 1.0e-4}   # RunConfig recipe fields; a list = a sweep
+    recipe: {epochs: 50, batch_size: 8, lr: 1.0e-4}   # RunConfig fields; a list = a sweep
     evaluation:                       # best.pt is chosen on select_split; metrics are report_split's
       {protocol: colormamba, select_split: val, report_split: test, checkpoint: best, num_samples: 4}
     configurations:
       original: {loss: original}                      # a preset of colormamba.losses
       combined: {loss: combined, weights: {vgg: [0.05, 0.1]}}   # per-term overrides, sweepable
       custom: {terms: {mse: 1.0, cosine: 0.5}}        # explicit term weights
+
+The recipe is derived from `RunConfig`'s fields (all but those the spec sets in places of its own,
+`SPEC_PLACES`), and every range and choice is `RunConfig.problems`'s: this module checks the structure
+(unknown keys, with the closest known one) and says where the user wrote each value a run refuses
+(`recipe.lr`, `configurations.X.recipe.lr`, `configurations.X.weights.T`, `model`, `evaluation.*`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import functools
 import hashlib
 import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from colormamba.config import EvalSplit, RunConfig
-from colormamba.storage import check_name
-
-# Recipe fields of RunConfig that a spec may set (model, loss, dataset, seed and evaluation have their own
-# places in the spec). A list value is a sweep, except for `betas` whose natural value is a pair.
-SWEEPABLE = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_step_epochs",
-    "lr_gamma",
-    "grad_clip",
-    "max_steps_per_epoch",
-    "generator_steps_per_batch",
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
 )
+
+from colormamba.config import ConfigError, RunConfig, field_types
+from colormamba.storage import CHECKPOINT_KINDS, check_name
+from colormamba.suggest import unknown
+
 MAX_RUN_ID = 128
+# RunConfig fields that a spec sets in places of its own, and where ("{c}": the configuration's name); the
+# recipe is every other field.
+SPEC_PLACES = {
+    "dataset": "dataset",
+    "model": "model",
+    "loss": "configurations.{c}.loss",  # or .terms: explicit term weights
+    "loss_weights": "configurations.{c}.weights",
+    "seed": "seeds",
+    "protocol": "evaluation.protocol",
+    "select_split": "evaluation.select_split",
+    "report_split": "evaluation.report_split",
+    "num_samples": "evaluation.num_samples",
+}
+# RunConfig fields that change how a run is executed, not what it computes: not part of its id, so
+# resubmitting a spec with another value finds the runs already done (and a sweep of them is refused).
+NOT_IN_RUN_ID = ("cancel_check_every", "checkpoint_interval_s")
+_SCALARS = (int, float, str, bool)  # a recipe field of one of these types takes a list: a sweep
+_EVALUATION_FIELDS = tuple(f for f, place in SPEC_PLACES.items() if place.startswith("evaluation."))
 
 
 class SpecError(ValueError):
@@ -80,54 +101,40 @@ class SyntheticRef(_Strict):
     synthetic: SyntheticDataset
 
 
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosNum = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegNum = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Gamma = Annotated[float, Field(gt=0, le=1)]
-Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-# a value or a sweep (a non-empty list of values)
-PosIntOrSweep = PosInt | Annotated[list[PosInt], Field(min_length=1)]
-NonNegIntOrSweep = NonNegInt | Annotated[list[NonNegInt], Field(min_length=1)]
-WeightOrSweep = Weight | Annotated[list[Weight], Field(min_length=1)]
+def _sweep_of(kind: Any) -> Any:
+    """A value of `kind` or a sweep of them (a non-empty list)."""
+    return Union[kind, Annotated[list[kind], Field(min_length=1)]]  # noqa: UP007 (`kind` is a runtime value)
 
 
-class Recipe(_Strict):
-    """The training recipe; omitted fields keep RunConfig's defaults (the study's recipe)."""
+def _recipe_field(hint: Any) -> tuple[Any, None]:
+    """A recipe field of RunConfig's annotation: a scalar may be a sweep; omitted: RunConfig's default."""
+    return (_sweep_of(hint) if hint in _SCALARS else hint) | None, None
 
-    epochs: PosIntOrSweep | None = None
-    batch_size: PosIntOrSweep | None = None
-    lr: PosNum | Annotated[list[PosNum], Field(min_length=1)] | None = None
-    lr_step_epochs: PosIntOrSweep | None = None
-    lr_gamma: Gamma | Annotated[list[Gamma], Field(min_length=1)] | None = None
-    grad_clip: NonNegNum | Annotated[list[NonNegNum], Field(min_length=1)] | None = None
-    max_steps_per_epoch: NonNegIntOrSweep | None = None
-    generator_steps_per_batch: PosIntOrSweep | None = None
-    betas: tuple[float, float] | None = None
-    augment: dict[str, Any] | None = None
-    model_overrides: dict[str, Any] | None = None
-    scan_backend: Literal["auto", "torch", "mamba", "triton", "reference"] | None = None
-    vgg_weights: str | None = None
-    lpips_weights: str | None = None
-    layout: Literal["auto", "vcip2020", "plain"] | None = None
-    device: str | None = None
-    deterministic: bool | None = None
-    precision: Literal["fp32", "bf16"] | None = None
-    channels_last: bool | None = None
-    compile: bool | None = None
-    cancel_check_every: int | None = Field(None, ge=1)
-    checkpoint_interval_s: NonNegNum | None = None
+
+# The training recipe: RunConfig's fields but those of SPEC_PLACES, each optional (omitted fields keep
+# RunConfig's defaults, the study's recipe). Types only: ranges and choices are RunConfig's.
+Recipe = create_model(
+    "Recipe",
+    __base__=_Strict,
+    **{name: _recipe_field(hint) for name, hint in field_types().items() if name not in SPEC_PLACES},
+)
+# Scalar recipe fields that a list cannot sweep, and why
+UNSWEPT = {
+    **dict.fromkeys(NOT_IN_RUN_ID, "it changes how runs execute, not what they compute"),
+    "layout": "a study reads its one dataset with one layout",
+}
 
 
 class Evaluation(_Strict):
     """How runs are scored: `best.pt` is chosen on `select_split` (which also ranks sweeps in the report);
-    the reported metrics are `report_split`'s, scored with the `checkpoint` named."""
+    the reported metrics are `report_split`'s, scored with the `checkpoint` named. The RunConfig fields
+    default to RunConfig's defaults and are checked by it."""
 
-    protocol: Literal["colormamba", "plain"] = "colormamba"
-    select_split: EvalSplit = "val"
-    report_split: EvalSplit = "test"
-    checkpoint: Literal["best", "last"] = "best"
-    num_samples: int = Field(4, ge=0, le=64)
+    protocol: str = RunConfig.protocol
+    select_split: str = RunConfig.select_split
+    report_split: str = RunConfig.report_split
+    checkpoint: Literal[CHECKPOINT_KINDS] = "best"
+    num_samples: int = RunConfig.num_samples
 
     @model_validator(mode="after")
     def _report_elsewhere(self) -> Evaluation:
@@ -144,9 +151,9 @@ class Configuration(_Strict):
     """One loss configuration: a preset (`loss`) with optional `weights` overrides, or explicit `terms`."""
 
     loss: str | None = None
-    weights: dict[str, WeightOrSweep] = Field(default_factory=dict)
-    terms: dict[str, WeightOrSweep] | None = None
-    recipe: Recipe | None = None  # per-configuration deviations from the study's recipe
+    weights: dict[str, _sweep_of(float)] = Field(default_factory=dict)
+    terms: dict[str, _sweep_of(float)] | None = None
+    recipe: Recipe | None = None  # per-configuration deviations from the study's
 
     @model_validator(mode="after")
     def _one_source(self) -> Configuration:
@@ -161,8 +168,8 @@ class StudySpec(_Strict):
     study: str
     description: str = ""
     dataset: str | SyntheticRef
-    model: str = "paper"
-    seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
+    model: str = RunConfig.model
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     baseline: str | None = None
     recipe: Recipe = Field(default_factory=Recipe)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -172,7 +179,7 @@ class StudySpec(_Strict):
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct")
+            raise ValueError("must be distinct")
         return seeds
 
 
@@ -255,15 +262,15 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-# RunConfig fields that change how a run is executed, not what it computes: not part of its id, so
-# resubmitting a spec with another value finds the runs already done.
-NOT_IN_RUN_ID = ("cancel_check_every", "checkpoint_interval_s")
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return RunConfig(dataset="-").to_dict()
 
 
 def _changed(config: dict[str, Any]) -> dict[str, Any]:
     """The fields of a run's config that differ from RunConfig's defaults: what its id hashes, so that a
     field added to RunConfig later (at a default that keeps what runs compute) leaves existing ids alone."""
-    defaults = RunConfig(dataset="-").to_dict()
+    defaults = _defaults()
     return {
         k: v for k, v in config.items() if k not in NOT_IN_RUN_ID and (k not in defaults or v != defaults[k])
     }
@@ -289,21 +296,21 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(keep)
 
 
-_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "SyntheticRef", "constrained-float"}
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "SyntheticRef"}
 
 
 def _unknown_key(loc: tuple[Any, ...]) -> str:
-    """The "unknown key" message, naming the closest key allowed where it stands (`epoch` -> `epochs`)."""
-    import difflib
-
+    """The "unknown key" message, naming the closest key allowed where it stands (`epoch` -> `epochs`), or
+    the spec's own place of a RunConfig field written in a recipe (`recipe.seed` -> `seeds`)."""
     if not loc:
         return "unknown key"
     sections = {"recipe": Recipe, "evaluation": Evaluation, "configurations": Configuration,
                 "dataset": SyntheticDataset}  # fmt: skip
     model = StudySpec if len(loc) == 1 else sections.get(str(loc[-2])) or sections.get(str(loc[0]))
-    known = set(model.model_fields) if model else {f.name for f in dataclasses.fields(RunConfig)}
-    close = difflib.get_close_matches(str(loc[-1]), sorted(known - {loc[-1]}), n=1, cutoff=0.75)
-    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+    key = str(loc[-1])
+    if model is Recipe and key in SPEC_PLACES:
+        return f"unknown key: a study sets {key!r} in {SPEC_PLACES[key].format(c='<name>')}"
+    return unknown("unknown key", key, model.model_fields if model else field_types(), cutoff=0.75)
 
 
 def _pydantic_problems(exc: ValidationError) -> list[str]:
@@ -327,167 +334,178 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def _sweep_axes(config_name: str, conf: Configuration, recipe: dict[str, Any]) -> list[tuple[str, str, list]]:
-    """(kind, key, values) for each swept field: kind 'weight' (a loss term) or 'recipe'."""
-    axes = []
+def _sweep_axes(conf: Configuration, recipe: dict[str, Any]) -> list[tuple[str, str, list]]:
+    """(kind, key, values) for each swept field: kind 'weight' (a loss term) or 'recipe' (a scalar field of
+    the recipe given a list), in the order of the terms, then of RunConfig's fields (the run names' order)."""
     weights = conf.terms if conf.terms is not None else conf.weights
-    for term, value in weights.items():
-        if isinstance(value, list):
-            axes.append(("weight", term, value))
-    for key in SWEEPABLE:
-        value = recipe.get(key)
-        if isinstance(value, list):
-            axes.append(("recipe", key, value))
+    axes = [("weight", term, value) for term, value in weights.items() if isinstance(value, list)]
+    for key in field_types():
+        if isinstance(recipe.get(key), list) and field_types()[key] in _SCALARS:
+            axes.append(("recipe", key, recipe[key]))
     return axes
 
 
-def expand(spec: StudySpec, source: str = "spec") -> Study:
-    """Check everything pydantic cannot (names, loss terms, RunConfig ranges, baseline) and expand the grid.
+def _recipe_of(spec: StudySpec, conf: Configuration) -> dict[str, Any]:
+    """The configuration's recipe: the study's, with the configuration's own fields on top."""
+    recipe = spec.recipe.model_dump(exclude_none=True)
+    if conf.recipe is not None:
+        recipe |= conf.recipe.model_dump(exclude_none=True)
+    return recipe
 
-    Raises:
-        SpecError: every problem found, each prefixed with its field path.
-    """
-    # imported here: colormamba.losses pulls in torch and torchvision (seconds), which `status`, `list`,
-    # `cancel` and `report` (they read stored studies through Study.from_dict) do not need
-    from colormamba.losses import resolve_loss_config
 
-    problems: list[str] = []
-    try:
-        check_name(spec.study, "study name")
-    except ValueError as exc:
-        problems.append(f"study: {exc}")
+def _spec_path(problem: str, cname: str, conf: Configuration) -> str:
+    """A RunConfig problem ("field.key: message", RunConfig's names) at the place where the spec's author
+    wrote the value: `configurations.X.recipe.lr` or `recipe.lr`, `configurations.X.weights.vgg`, ..."""
+    where, message = problem.split(": ", 1)
+    field, dot, rest = where.partition(".")
+    if field == "loss" and conf.terms is not None:
+        place = f"configurations.{cname}.terms"
+    elif field in SPEC_PLACES:
+        place = SPEC_PLACES[field].format(c=cname)
+    elif conf.recipe is not None and field in conf.recipe.model_dump(exclude_none=True):
+        place = f"configurations.{cname}.recipe.{field}"
+    else:
+        place = f"recipe.{field}"
+    return f"{place}{dot}{rest}: {message}"
+
+
+def _unswept(spec: StudySpec, cname: str, conf: Configuration, recipe: dict[str, Any]) -> list[str]:
+    """A problem for each list given to a scalar field that a list cannot sweep (UNSWEPT)."""
+    return [
+        _spec_path(f"{key}: a list is a sweep, and {key} cannot be swept: {why}", cname, conf)
+        for key, why in UNSWEPT.items()
+        if isinstance(recipe.get(key), list)
+    ]
+
+
+def _name_problems(spec: StudySpec) -> list[str]:
+    """The names that become object keys, and the baseline."""
+    problems = []
+    names = [("study", spec.study, "study name")]
     if isinstance(spec.dataset, str) and not is_local_path(spec.dataset):
+        names.append(("dataset", spec.dataset, "dataset name"))
+    names += [(f"configurations.{c}", c, "configuration name") for c in spec.configurations]
+    for path, name, what in names:
         try:
-            check_name(spec.dataset, "dataset name")
+            check_name(name, what)
         except ValueError as exc:
-            problems.append(f"dataset: {exc}")
+            problems.append(f"{path}: {exc}")
     if spec.baseline is not None and spec.baseline not in spec.configurations:
         problems.append(
             f"baseline: {spec.baseline!r} is not one of the configurations {sorted(spec.configurations)}"
         )
-    from colormamba.models import list_presets  # the model registry is the one list of presets
+    return problems
 
-    if spec.model not in list_presets():
-        problems.append(f"model: unknown preset {spec.model!r}; known presets: {', '.join(list_presets())}")
 
+def expand(spec: StudySpec, source: str = "spec") -> Study:
+    """Check every run of the grid (RunConfig's checks, the names, the baseline) and expand it.
+
+    Raises:
+        SpecError: every problem found, each at the field path the spec's author wrote, each once
+            (a bad study-level field is one problem, not one per run).
+    """
+    problems = _name_problems(spec)
     runs: list[RunPlan] = []
-    ds = dataset_name(spec.dataset)
     for cname, conf in spec.configurations.items():
-        try:
-            check_name(cname, "configuration name")
-        except ValueError as exc:
-            problems.append(f"configurations.{cname}: {exc}")
+        if any(p.startswith(f"configurations.{cname}:") for p in problems):
+            continue  # a name that cannot be a key
+        recipe = _recipe_of(spec, conf)
+        unswept = _unswept(spec, cname, conf, recipe)
+        if unswept:
+            problems += unswept
             continue
-        recipe = spec.recipe.model_dump(exclude_none=True)
-        if conf.recipe is not None:
-            recipe |= conf.recipe.model_dump(exclude_none=True)
-        axes = _sweep_axes(cname, conf, recipe)
-        for kind, key, values in axes:
-            if not values:
-                where = f"weights.{key}" if kind == "weight" else f"recipe.{key}"
-                problems.append(f"configurations.{cname}.{where}: an empty sweep list")
-        if any(not values for _, _, values in axes):
-            continue
+        axes = _sweep_axes(conf, recipe)
         for point in itertools.product(*(values for _, _, values in axes)):
-            chosen = {(kind, key): v for (kind, key, _), v in zip(axes, point, strict=True)}
             weights = dict(conf.terms if conf.terms is not None else conf.weights)
             run_recipe = dict(recipe)
-            for (kind, key), v in chosen.items():
-                (weights if kind == "weight" else run_recipe)[key] = v
-            sweep = {key: v for (_, key), v in chosen.items()}
+            for (kind, key, _), value in zip(axes, point, strict=True):
+                (weights if kind == "weight" else run_recipe)[key] = value
+            sweep = {key: value for (_, key, _), value in zip(axes, point, strict=True)}
             variant = cname + "".join(f"+{k}={_fmt(v)}" for k, v in sweep.items())
-            field_path = f"configurations.{cname}" + (f" (sweep point {sweep})" if sweep else "")
-            try:
-                loss_source: str | dict[str, float] = conf.loss if conf.loss is not None else weights
-                overrides = weights if conf.loss is not None else {}
-                resolve_loss_config(loss_source, overrides)
-            except ValueError as exc:
-                problems.append(f"{field_path}: {exc}")
-                continue
             for seed in spec.seeds:
-                data = {
-                    **run_recipe,
-                    "dataset": "<resolved by the worker>",
-                    "model": spec.model,
-                    "loss": conf.loss if conf.loss is not None else weights,
-                    "loss_weights": weights if conf.loss is not None else {},
-                    "seed": seed,
-                    "protocol": spec.evaluation.protocol,
-                    "select_split": spec.evaluation.select_split,
-                    "report_split": spec.evaluation.report_split,
-                    "num_samples": spec.evaluation.num_samples,
-                }
                 try:
-                    cfg = RunConfig.from_dict(data)
-                except (ValueError, TypeError) as exc:
-                    problems.append(f"{field_path}: {exc}")
-                    break
-                config = cfg.to_dict()
-                del config["dataset"]
-                # The evaluation's splits are hashed whatever their value: runs stored before they existed
-                # (scored on val) must not be taken for runs that report test.
-                evaluated = {"checkpoint": spec.evaluation.checkpoint,
-                             "splits": [cfg.select_split, cfg.report_split]}  # fmt: skip
-                digest = _digest({"dataset": ds, "config": _changed(config), **evaluated})
-                run_id = f"{variant}-seed{seed}-{digest[:6]}"
-                if len(run_id) > MAX_RUN_ID:
-                    problems.append(f"{field_path}: run id {run_id!r} is longer than {MAX_RUN_ID} characters")
-                    break
-                runs.append(RunPlan(run_id, variant, cname, seed, sweep, config))
+                    run = _plan(spec, conf, cname, variant, sweep, seed, run_recipe, weights)
+                except ConfigError as exc:
+                    problems += [_spec_path(p, cname, conf) for p in exc.problems]
+                    continue
+                if len(run.run_id) > MAX_RUN_ID:
+                    problems.append(f"configurations.{cname}: run id {run.run_id!r} is longer than "
+                                    f"{MAX_RUN_ID} characters")  # fmt: skip
+                runs.append(run)
     if problems:
-        raise SpecError(source, problems)
+        raise SpecError(source, list(dict.fromkeys(problems)))
     return Study(spec, runs)
 
 
+def _plan(spec: StudySpec, conf: Configuration, cname: str, variant: str, sweep: dict[str, Any], seed: int,
+          recipe: dict[str, Any], weights: dict[str, Any]) -> RunPlan:  # fmt: skip
+    """One run: its RunConfig (checked: ConfigError) and its id, which hashes what the run computes."""
+    cfg = RunConfig.from_dict({
+        **recipe,
+        "dataset": "<resolved by the worker>",
+        "model": spec.model,
+        "loss": conf.loss if conf.loss is not None else weights,
+        "loss_weights": weights if conf.loss is not None else {},
+        "seed": seed,
+        **{f: getattr(spec.evaluation, f) for f in _EVALUATION_FIELDS},
+    })  # fmt: skip
+    config = cfg.to_dict()
+    del config["dataset"]
+    # The evaluation's splits are hashed whatever their value: runs stored before they existed (scored on
+    # val) must not be taken for runs that report test.
+    evaluated = {"checkpoint": spec.evaluation.checkpoint, "splits": [cfg.select_split, cfg.report_split]}
+    digest = _digest({"dataset": dataset_name(spec.dataset), "config": _changed(config), **evaluated})
+    return RunPlan(f"{variant}-seed{seed}-{digest[:6]}", variant, cname, seed, sweep, config)
+
+
 def parse_spec(data: Any, source: str = "spec") -> Study:
-    """Validate plain data (a parsed YAML/JSON document) and expand it; raises SpecError."""
+    """Validate plain data (a parsed YAML/JSON document) and expand it; raises SpecError listing every
+    problem at once: when the structure is wrong somewhere, the rest is still checked (`_without`)."""
     if not isinstance(data, dict):
         raise SpecError(source, ["(top level): expected a mapping of spec fields"])
+    problems: list[str] = []
+    written, spec = data, None
+    while spec is None:
+        try:
+            spec = StudySpec.model_validate(data)
+        except ValidationError as exc:
+            reported = {p.split(": ", 1)[0] for p in problems}  # a value taken out is then "missing"
+            problems += [p for p in _pydantic_problems(exc) if p.split(": ", 1)[0] not in reported]
+            data = _without(data, [err["loc"] for err in exc.errors()])
+            if data is None:  # nothing left to take out (a required field is missing): stop here
+                raise SpecError(source, list(dict.fromkeys(problems))) from None
     try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(source, _pydantic_problems(exc) + _raw_problems(data)) from None
-    return expand(spec, source)
+        study = expand(spec, source)
+    except SpecError as exc:
+        # a baseline that names a configuration taken out above is not a second problem
+        named = written.get("baseline") in (written.get("configurations") or {})
+        problems += [p for p in exc.problems if not (named and p.startswith("baseline:"))]
+    if problems:
+        raise SpecError(source, list(dict.fromkeys(problems)))
+    return study
 
 
-def _raw_problems(data: dict[str, Any]) -> list[str]:
-    """The semantic checks of `expand` that can still run when the schema check failed elsewhere, so
-    that one pass lists every problem (a user fixing a spec should not discover them one at a time)."""
-    from colormamba.losses import resolve_loss_config
-
-    problems = []
-    if isinstance(data.get("study"), str):
-        try:
-            check_name(data["study"], "study name")
-        except ValueError as exc:
-            problems.append(f"study: {exc}")
-    model = data.get("model", "paper")
-    if isinstance(model, str):
-        from colormamba.models import list_presets
-
-        if model not in list_presets():
-            problems.append(f"model: unknown preset {model!r}; known presets: {', '.join(list_presets())}")
-    configurations = data.get("configurations")
-    if not isinstance(configurations, dict):
-        return problems
-    baseline = data.get("baseline")
-    if isinstance(baseline, str) and baseline not in configurations:
-        problems.append(f"baseline: {baseline!r} is not one of the configurations {sorted(configurations)}")
-    for name, raw in configurations.items():
-        try:
-            conf = Configuration.model_validate(raw)
-        except ValidationError:
-            continue  # already reported with its path
-        weights = conf.terms if conf.terms is not None else conf.weights
-        first = {k: v[0] if isinstance(v, list) else v for k, v in weights.items()}
-        try:
-            if conf.loss is not None:
-                resolve_loss_config(conf.loss, first)
-            else:
-                resolve_loss_config(first)
-        except ValueError as exc:
-            problems.append(f"configurations.{name}: {exc}")
-    return problems
+def _without(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any] | None:
+    """A copy of `data` without the values at `locs` (the deepest mapping key of each that it has), so
+    that their defaults take their place and the rest of the spec can be checked; None if none was there."""
+    paths = set()
+    for loc in locs:
+        path, node = [], data
+        for part in loc:
+            if not (isinstance(node, dict) and part in node):
+                break
+            path.append(part)
+            node = node[part]
+        if path:
+            paths.add(tuple(path))
+    data = copy.deepcopy(data)
+    for path in sorted(paths, key=len):  # a shorter path first: a longer one under it has gone with it
+        parent = data
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
+    return data if paths else None
 
 
 def load_spec(path: str | Path) -> Study:

@@ -1,6 +1,6 @@
 import pytest
 
-from colormamba.config import RunConfig
+from colormamba.config import ConfigError, RunConfig
 
 
 def test_defaults_are_the_study_recipe() -> None:
@@ -32,10 +32,15 @@ def test_every_bad_field_is_listed_at_once() -> None:
 
 def test_augment_overrides_are_checked_when_the_config_is_made() -> None:
     assert RunConfig(dataset="d", augment={"nir_contrast": True}).augment == {"nir_contrast": True}
-    with pytest.raises(ValueError, match=r"augment: .*nir_contrat"):
+    with pytest.raises(ConfigError) as err:
         RunConfig(dataset="d", augment={"nir_contrat": True})  # a typo must not train the default
-    with pytest.raises(ValueError, match=r"augment: .*contrast_p"):
-        RunConfig(dataset="d", augment={"contrast_p": 2.0})
+    assert err.value.problems == ["augment.nir_contrat: unknown key; did you mean 'nir_contrast'?"]
+    with pytest.raises(ConfigError) as err:
+        RunConfig(dataset="d", augment={"contrast_p": 2.0, "contrast_range": "wide"})
+    assert err.value.problems == [
+        "augment.contrast_p: must be in [0, 1], got 2.0",
+        "augment.contrast_range: must be [low, high] with 0 <= low <= high, got 'wide'",
+    ]
 
 
 def test_device_resolution() -> None:
@@ -58,3 +63,36 @@ def test_fast_path_fields_default_to_the_reference_step_and_are_validated() -> N
     with pytest.raises(ValueError, match="precision: must be one of") as err:
         RunConfig(dataset="d", precision="fp16", channels_last="yes", compile=1)  # type: ignore[arg-type]
     assert "channels_last:" in str(err.value) and "compile:" in str(err.value)
+
+
+def test_a_value_of_the_wrong_type_is_a_problem_naming_it_never_a_crash() -> None:
+    with pytest.raises(ConfigError) as err:  # the first three crashed a comparison before
+        RunConfig(dataset="d", lr_gamma="half", grad_clip=None, betas="ab",
+                  checkpoint_interval_s=float("inf"))  # fmt: skip
+    assert err.value.problems == [
+        "betas: must be a list of 2 numbers, got 'ab'",
+        "lr_gamma: must be a finite number, got 'half'",
+        "grad_clip: must be a finite number, got None",
+        "checkpoint_interval_s: must be a finite number, got inf",
+    ]
+
+
+def test_what_the_worker_builds_is_checked_by_the_modules_that_own_it() -> None:
+    from colormamba.metrics import PROTOCOLS
+
+    for protocol in PROTOCOLS:
+        assert RunConfig(dataset="d", protocol=protocol).protocol == protocol
+    with pytest.raises(ConfigError) as err:
+        RunConfig(dataset="d", model="tiny", loss="histogram", loss_weights={"vggg": 1.0},
+                  model_overrides={"rgb_widht": 8, "scan_backend": "torch"})  # fmt: skip
+    assert err.value.problems[0] == "loss_weights.vggg: unknown loss term; did you mean 'vgg'?"
+    assert err.value.problems[1] == "model_overrides.rgb_widht: unknown key; did you mean 'rgb_width'?"
+    assert err.value.problems[2].startswith("model_overrides.scan_backend: ")
+    with pytest.raises(ConfigError, match=r"model_overrides: .*cca_reduction"):
+        RunConfig(dataset="d", model="tiny", model_overrides={"rgb_width": 4})  # ModelConfig's own rule
+
+
+def test_an_unknown_key_gets_the_closest_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"dataset": "d", "lr_gama": 0.5})
+    assert err.value.problems == ["lr_gama: unknown key; did you mean 'lr_gamma'?"]

@@ -10,6 +10,7 @@ from colormamba.losses.config import (
     LOSS_TERMS,
     CompositeLoss,
     build_loss,
+    loss_problems,
     resolve_loss_config,
 )
 from colormamba.losses.histogram import histogram_loss
@@ -35,6 +36,7 @@ __all__ = [
     "find_vgg_weights",
     "histogram_loss",
     "hsv_loss",
+    "loss_problems",
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
     "mse_loss",

@@ -19,6 +19,7 @@ from colormamba.losses.adversarial import DiscriminatorOutputs, lsgan_generator_
 from colormamba.losses.histogram import histogram_loss
 from colormamba.losses.terms import cosine_loss, hsv_loss, mse_loss, msssim_loss
 from colormamba.losses.vgg import DEFAULT_VGG_LAYERS, VGGPerceptualLoss
+from colormamba.suggest import unknown
 
 LOSS_TERMS = ("mse", "cosine", "msssim", "vgg", "histogram", "hsv", "adversarial")
 
@@ -49,17 +50,53 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 }
 
 
-def _validated(weights: Mapping[str, float], field: str) -> dict[str, float]:
+def _checked(weights: Mapping[str, float], field: str) -> tuple[dict[str, float], list[str]]:
+    """The valid terms of `weights` as floats, and a "field.term: message" line for each bad one."""
     out: dict[str, float] = {}
+    problems = []
     for term, weight in weights.items():
         if term not in LOSS_TERMS:
-            raise ValueError(f"{field}: unknown loss term {term!r}; known terms: {', '.join(LOSS_TERMS)}")
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise ValueError(f"{field}.{term}: weight must be a number, got {weight!r}")
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"{field}.{term}: weight must be finite and >= 0, got {weight!r}")
-        out[term] = float(weight)
-    return out
+            what = unknown("unknown loss term", term, LOSS_TERMS, listing="known terms")
+            problems.append(f"{field}.{term}: {what}")
+        elif isinstance(weight, bool) or not isinstance(weight, int | float):
+            problems.append(f"{field}.{term}: weight must be a number, got {weight!r}")
+        elif not math.isfinite(weight) or weight < 0:
+            problems.append(f"{field}.{term}: weight must be finite and >= 0, got {weight!r}")
+        else:
+            out[term] = float(weight)
+    return out, problems
+
+
+def _resolve(config: object, overrides: object) -> tuple[dict[str, float], list[str]]:
+    """The resolved weights and every problem found, in RunConfig's field names (`loss`, `loss_weights`)."""
+    problems = []
+    if isinstance(config, str):
+        if config not in LOSS_PRESETS:
+            problems.append("loss: " + unknown(f"unknown preset {config!r}", config, LOSS_PRESETS,
+                                               listing="known presets"))  # fmt: skip
+        weights = dict(LOSS_PRESETS.get(config, {}))
+    elif isinstance(config, Mapping):
+        weights, problems = _checked(config, "loss")
+    else:
+        weights = {}
+        problems.append(f"loss: expected a preset name or a term -> weight mapping, got {config!r}")
+    if isinstance(overrides, Mapping):
+        changed, found = _checked(overrides, "loss_weights")
+        weights.update(changed)
+        problems += found
+    elif overrides is not None:
+        problems.append(f"loss_weights: expected a term -> weight mapping, got {overrides!r}")
+    if not problems and not any(w > 0 for w in weights.values()):
+        field = "loss_weights" if overrides else "loss"
+        problems.append(f"{field}: no term has a positive weight in {weights}")
+    return {term: weights[term] for term in LOSS_TERMS if term in weights}, problems
+
+
+def loss_problems(config: object, overrides: object = None) -> list[str]:
+    """Every problem of a loss configuration (see `resolve_loss_config`), one "field: message" line each,
+    so that a spec lists them all at once: `loss` and `loss.<term>` (the preset or explicit terms),
+    `loss_weights.<term>` (the overrides); an unknown name gets the closest known one."""
+    return _resolve(config, overrides)[1]
 
 
 def resolve_loss_config(config: str | Mapping[str, float],
@@ -73,20 +110,12 @@ def resolve_loss_config(config: str | Mapping[str, float],
         term -> weight, in LOSS_TERMS order.
     Raises:
         ValueError: unknown preset or term, a weight that is not a finite number >= 0, or no term with
-            a positive weight; the message names the offending field.
+            a positive weight; the message names the offending field (`loss_problems` lists them).
     """
-    if isinstance(config, str):
-        if config not in LOSS_PRESETS:
-            raise ValueError(f"loss: unknown preset {config!r}; known presets: {', '.join(LOSS_PRESETS)}")
-        weights = dict(LOSS_PRESETS[config])
-    elif isinstance(config, Mapping):
-        weights = _validated(config, "loss")
-    else:
-        raise ValueError(f"loss: expected a preset name or a term -> weight mapping, got {config!r}")
-    weights.update(_validated(overrides or {}, "loss_overrides"))
-    if not any(w > 0 for w in weights.values()):
-        raise ValueError(f"loss: no term has a positive weight in {weights}")
-    return {term: weights[term] for term in LOSS_TERMS if term in weights}
+    weights, problems = _resolve(config, overrides)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return weights
 
 
 # terms that are functions of (pred_rgb, target_rgb) only

@@ -3,9 +3,17 @@
 from colormamba.ops.selective_scan import (
     ScanBackend,
     available_backends,
+    backend_names,
     register_backend,
     resolve_backend,
     selective_scan,
 )
 
-__all__ = ["ScanBackend", "available_backends", "register_backend", "resolve_backend", "selective_scan"]
+__all__ = [
+    "ScanBackend",
+    "available_backends",
+    "backend_names",
+    "register_backend",
+    "resolve_backend",
+    "selective_scan",
+]

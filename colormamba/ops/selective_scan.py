@@ -64,6 +64,12 @@ register_backend(
 register_backend(ScanBackend("triton", scan_triton.selective_scan_triton, scan_triton.unavailable_reason, 50))
 
 
+def backend_names() -> list[str]:
+    """Every name `backend=` accepts: "auto" and the registered backends, whether or not they can run
+    on this machine (a run configuration names the backend of the worker that will train it)."""
+    return ["auto", *sorted(_BACKENDS)]
+
+
 def available_backends(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
     """Names of the backends that can run on `device` for `dtype` inputs, the one auto picks first.
 
@@ -95,7 +101,7 @@ def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> ScanBackend
             logger.info("selective_scan: backend 'auto' uses %r on %s", chosen.name, device.type)
         return chosen
     if name not in _BACKENDS:
-        known = ", ".join(["auto", *sorted(_BACKENDS)])
+        known = ", ".join(backend_names())
         raise ValueError(f"selective_scan: unknown backend {name!r}; known backends: {known}")
     backend = _BACKENDS[name]
     reason = backend.unavailable(device, dtype)

@@ -53,7 +53,7 @@ def test_overrides_win_and_zero_switches_off() -> None:
         ("original", {"ssim": 1.0}, "ssim"),
         ({"mse": -1.0}, None, r"loss\.mse"),
         ({"mse": float("nan")}, None, r"loss\.mse"),
-        ("original", {"cosine": float("inf")}, r"loss_overrides\.cosine"),
+        ("original", {"cosine": float("inf")}, r"loss_weights\.cosine"),
         ({"mse": True}, None, r"loss\.mse"),
         ({"mse": "1"}, None, r"loss\.mse"),
         ("fancy", None, "fancy"),

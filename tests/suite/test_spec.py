@@ -123,14 +123,14 @@ def test_invalid_spec_lists_every_problem_with_its_path():
         "recipe.lr:",
         "seeds:",
         "evaluation.protocol:",
-        "configurations.typo:",
-        "configurations.bad_term:",
+        "configurations.typo.loss:",
+        "configurations.bad_term.terms.lpips:",
         "baseline:",
     ):
         assert any(p.startswith(path) for p in problems), (path, problems)
     assert any("unknown key" in p for p in problems)
-    assert any("'orignal'" in p for p in problems)
-    assert any("'lpips'" in p for p in problems)
+    assert "configurations.typo.loss: unknown preset 'orignal'; did you mean 'original'?" in problems
+    assert len(problems) == 8, problems  # each once, though the recipe's problems hold for every run
 
 
 def test_names_that_become_keys_are_checked():
@@ -219,3 +219,122 @@ def test_generator_steps_per_batch_is_a_sweepable_recipe_field():
     with pytest.raises(SpecError) as info:
         parse_spec(data)
     assert any(p.startswith("recipe.generator_steps_per_batch") for p in info.value.problems)
+
+
+# -- one configuration schema: the recipe is RunConfig's, its checks are RunConfig's ----------------------
+
+
+def _problems(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "spec.yaml")
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            {"recipe": {"augment": {"flipp": True}}},
+            "recipe.augment.flipp: unknown key; did you mean 'hflip_p'?",
+        ),
+        (
+            {"recipe": {"model_overrides": {"rgb_widht": 8}}},
+            "recipe.model_overrides.rgb_widht: unknown key; did you mean 'rgb_width'?",
+        ),
+        (
+            {"configurations": {"histogram": {"loss": "histogram", "weights": {"vggg": 1.0}}}},
+            "configurations.histogram.weights.vggg: unknown loss term; did you mean 'vgg'?",
+        ),
+        (
+            {"configurations": {"mine": {"terms": {"mse": 1.0, "cosin": 0.5}}}},
+            "configurations.mine.terms.cosin: unknown loss term; did you mean 'cosine'?",
+        ),
+        (
+            {"configurations": {"original": {"loss": "original", "recipe": {"lr": -1}}}},
+            "configurations.original.recipe.lr: must be > 0, got -1.0",
+        ),
+        ({"model": "tinny"}, "model: unknown preset 'tinny'; did you mean 'tiny'?"),
+        ({"recipe": {"scan_backend": "cuda"}}, "recipe.scan_backend: must be one of "),
+        ({"recipe": {"seed": 3}}, "recipe.seed: unknown key: a study sets 'seed' in seeds"),
+        ({"evaluation": {"num_samples": 100}}, "evaluation.num_samples: must be in [0, 64], got 100"),
+    ],
+)
+def test_a_value_a_run_would_refuse_is_refused_at_parse_where_the_user_wrote_it(change, problem):
+    data = demo_data()
+    for key, value in change.items():
+        data[key] = value
+    problems = _problems(data)
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_the_scan_backend_set_through_model_overrides_is_a_clash_naming_its_place():
+    data = demo_data()
+    data["recipe"]["model_overrides"] = {"scan_backend": "torch"}
+    (problem,) = _problems(data)
+    assert problem.startswith("recipe.model_overrides.scan_backend: ")
+    assert "`scan_backend` field" in problem
+
+
+def test_the_scan_backends_accepted_are_the_ops_registry_s():
+    from colormamba.ops import backend_names
+
+    for name in backend_names():  # every registered one, "auto" included, whether it runs here or not
+        data = demo_data()
+        data["recipe"]["scan_backend"] = name
+        assert {r.config["scan_backend"] for r in parse_spec(data).runs} == {name}
+
+
+def test_the_resolved_model_config_s_own_rules_are_checked_at_parse():
+    data = demo_data()
+    data["recipe"]["model_overrides"] = {"rgb_width": 4}  # narrower than the criss-cross reduction (8)
+    (problem,) = _problems(data)
+    assert problem.startswith("recipe.model_overrides: ") and "cca_reduction" in problem
+
+
+def test_a_recipe_field_that_the_old_hand_list_left_out_sweeps():
+    data = demo_data()
+    data["seeds"] = [0]
+    data["recipe"]["lr_gamma"] = [0.5, 0.9]
+    recipe = {"vgg_weights": ["pretrained", "random"]}
+    data["configurations"] = {"original": {"loss": "original", "recipe": recipe}}
+    study = parse_spec(data)
+    got = {r.variant: (r.config["lr_gamma"], r.config["vgg_weights"]) for r in study.runs}
+    assert got == {
+        "original+vgg_weights=pretrained+lr_gamma=0.5": (0.5, "pretrained"),
+        "original+vgg_weights=pretrained+lr_gamma=0.9": (0.9, "pretrained"),
+        "original+vgg_weights=random+lr_gamma=0.5": (0.5, "random"),
+        "original+vgg_weights=random+lr_gamma=0.9": (0.9, "random"),
+    }
+    assert len({r.run_id for r in study.runs}) == 4
+
+
+def test_a_list_for_a_field_that_cannot_sweep_is_refused():
+    data = demo_data()
+    data["recipe"]["checkpoint_interval_s"] = [0, 60]  # not in run ids: two runs would compute the same
+    (problem,) = _problems(data)
+    assert problem.startswith("recipe.checkpoint_interval_s: a list is a sweep, and checkpoint_interval_s")
+    assert "how runs execute" in problem
+    data = demo_data()
+    data["recipe"]["betas"] = [0.5, 0.999, 0.9]  # a pair, not a sweep
+    assert any(p.startswith("recipe.betas") for p in _problems(data))
+
+
+def test_a_problem_of_the_study_recipe_is_reported_once_not_per_run():
+    data = demo_data()  # two configurations x two seeds
+    data["recipe"]["lr"] = -1
+    data["recipe"]["augment"] = {"flipp": True}
+    assert _problems(data) == [
+        "recipe.lr: must be > 0, got -1.0",
+        "recipe.augment.flipp: unknown key; did you mean 'hflip_p'?",
+    ]
+
+
+def test_a_configuration_s_own_recipe_value_is_reported_there_and_the_study_s_elsewhere():
+    data = demo_data()
+    data["recipe"]["lr"] = -1
+    data["configurations"]["histogram"]["recipe"] = {"lr": [1e-3, 0.0]}
+    assert sorted(_problems(data)) == [
+        "configurations.histogram.recipe.lr: must be > 0, got 0.0",
+        "recipe.lr: must be > 0, got -1.0",
+    ]
+

@@ -13,7 +13,7 @@ import yaml
 
 from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage
-from tests.suite.servers import REPO, free_port
+from tests.suite.servers import REPO, free_port, queued_tasks
 
 SUBMIT = REPO / "jobs" / "submit.py"
 DEMO = REPO / "jobs" / "specs" / "demo.yaml"
@@ -48,6 +48,31 @@ def test_invalid_spec_exits_2_listing_every_problem_and_queues_nothing(tmp_path,
     assert "Traceback" not in out.stderr
     assert not store.exists()
     assert redis.Redis.from_url(redis_server.url).dbsize() == before
+
+
+def test_a_spec_a_worker_would_refuse_exits_2_naming_the_paths_and_nothing_reaches_redis_or_s3(
+    tmp_path, redis_server, s3_env, s3_store
+):
+    s3_store.put_bytes("sentinel", b"the bucket exists")
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["recipe"]["model_overrides"] = {"rgb_widht": 8}
+    spec["recipe"]["augment"] = {"flipp": True}
+    spec["configurations"]["histogram"]["weights"] = {"vggg": 1.0}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    before = redis.Redis.from_url(redis_server.url).dbsize()
+    out = submit(str(path), "--yes", env={**s3_env, "COLORMAMBA_REDIS_URL": redis_server.url})
+    assert out.returncode == 2, out.stderr
+    for problem in (
+        "recipe.model_overrides.rgb_widht: unknown key; did you mean 'rgb_width'?",
+        "recipe.augment.flipp: unknown key; did you mean 'hflip_p'?",
+        "configurations.histogram.weights.vggg: unknown loss term; did you mean 'vgg'?",
+    ):
+        assert f"  - {problem}\n" in out.stderr, (problem, out.stderr)
+    assert "nothing was queued" in out.stderr and "Traceback" not in out.stderr
+    assert queued_tasks(redis_server.url, "gpu") == []
+    assert redis.Redis.from_url(redis_server.url).dbsize() == before
+    assert s3_store.list("") == ["sentinel"], "no studies/demo/ object, no dataset"
 
 
 def test_redis_unreachable_at_submit_is_a_clear_error_and_nothing_is_half_queued(tmp_path):
