@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite lives beside the package
 
 # Only light modules here: `--help`, `status` and `list` must not pay for torch
-# (tests/suite/test_cli_fast.py); each command imports what it needs.
+# (tests/jobs/test_cli_fast.py); each command imports what it needs.
 from colormamba.env import redact_text
 from colormamba.storage import StorageError, report_prefix
 from services.runs import DONE, FINAL, RERUN_CHOICES, State, read_status

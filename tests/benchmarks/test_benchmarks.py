@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNS_PER_GPU = REPO / "benchmarks" / "bench_runs_per_gpu.py"
 TINY = ("--batch", "1", "--size", "32", "--device", "cpu", "--steps", "2", "--warmup", "1",
         "--threads-per-run", "1", "--runs-per-device", "1,2")  # fmt: skip

@@ -16,7 +16,7 @@ from colormamba.config import RunConfig
 from colormamba.ops import available_backends
 from colormamba.provenance import COMPARED, GIT_COMMIT_ENV, git_state, run_provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_commit_comes_from_git_in_a_checkout() -> None:

@@ -11,7 +11,7 @@ import pytest
 from colormamba import checkpoint
 from colormamba.storage import LocalStorage, ObjectNotFound, Storage, StorageError
 from colormamba.storage_s3 import S3CredentialsRefused, S3Storage, open_store, s3_from_env
-from tests.suite.servers import S3_ACCESS_KEY, SeaweedS3, free_port
+from tests.support.servers import S3_ACCESS_KEY, SeaweedS3, free_port
 
 
 def test_s3_storage_follows_the_storage_contract(s3_store):

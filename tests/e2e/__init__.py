@@ -1,1 +1,1 @@
-"""Tests of the job suite: specs, storage, the run lifecycle, the report, Celery workers, submit.py."""
+"""End to end: the whole pipeline with real parts (trained runs, Celery workers, Flower, submit.py)."""

@@ -13,8 +13,8 @@ from PIL import Image
 from colormamba.cli import main
 from colormamba.predict import load_generator
 from colormamba.storage import RunLocation
-from tests.suite.servers import S3_ACCESS_KEY, S3_SECRET_KEY
-from tests.suite.test_submit_cli import submit
+from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.support.submit import submit
 
 RUN = RunLocation("study-a", "tiny-seed0")
 TARGET = f"{RUN.study}/{RUN.run}"

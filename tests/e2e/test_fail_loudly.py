@@ -25,11 +25,12 @@ import redis
 from colormamba.storage import LocalStorage
 from services.coord import Coordinator, connect, run_key
 from services.runs import State, mark_queued, read_status
-from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, queued_tasks, stop_workers, wait_until
+from tests.support.polling import wait_until
+from tests.support.servers import REPO, RedisServer, SeaweedS3, Worker, queued_tasks, stop_workers
 
 RUN_QUEUE = "gpu"  # the default of COLORMAMBA_RUN_QUEUE
 _db = itertools.count(1)
-LOUD_DB = 14  # test_exclusive.py uses 15, test_queue.py's stacks count up from 1
+LOUD_DB = 14  # tests/services/test_coord.py uses 15, tests/support/stack.py's stacks count up from 1
 
 
 @pytest.fixture

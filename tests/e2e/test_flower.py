@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.suite.servers import REPO, free_port, stop, wait_for_port, wait_until
-from tests.suite.test_queue import Stack, make_stack, stop_workers
+from tests.support.polling import wait_until
+from tests.support.servers import REPO, free_port, stop, wait_for_port
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow  # a worker and Flower start: tens of seconds on two busy cores
 AUTH = "viewer:flower-test-password"
@@ -45,13 +46,6 @@ class Flower:
             return response.status, json.loads(body)
         except json.JSONDecodeError:
             return response.status, body
-
-
-@pytest.fixture
-def stack(tmp_path, redis_server, seaweed) -> Iterator[Stack]:
-    s = make_stack(tmp_path, redis_server, seaweed)
-    yield s
-    stop_workers(s.workers)
 
 
 @pytest.fixture

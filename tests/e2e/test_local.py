@@ -11,7 +11,7 @@ import yaml
 from colormamba.storage import LocalStorage
 from services.spec import load_spec
 from services.studies import read_status
-from tests.suite.test_submit_cli import DEMO, submit
+from tests.support.submit import DEMO, submit
 
 QUICK = {"epochs": 3, "batch_size": 2, "lr": 1e-3, "max_steps_per_epoch": 2}
 

@@ -25,8 +25,8 @@ from colormamba.storage import LocalStorage, RunLocation
 from services.datasets import fetch_dataset
 from services.spec import load_spec
 from services.studies import read_status
-from tests.suite.servers import REPO
-from tests.suite.test_submit_cli import DEMO, submit
+from tests.support.servers import REPO
+from tests.support.submit import DEMO, submit
 
 pytestmark = pytest.mark.slow  # trains a run: a minute on two busy cores
 

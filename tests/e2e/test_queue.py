@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 import torch
 import yaml
 
@@ -25,88 +21,13 @@ from colormamba.data import PairedDataset, list_pairs
 from colormamba.evaluate import predict_split
 from colormamba.models import build_model_from_config
 from colormamba.storage import RunLocation
-from colormamba.storage_s3 import s3_from_env
 from services.datasets import fetch_dataset
-from tests.suite.servers import REPO, RedisServer, SeaweedS3, Worker, queued_tasks, stop_workers, wait_until
-from tests.suite.test_submit_cli import submit
+from tests.support.polling import wait_until
+from tests.support.servers import SeaweedS3, Worker, queued_tasks, stop_workers
+from tests.support.stack import Stack, make_stack
+from tests.support.submit import DEMO, submit
 
 pytestmark = pytest.mark.slow
-DEMO = REPO / "jobs" / "specs" / "demo.yaml"
-_db = itertools.count(1)
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    tmp: Path
-    workers: list[Worker] = field(default_factory=list)
-
-    def worker(self, name: str, queues: str = "gpu", env: dict[str, str] | None = None) -> Worker:
-        """Start a worker with the stack's environment, and `env` on top (a worker setting)."""
-        w = Worker(name, queues, {**self.env, **(env or {})}, self.tmp / f"{name}.log").start()
-        self.workers.append(w)
-        return w
-
-    @property
-    def store(self):
-        return s3_from_env_with(self.env)
-
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.env["COLORMAMBA_REDIS_URL"])
-
-    def status(self, study: str, run: str) -> dict | None:
-        try:
-            return json.loads(self.store.get_bytes(RunLocation(study, run).artifact("status.json")))
-        except KeyError:
-            return None
-
-    def logs(self) -> str:
-        return "\n".join(w.log.read_text(errors="replace") for w in self.workers if w.log.exists())
-
-
-def s3_from_env_with(env: dict[str, str]):
-    import os
-
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return s3_from_env()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def make_stack(tmp: Path, redis_server: RedisServer, s3: SeaweedS3) -> Stack:
-    bucket = f"q-{uuid.uuid4().hex[:10]}"
-    env = {
-        **s3.env(),
-        "COLORMAMBA_S3_BUCKET": bucket,
-        "COLORMAMBA_STORE": f"s3://{bucket}",
-        "COLORMAMBA_S3_RETRY_SECONDS": "60",
-        "COLORMAMBA_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{next(_db) % 16}",
-        "COLORMAMBA_DATA_CACHE": str(tmp / "cache"),
-        "COLORMAMBA_LEASE_TTL": "6",
-        "COLORMAMBA_REAP_INTERVAL": "2",
-        "COLORMAMBA_STATUS_INTERVAL": "0.5",
-        "TORCH_HOME": str(tmp / "torch_home"),  # no VGG weights there: the vgg configuration must fail
-        # one intra-op thread per pool process: two workers and an aggregator share two cores here, and
-        # torch's default of one thread per core would have them fight over both (a speed setting only)
-        "OMP_NUM_THREADS": "1",
-    }
-    redis.Redis.from_url(env["COLORMAMBA_REDIS_URL"]).flushdb()
-    return Stack(env, tmp)
-
-
-@pytest.fixture
-def stack(tmp_path, redis_server, seaweed) -> Iterator[Stack]:
-    """A stack of this test alone (its own Redis database, so its own broker, and its own bucket): for
-    tests that kill or add workers, whose workers must not be shared."""
-    s = make_stack(tmp_path, redis_server, seaweed)
-    yield s
-    stop_workers(s.workers)
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +49,6 @@ def write_spec(tmp: Path, name: str, **changes) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-def wait_for(what: str, predicate, timeout: float, stack: Stack, interval: float = 0.5):
-    """wait_until, with the workers' logs in the failure."""
-    try:
-        return wait_until(what, predicate, timeout, interval)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- worker logs ---\n{stack.logs()[-6000:]}") from None
 
 
 def report_json(stack: Stack, study: str) -> dict | None:
@@ -188,7 +101,9 @@ def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
 
     study = load_spec(DEMO)
 
-    data = wait_for("every run finished and reported", lambda: study_done(stack, "demo", 4), 300, stack)
+    data = wait_until(
+        "every run finished and reported", lambda: study_done(stack, "demo", 4), 300, 0.5, stack.logs
+    )
     assert [r["variant"] for r in data["summary"]] == ["original", "histogram"]
     for run in study.runs:
         status = stack.status("demo", run.run_id)
@@ -246,15 +161,15 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_and_finishes_once(stac
     from services.spec import load_spec
 
     run = load_spec(spec).runs[0].run_id
-    wait_for(
+    wait_until(
         "two epochs checkpointed",
         lambda: (
             (stack.status("killed", run) or {}).get("checkpoint_saved_epoch", 0)
             and stack.status("killed", run)["checkpoint_saved_epoch"] >= 2
         ),
         240,
-        stack,
         0.2,
+        stack.logs,
     )
     killed_at = stack.status("killed", run)
     first.kill()
@@ -262,15 +177,17 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_and_finishes_once(stac
     assert killed_at["state"] == "running" and killed_at["eta_s"] is not None
     # no run worker is up: the run shows as lost within the lease TTL (+ a reaper round) and waits,
     # queued once, not once per reaper round
-    lost = wait_for("the run shown lost", lambda: state_is(stack, "killed", run, "lost"), 6 + 2 + 5, stack,
-                    0.1)  # fmt: skip
+    lost = wait_until("the run shown lost", lambda: state_is(stack, "killed", run, "lost"), 6 + 2 + 5, 0.1,
+                      stack.logs)  # fmt: skip
     assert lost["eta_s"] is None and "waiting to be taken again" in lost["reason"]
     assert first.name in lost["reason"], "the reason names the dead worker"
     lost_after = time.monotonic() - started
     time.sleep(3 * 2)  # three more reaper rounds
     assert queued_tasks(stack.env["COLORMAMBA_REDIS_URL"], "gpu") == [("services.tasks.run", ["killed", run])]
     stack.worker("gpu2")  # a fresh worker (another machine, or the restarted container)
-    data = wait_for("the run finished after the kill", lambda: study_done(stack, "killed", 1), 300, stack)
+    data = wait_until(
+        "the run finished after the kill", lambda: study_done(stack, "killed", 1), 300, 0.5, stack.logs
+    )
     status = stack.status("killed", run)
     assert status["state"] == "succeeded"
     assert status["attempt"] == 2
@@ -298,14 +215,14 @@ def test_cancel_a_queued_and_a_running_run(shared_stack):
     from services.spec import load_spec
 
     runs = [r.run_id for r in load_spec(spec).runs]
-    running = wait_for(
+    running = wait_until(
         "one run running",
         lambda: next(
             (r for r in runs if (stack.status("cancelled", r) or {}).get("checkpoint_saved_epoch")), None
         ),
         240,
-        stack,
         0.2,
+        stack.logs,
     )
     queued = next(r for r in runs if r != running)
     assert stack.status("cancelled", queued)["state"] == "queued"
@@ -317,22 +234,23 @@ def test_cancel_a_queued_and_a_running_run(shared_stack):
     t0 = time.monotonic()
     out = submit("cancel", "cancelled", env=stack.env)
     assert out.returncode == 0 and "cancel requested" in out.stdout
-    wait_for(
+    wait_until(
         "the running run cancelled",
         lambda: stack.status("cancelled", running)["state"] == "cancelled",
         60,
-        stack,
         0.2,
+        stack.logs,
     )
     print(f"running run stopped {time.monotonic() - t0:.1f} s after cancel")
     assert stack.store.exists(RunLocation("cancelled", running).checkpoint("last")), "its checkpoint stays"
     # the queued run's message is consumed later (once the worker is free) and must not start it: wait
     # for that delivery itself rather than for a guessed time
-    wait_for(
+    wait_until(
         "the cancelled run's message consumed",
         lambda: "'reason': 'already cancelled'" in stack.logs(),
         90,
-        stack,
+        0.5,
+        stack.logs,
     )
     assert stack.status("cancelled", queued)["state"] == "cancelled"
     assert "attempt" not in stack.status("cancelled", queued)
@@ -351,8 +269,12 @@ def test_failing_runs_end_failed_with_their_reason_and_the_rest_finishes(shared_
         },
     )
     assert submit(str(spec), "--yes", env=stack.env).returncode == 0
-    data = wait_for(
-        "all runs ended", lambda: study_done(stack, "failing", 3, ("succeeded", "failed")), 300, stack
+    data = wait_until(
+        "all runs ended",
+        lambda: study_done(stack, "failing", 3, ("succeeded", "failed")),
+        300,
+        0.5,
+        stack.logs,
     )
     by = {r["variant"]: r for r in data["runs"]}
     assert by["original"]["state"] == "succeeded"
@@ -383,17 +305,17 @@ def test_s3_outage_during_training_is_retried_and_the_run_finishes(tmp_path, red
         from services.spec import load_spec
 
         run = load_spec(spec).runs[0].run_id
-        wait_for(
+        wait_until(
             "training started",
             lambda: (stack.status("outage", run) or {}).get("checkpoint_saved_epoch"),
             240,
-            stack,
             0.2,
+            stack.logs,
         )
         s3.stop()
         time.sleep(5)
         s3.start()
-        data = wait_for("the run finished", lambda: study_done(stack, "outage", 1), 300, stack)
+        data = wait_until("the run finished", lambda: study_done(stack, "outage", 1), 300, 0.5, stack.logs)
         status = stack.status("outage", run)
         assert status["state"] == "succeeded" and status["attempt"] == 1, "ridden out, not restarted"
         assert "retrying" in stack.logs(), "the outage was seen and retried"
@@ -425,26 +347,26 @@ def test_a_store_failure_mid_run_leaves_the_run_lost_with_its_reason_then_it_res
         from services.spec import load_spec
 
         run = load_spec(spec).runs[0].run_id
-        wait_for("an epoch checkpointed",
-                 lambda: (stack.status("storefail", run) or {}).get("checkpoint_saved_epoch"),
-                 240, stack, 0.2)  # fmt: skip
+        wait_until("an epoch checkpointed",
+                   lambda: (stack.status("storefail", run) or {}).get("checkpoint_saved_epoch"),
+                   240, 0.2, stack.logs)  # fmt: skip
         before = stack.status("storefail", run)["checkpoint_saved_epoch"]
         s3.stop()
-        wait_for("the run given up on the store",
-                 lambda: "stopped without recording an outcome" in first.log.read_text(),
-                 120, stack, 0.2)  # fmt: skip
+        wait_until("the run given up on the store",
+                   lambda: "stopped without recording an outcome" in first.log.read_text(),
+                   120, 0.2, stack.logs)  # fmt: skip
         first.stop()  # no run worker while S3 comes back: the state the reaper leaves stays visible
         s3.start()
-        lost = wait_for("the run shown lost", lambda: state_is(stack, "storefail", run, "lost"), 60, stack,
-                        0.2)  # fmt: skip
+        lost = wait_until("the run shown lost", lambda: state_is(stack, "storefail", run, "lost"), 60, 0.2,
+                          stack.logs)  # fmt: skip
         assert "StorageError" in lost["reason"] and "unreachable" in lost["reason"], lost["reason"]
         assert "gpu1" in lost["reason"] and lost["eta_s"] is None
         url = stack.env["COLORMAMBA_REDIS_URL"]
-        wait_for("the run queued again", lambda: queued_tasks(url, "gpu"), 10, stack, 0.1)  # just after
+        wait_until("the run queued again", lambda: queued_tasks(url, "gpu"), 10, 0.1, stack.logs)  # at once
         time.sleep(3 * 2)  # three more reaper rounds
         assert queued_tasks(url, "gpu") == [("services.tasks.run", ["storefail", run])], "queued once"
         stack.worker("gpu2")
-        wait_for("the run finished", lambda: study_done(stack, "storefail", 1), 300, stack)
+        wait_until("the run finished", lambda: study_done(stack, "storefail", 1), 300, 0.5, stack.logs)
         status = stack.status("storefail", run)
         assert status["state"] == "succeeded" and status["attempt"] == 2, status
         assert status["resumed_from_epoch"] >= before, (status, before)
@@ -474,8 +396,8 @@ def test_a_worker_with_two_runs_per_gpu_trains_two_runs_at_once(stack):
     def states() -> list[str | None]:
         return [(stack.status("pergpu", r) or {}).get("state") for r in runs]
 
-    wait_for("both runs running at once", lambda: states() == ["running", "running"], 120, stack, 0.2)
-    wait_for("both runs succeeded", lambda: states() == ["succeeded", "succeeded"], 120, stack)
+    wait_until("both runs running at once", lambda: states() == ["running", "running"], 120, 0.2, stack.logs)
+    wait_until("both runs succeeded", lambda: states() == ["succeeded", "succeeded"], 120, 0.5, stack.logs)
     a, b = (stack.status("pergpu", r) for r in runs)
     # timestamps have whole seconds: a strict inequality means the intervals really overlap
     assert max(a["started_at"], b["started_at"]) < min(a["finished_at"], b["finished_at"]), (a, b)

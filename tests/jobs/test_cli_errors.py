@@ -15,12 +15,11 @@ import yaml
 from colormamba.storage import RunLocation
 from services.datasets import ensure_synthetic
 from services.spec import SpecError, load_spec
-from tests.suite.servers import REPO, RedisServer, free_port
-from tests.suite.test_status_watch import study  # noqa: F401  (fixture)
-from tests.suite.test_submit_cli import DEMO, SUBMIT, submit
+from tests.support.servers import REPO, RedisServer, free_port
+from tests.support.submit import DEMO, SUBMIT, submit
 
 
-def test_report_into_an_existing_file_is_invalid_input_naming_it(study, tmp_path):  # noqa: F811
+def test_report_into_an_existing_file_is_invalid_input_naming_it(study, tmp_path):
     store, _ = study
     target = tmp_path / "report.html"
     target.write_text("not a folder")
@@ -30,7 +29,7 @@ def test_report_into_an_existing_file_is_invalid_input_naming_it(study, tmp_path
     assert "cannot reach" not in out.stderr and "Traceback" not in out.stderr
 
 
-def test_checkpoint_under_a_file_is_a_local_file_error_not_unreachable(study, tmp_path):  # noqa: F811
+def test_checkpoint_under_a_file_is_a_local_file_error_not_unreachable(study, tmp_path):
     store, spec = study
     run = spec.runs[0].run_id
     store.put_bytes(RunLocation("demo", run).checkpoint("best"), b"weights")
@@ -42,7 +41,7 @@ def test_checkpoint_under_a_file_is_a_local_file_error_not_unreachable(study, tm
     assert str(blocker) in out.stderr and "cannot reach" not in out.stderr, out.stderr
 
 
-def test_a_closed_pipe_ends_quietly(study):  # noqa: F811
+def test_a_closed_pipe_ends_quietly(study):
     """`status | head`: the reader went away; no "cannot reach the store", no traceback."""
     store, _ = study
     read, write = os.pipe()
@@ -56,7 +55,7 @@ def test_a_closed_pipe_ends_quietly(study):  # noqa: F811
     assert proc.stderr == "", proc.stderr
 
 
-def test_wrong_redis_password_is_authentication_failed_without_the_password(study, tmp_path):  # noqa: F811
+def test_wrong_redis_password_is_authentication_failed_without_the_password(study, tmp_path):
     store, _ = study
     server = RedisServer(tmp_path / "redis", password="right-pass-123").start()
     try:
@@ -125,7 +124,7 @@ def test_a_missing_dataset_lists_the_datasets_there_and_queues_nothing(tmp_path,
     assert not any(k.startswith("studies/") for k in store.list("")), "nothing written for the study"
 
 
-def test_cancel_of_an_unknown_study_says_it_is_unknown(study):  # noqa: F811
+def test_cancel_of_an_unknown_study_says_it_is_unknown(study):
     store, _ = study
     out = submit("cancel", "dmeo", env={"COLORMAMBA_STORE": str(store.root)})
     assert out.returncode == 4, out.stderr

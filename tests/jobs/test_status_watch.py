@@ -5,74 +5,22 @@ so a folder store, whose statuses the test writes as workers would, is all it ne
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from colormamba.storage import LocalStorage
-from services.spec import Study, load_spec
 from services.status_view import short_run_id
-from services.studies import save_study
-from tests.suite.records import record_status
-from tests.suite.servers import free_port
-from tests.suite.test_submit_cli import DEMO, REPO, SUBMIT, submit
-
-RUNNING = {"state": "running", "phase": "train", "epoch": 1, "epochs": 2, "step": 3, "steps": 4,
-           "loss": 0.1234, "eta_s": 75, "worker": "gpu1@host (pid 7)", "device": "cpu"}  # fmt: skip
-
-
-@pytest.fixture
-def study(tmp_path: Path) -> tuple[LocalStorage, Study]:
-    """The demo study's records in a folder store: one run running, one queued, one succeeded, one failed."""
-    store = LocalStorage(tmp_path / "store")
-    study = load_spec(DEMO)
-    save_study(store, study)
-    running, queued, succeeded, failed = (r.run_id for r in study.runs)
-    record_status(store, "demo", running, RUNNING)
-    record_status(store, "demo", queued, {"state": "queued"})
-    record_status(store, "demo", succeeded, {"state": "succeeded", "epoch": 2, "epochs": 2, "worker": "gpu2"})
-    record_status(store, "demo", failed, {"state": "failed", "reason": "TrainingDiverged: loss is nan"})
-    return store, study
-
-
-def watch(store: LocalStorage, out: Path, *args: str) -> subprocess.Popen:
-    """`status demo --watch` in the background, its stdout going to a file the test can read meanwhile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLORMAMBA_")}
-    env |= {"COLORMAMBA_STORE": str(store.root), "PYTHONUNBUFFERED": "1"}
-    with out.open("w") as fh:
-        return subprocess.Popen(
-            [sys.executable, str(SUBMIT), "status", "demo", "--watch", *args], cwd=REPO, env=env,
-            stdout=fh, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-
-
-def renders(out: Path) -> list[str]:
-    """The tables printed so far, one string each (every render starts with its summary line)."""
-    text = out.read_text()
-    return ["study demo:" + block for block in text.split("study demo:")[1:]]
+from tests.support.records import RUNNING, record_status
+from tests.support.servers import free_port
+from tests.support.submit import renders, submit, wait_for_render, watch
 
 
 def row_of(render: str, run: str) -> str:
     """`run`'s row in one render, named by its short id (`CONFIG-seedN`); "" when it has none."""
     short = short_run_id(run)
     return next((line for line in render.splitlines() if line.split()[:1] == [short]), "")
-
-
-def wait_for_render(out: Path, predicate: Any, proc: subprocess.Popen, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [r for r in renders(out) if predicate(r)]
-        if found:
-            return found[-1]
-        assert proc.poll() is None, f"exited early with {proc.returncode}: {out.read_text()}"
-        time.sleep(0.05)
-    raise AssertionError(f"no such render after {timeout} s:\n{out.read_text()[-3000:]}")
 
 
 @pytest.fixture

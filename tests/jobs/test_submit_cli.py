@@ -3,9 +3,6 @@ that a refused submission leaves nothing behind (no objects, no messages)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import redis
@@ -13,20 +10,8 @@ import yaml
 
 from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage
-from tests.suite.servers import REPO, free_port
-
-SUBMIT = REPO / "jobs" / "submit.py"
-DEMO = REPO / "jobs" / "specs" / "demo.yaml"
-
-
-def submit(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("COLORMAMBA_")}
-    return subprocess.run(
-        [sys.executable, str(SUBMIT), *args], capture_output=True, text=True, timeout=timeout,
-        env={**base, **(env or {})}, cwd=REPO, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+from tests.support.servers import free_port
+from tests.support.submit import DEMO, submit
 
 
 def test_invalid_spec_exits_2_listing_every_problem_and_queues_nothing(tmp_path, redis_server):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from services.settings import parse_runs_per_gpu
-from tests.suite.servers import REPO
+from tests.support.servers import REPO
 
 
 @pytest.mark.parametrize(("value", "runs"), [(None, 1), ("", 1), ("1", 1), ("2", 2), (" 4 ", 4), ("16", 16)])

@@ -3,8 +3,9 @@
 threads that each hold their own Redis connection, against a real redis-server, on a run small enough to
 train in a second or two (16x16 images, one step per epoch) in a folder store.
 
-The queue tests (test_queue.py) show the same guarantees through Celery worker processes, but in minutes;
-these pin each guarantee down on its own, with tight time bounds, so that a regression names itself.
+The queue tests (tests/e2e/test_queue.py) show the same guarantees through Celery worker processes, but
+in minutes; these pin each guarantee down on its own, with tight time bounds, so that a regression names
+itself.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from services.runs import mark_queued, read_status
 from services.spec import parse_spec
 from services.studies import save_study
 from services.tasks import execute_exclusively
-from tests.suite.servers import REPO, RedisServer, wait_until
+from tests.support.polling import wait_until
+from tests.support.servers import REPO, RedisServer
 
-EXCLUSIVE_DB = 15  # a database of the session's redis-server that test_queue.py's stacks do not reach
+EXCLUSIVE_DB = 15  # a database of the session's redis-server that tests/support/stack.py's stacks skip
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -15,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats as scipy_stats
 
-from colormamba.imaging import encode_png
 from colormamba.losses import LOSS_PRESETS
 from colormamba.storage import LocalStorage, RunLocation
 from services.report import (
@@ -33,67 +30,10 @@ from services.report import (
 from services.report.plots import curves_figure, samples_figure, scatter_figure
 from services.spec import Study, load_spec
 from services.studies import save_study
-from tests.suite.records import record_status
-from tests.suite.servers import find_binary
+from tests.support.records import IMAGES, fake_outputs, record_status
+from tests.support.servers import find_binary
 
 SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
-IMAGES = [f"img{i:02d}" for i in range(6)]
-
-
-def fake_outputs(store: LocalStorage, study, fail: str | None = None) -> dict[str, dict[str, list[float]]]:
-    """Write what evaluate() and train() write for each run, with known per-image values."""
-    rng = np.random.default_rng(0)
-    values: dict[str, dict[str, list[float]]] = {}
-    for k, run in enumerate(study.runs):
-        where = RunLocation(study.name, run.run_id)
-        if run.run_id == fail:
-            record_status(
-                store, study.name, run.run_id, {"state": "failed", "reason": "TrainingDiverged: loss is nan"}
-            )
-            continue
-        offset = 1.0 if run.configuration == "histogram" else 0.0
-        per = {
-            "psnr": list(20 + offset + rng.normal(0, 0.5, len(IMAGES))),
-            "ssim": list(0.6 + offset / 20 + rng.normal(0, 0.001, len(IMAGES))),
-            "ae": list(5 - offset + rng.normal(0, 0.2, len(IMAGES))),
-            "mae": list(20 - offset + rng.normal(0, 1, len(IMAGES))),
-            "lpips": list(0.3 - offset / 10 + rng.normal(0, 0.01, len(IMAGES))),
-        }
-        values[run.run_id] = per
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["name", *per])
-        for i, name in enumerate(IMAGES):
-            w.writerow([name, *(f"{per[m][i]:.6f}" for m in per)])
-        store.put_bytes(where.artifact("per_image.csv"), buf.getvalue().encode())
-        metrics = {m: {"mean": float(np.mean(np.round(v, 6)))} for m, v in per.items()}
-        store.put_bytes(
-            where.artifact("metrics.json"),
-            json.dumps({"metrics": metrics, "protocol": "colormamba", "report_split": "test"}).encode(),
-        )
-        store.put_bytes(
-            where.artifact("history.csv"),
-            f"epoch,train_loss,val_psnr\n1,0.5,{18 + offset}\n2,0.3,{19 + offset}\n".encode(),
-        )
-        for name in IMAGES[:3]:
-            for kind, ch in (("nir", 1), ("pred", 3), ("gt", 3)):
-                img = torch.rand(ch, 16, 16, generator=torch.Generator().manual_seed(k))
-                store.put_bytes(where.artifact(f"samples/{name}_{kind}.png"), encode_png(img))
-        record_status(
-            store,
-            study.name,
-            run.run_id,
-            {
-                "state": "succeeded",
-                "train_seconds": 10.0 + k,
-                "epochs_done": 2,
-                "best_epoch": 2,
-                "select_metrics": {"psnr": 19 + offset},
-            },
-        )
-    return values
-
-
 @pytest.fixture
 def built(tmp_path):
     store = LocalStorage(tmp_path / "store")

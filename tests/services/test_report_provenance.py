@@ -15,8 +15,8 @@ from colormamba.storage import LocalStorage
 from services.report import build_report, render_html, render_markdown
 from services.spec import parse_spec
 from services.studies import save_study
-from tests.suite.records import record_status
-from tests.suite.test_submit_cli import DEMO
+from tests.support.records import record_status
+from tests.support.submit import DEMO
 
 WARNING = "Warning: the runs of this study were not computed alike"
 BASE = {

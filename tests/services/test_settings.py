@@ -113,7 +113,7 @@ def test_passwords_are_redacted_from_urls_and_messages() -> None:
 
 def test_the_broker_error_does_not_show_the_password() -> None:
     from services.coord import BrokerUnreachable, connect
-    from tests.suite.servers import free_port
+    from tests.support.servers import free_port
 
     with pytest.raises(BrokerUnreachable) as info:
         connect(f"redis://:pa55word@127.0.0.1:{free_port()}/0")  # nothing listens there

@@ -19,8 +19,8 @@ from services.datasets import ensure_synthetic, upload_dataset
 from services.report import build_report, render_html, render_markdown
 from services.spec import SpecError, load_spec, parse_spec
 from services.studies import prepare_dataset, save_study
-from tests.suite.records import record_status
-from tests.suite.test_submit_cli import DEMO, submit
+from tests.support.records import record_status
+from tests.support.submit import DEMO, submit
 
 SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
 

@@ -12,10 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 S3_ACCESS_KEY = "colormamba-test"
@@ -39,28 +39,23 @@ def free_port() -> int:
 def wait_for_port(
     port: int, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until something listens on 127.0.0.1:`port`; fail at once, with the log's tail, if `proc`
+    (the server meant to listen there) exits first."""
+
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}:\n{tail}")
+            code = proc.returncode
+            raise RuntimeError(f"server exited with {code} before listening on {port}:\n{tail(log)}")
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(f"a server listening on 127.0.0.1:{port}", listening, timeout, 0.1, lambda: tail(log))
 
 
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy (returned), or fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+def tail(log: Path | None, chars: int = 3000) -> str:
+    """The end of a server's log ("" when there is none yet)."""
+    return log.read_text(errors="replace")[-chars:] if log is not None and log.exists() else ""
 
 
 def queued_tasks(redis_url: str, queue: str) -> list[tuple[str, list]]:
@@ -188,18 +183,23 @@ class SeaweedS3:
         from minio import Minio
 
         client = Minio(self.endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
-        deadline = time.monotonic() + timeout
-        while True:
+        errors: list[Exception] = []
+
+        def ready() -> bool:
             try:
                 for bucket in client.list_buckets():
                     first = next(iter(client.list_objects(bucket.name, recursive=True)), None)
                     if first is not None:
                         client.get_object(bucket.name, first.object_name).read()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+                return True
+            except Exception as exc:  # not ready yet: any error of the S3 API or of the connection
+                errors.append(exc)
+                return False
+
+        def last_error() -> str:
+            return f"last error: {errors[-1]!r}\n{tail(self.root / 'weed.log')}" if errors else ""
+
+        wait_until("SeaweedFS's S3 gateway to serve every bucket", ready, timeout, 0.3, last_error)
 
     def stop(self) -> None:
         if self.proc is not None:

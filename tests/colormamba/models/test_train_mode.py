@@ -8,7 +8,7 @@ import torch
 
 from colormamba.layers import SPADEResBlock
 from colormamba.models import build_model
-from tests.layers.test_spade import from_the_math, spectral_state
+from tests.support.spectral_norm import from_the_math, spectral_state
 
 
 @pytest.mark.slow  # six forwards of the tiny generator: ~10 s on 2 cores

@@ -93,9 +93,9 @@ def triton_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     inputs_path, results_path = folder / "inputs.pt", folder / "results.pt"
     torch.save({name: case_inputs(name) for name in CASES}, inputs_path)
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     done = subprocess.run(
-        [sys.executable, "-m", "tests.ops.test_scan_triton", str(inputs_path), str(results_path)],
+        [sys.executable, "-m", "tests.colormamba.ops.test_scan_triton", str(inputs_path), str(results_path)],
         cwd=root,
         env=env,
         capture_output=True,
