@@ -256,7 +256,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
-    from services.studies import local_run_study
+    from services.local import local_run_study
 
     def on_status(status: dict[str, Any]) -> None:
         if status.get("phase") == "epoch_end" or status.get("state") in DONE:
