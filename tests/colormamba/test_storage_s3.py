@@ -1,5 +1,6 @@
-"""S3Storage against a real SeaweedFS S3 server: the Storage contract, credentials, checksums, retries
-across a server restart, and a clear bounded error when the server stays down."""
+"""S3Storage against a real SeaweedFS S3 server: credentials, checksums, retries across a server restart,
+and a clear bounded error when the server stays down (the Storage contract, which both stores follow:
+test_storage.py)."""
 
 from __future__ import annotations
 
@@ -9,33 +10,9 @@ import time
 import pytest
 
 from colormamba import checkpoint
-from colormamba.storage import LocalStorage, ObjectNotFound, Storage, StorageError
+from colormamba.storage import LocalStorage, StorageError
 from colormamba.storage_s3 import S3CredentialsRefused, S3Storage, open_store, s3_from_env
 from tests.support.servers import S3_ACCESS_KEY, SeaweedS3, free_port
-
-
-def test_s3_storage_follows_the_storage_contract(s3_store):
-    store: Storage = s3_store
-    assert isinstance(store, Storage)
-    store.put_bytes("runs/s/r/status.json", b'{"state": "queued"}')
-    store.put_bytes("runs/s/r/samples/a_pred.png", b"\x89PNG...")
-    store.put_bytes("runs/s/other/metrics.json", b"{}")
-    assert store.get_bytes("runs/s/r/status.json") == b'{"state": "queued"}'
-    assert store.exists("runs/s/r/status.json")
-    assert not store.exists("runs/s/r/nothing.json")
-    assert store.list("runs/s/r") == ["runs/s/r/samples/a_pred.png", "runs/s/r/status.json"]
-    assert store.list("runs/s/r/") == store.list("runs/s/r")
-    assert store.list("runs/s") == sorted(store.list("runs/s"))
-    assert len(store.list("runs/s")) == 3
-    assert store.list("runs/none") == []
-    store.put_bytes("runs/s/r/status.json", b'{"state": "running"}')  # overwrite
-    assert store.get_bytes("runs/s/r/status.json") == b'{"state": "running"}'
-    store.delete("runs/s/r/status.json")
-    store.delete("runs/s/r/status.json")  # idempotent
-    with pytest.raises(ObjectNotFound):
-        store.get_bytes("runs/s/r/status.json")
-    with pytest.raises(ValueError):
-        store.put_bytes("../escape", b"x")
 
 
 def test_a_checkpoint_round_trips_through_s3(s3_store):
