@@ -138,6 +138,16 @@ def test_the_celery_app_never_imports_the_tasks() -> None:
     assert "services.tasks" not in reachable(graph, "services.app"), sorted(reachable(graph, "services.app"))
 
 
+def test_no_module_imports_a_test_module_or_a_conftest() -> None:
+    """Shared helpers live in tests/support and shared fixtures in tests/conftest.py: a test module that
+    imports another runs that module's tests twice over and hides where a helper belongs."""
+    graph = import_graph(REPO, ["tests", "benchmarks"])
+    assert "tests.support.servers" in graph["tests.conftest"]
+    tests = {m for m in graph if m.rpartition(".")[2].startswith("test_") or m.endswith("conftest")}
+    wrong = sorted(f"{m} imports {t}" for m, imported in graph.items() for t in imported & tests)
+    assert not wrong, "\n".join(wrong)
+
+
 def write_package(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = root / name

@@ -4,7 +4,7 @@ Triton picks interpreter or compiler when a kernel is decorated, from TRITON_INT
 the variable would leak into every other test of the session (the `triton` backend would then be
 available on CPU). So the Triton side runs in one subprocess with TRITON_INTERPRET=1 (this module, run
 with `python -m`), on inputs this process made and saved; the reference side and the comparisons run
-here, with the tolerance table of test_selective_scan. Tiles are tiny (4 channels x 8 steps, see
+here, with the tolerance table of tests/support/scan.py. Tiles are tiny (4 channels x 8 steps, see
 `pick_config`) so that short sequences cross several chunks and channel blocks.
 """
 
@@ -21,8 +21,7 @@ import pytest
 import torch
 
 from colormamba.ops import available_backends, scan_mamba, scan_triton, selective_scan
-
-from .test_selective_scan import GRAD_TOL, INPUT_NAMES, TOL, assert_same, make_inputs, run_scan
+from tests.support.scan import GRAD_TOL, INPUT_NAMES, TOL, assert_same, make_inputs, run_scan
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 
