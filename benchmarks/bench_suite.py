@@ -29,8 +29,8 @@ from colormamba.storage_s3 import s3_from_env
 from services.runs import mark_queued, read_status
 from services.spec import parse_spec
 from services.studies import save_study
-from tests.suite.servers import RedisServer, SeaweedS3, Worker
-from tests.suite.test_report import fake_outputs
+from tests.support.records import fake_outputs
+from tests.support.servers import RedisServer, SeaweedS3, Worker
 
 
 def grid_spec(n_runs: int, dataset: str) -> dict:

@@ -41,7 +41,7 @@ if [[ $part == a ]]; then
     timeout 200 "$py" benchmarks/build_mamba_kernel.py third_party/mamba_csrc/selective_scan --arch 9.0 \
         --build-dir build/ssc 2>&1 | tail -5 | tee "$out/build.txt"
     step cuda tests
-    timeout 90 "$py" -m pytest -q -p no:cacheprovider tests/ops tests/data/test_batches.py \
+    timeout 90 "$py" -m pytest -q -p no:cacheprovider tests/colormamba/ops tests/colormamba/data/test_batches.py \
         -k "cuda or mamba or triton or gpu" 2>&1 | tee "$out/tests.txt" | tail -12
     step scan
     timeout 120 "$py" benchmarks/bench_triton_gpu.py --configs 16:16:4,32:8:4,8:16:4,16:16:8,32:16:8 --torch-repeat 1 2>&1 \

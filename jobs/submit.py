@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite lives beside the package
 
 # Only light modules here: `--help`, `status` and `list` must not pay for torch
-# (tests/suite/test_cli_fast.py); each command imports what it needs.
+# (tests/jobs/test_cli_fast.py); each command imports what it needs.
 from colormamba.env import redact_text
 from colormamba.storage import StorageError, report_prefix
 from colormamba.suggest import closest
@@ -256,7 +256,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
-    from services.studies import local_run_study
+    from services.local import local_run_study
 
     def on_status(status: dict[str, Any]) -> None:  # the epochs' lines come from the runs (epoch_log)
         if status.get("state") in DONE:

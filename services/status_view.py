@@ -2,7 +2,7 @@
 and the smoothed ETA that the run's status carries.
 
 Kept free of torch (and of everything a command that does not train does not need), so that the command
-line answers in a fraction of a second: see tests/suite/test_cli_fast.py.
+line answers in a fraction of a second: see tests/jobs/test_cli_fast.py.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
-"""Shared fixtures: small generated datasets (the real VCIP2020 set cannot be downloaded here)."""
+"""Shared fixtures, all in this one file: small generated datasets (the real VCIP2020 set cannot be
+downloaded here), a checkpoint, and the real servers of the job-suite tests on 127.0.0.1 (started once
+per session, on first use; see tests/support/servers.py)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from colormamba.data.synthetic import make_synthetic_dataset
+from tests.support.servers import RedisServer, SeaweedS3
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +37,38 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = {"model": model.state_dict(), "model_config": asdict(model.config), "epoch": 1, "config": {}}
     path.write_bytes(checkpoint.to_bytes(state))
     return path
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 server for the session (it takes seconds to start)."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment of a test that uses S3: its own bucket, so tests do not see each other's objects."""
+    env = {
+        **seaweed.env(),
+        "COLORMAMBA_S3_BUCKET": f"t-{uuid.uuid4().hex[:12]}",
+        "COLORMAMBA_S3_RETRY_SECONDS": "20",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def s3_store(s3_env: dict[str, str]):
+    from colormamba.storage_s3 import s3_from_env
+
+    return s3_from_env()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

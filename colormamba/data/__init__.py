@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # The torch-using parts load on first use: the job suite's command line lists and checks datasets through
-# this package without paying for torch (tests/suite/test_cli_fast.py).
+# this package without paying for torch (tests/jobs/test_cli_fast.py).
 _LAZY = {"augment_batch": "augment", "augment_pair": "augment",
          "TrainBatches": "batches", "PairedDataset": "dataset"}  # fmt: skip
 

@@ -24,10 +24,9 @@ from colormamba.losses import resolve_loss_config
 from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.report.names import CI_LEVEL, HIGHER_IS_BETTER, METRICS
-from services.runs import DONE
+from services.runs import DONE, now, read_status
 from services.spec import RunPlan, Study
 from services.stats import holm, paired_interval, verdict
-from services.studies import now, read_status
 
 TRAINING_STATES = ("succeeded", "running", "lost")  # runs whose history.csv the curves show
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "grad_clip", "max_steps_per_epoch",

@@ -194,7 +194,7 @@ def celery_services() -> dict[str, Any]:
 
 def test_celery_processes_get_exactly_the_variables_the_code_reads() -> None:
     """Both directions, against services/settings.py, the list of every variable the code reads
-    (tests/suite/test_settings.py: nothing reads one around it): none read that compose never sets,
+    (tests/services/test_settings.py: nothing reads one around it): none read that compose never sets,
     none set that nothing reads."""
     assert set(ENV_ALIASES) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert set(IMAGE_ENV) <= {v.name for v in VARIABLES}, "stale image variable table"

@@ -12,6 +12,7 @@ import redis
 
 from services.coord import start_reaper
 from tests.containers.helpers import config
+from tests.support.polling import wait_until
 
 
 class FakeRedis:
@@ -31,13 +32,6 @@ class FakeRedis:
         return set()
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_heartbeat_is_written_at_start_and_refreshed_while_redis_answers(tmp_path: Path) -> None:
     beat = tmp_path / "heartbeat"
     client = FakeRedis()
@@ -45,13 +39,14 @@ def test_heartbeat_is_written_at_start_and_refreshed_while_redis_answers(tmp_pat
     try:
         assert beat.exists(), "written before the first round"
         os.utime(beat, (0, 0))  # pretend it is old
-        wait_for(lambda: beat.stat().st_mtime > 0)
+        wait_until("the heartbeat refreshed", lambda: beat.stat().st_mtime > 0, 5.0, 0.01)
         client.down = True
         down_at = client.rounds
-        wait_for(lambda: client.rounds > down_at + 2)  # the round under way when it went down is over
+        # the round under way when it went down is over
+        wait_until("two rounds with Redis down", lambda: client.rounds > down_at + 2, 5.0, 0.01)
         os.utime(beat, (0, 0))
         rounds = client.rounds
-        wait_for(lambda: client.rounds > rounds + 3)
+        wait_until("three more rounds", lambda: client.rounds > rounds + 3, 5.0, 0.01)
         assert beat.stat().st_mtime == 0, "refreshed although Redis did not answer"
     finally:
         stop.set()

@@ -1,0 +1,87 @@
+"""The benchmarks run: tiny CPU passes of benchmarks/bench_train_step.py, bench_runs_per_gpu.py and
+bench_pipeline.py as a user runs them (subprocesses), checking their JSON lines, and that a failing run
+ends bench_runs_per_gpu with the run's error, not a hang."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS_PER_GPU = REPO / "benchmarks" / "bench_runs_per_gpu.py"
+TINY = ("--batch", "1", "--size", "32", "--device", "cpu", "--steps", "2", "--warmup", "1",
+        "--threads-per-run", "1", "--runs-per-device", "1,2")  # fmt: skip
+
+
+def bench_runs_per_gpu(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(RUNS_PER_GPU), *args], capture_output=True, text=True, timeout=timeout,
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_runs_per_gpu_benchmark_prints_one_line_per_k() -> None:
+    out = bench_runs_per_gpu("--preset", "tiny", *TINY)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["k"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["bench"] == "runs_per_device"
+        assert (row["preset"], row["batch"], row["size"], row["device"]) == ("tiny", 1, 32, "cpu")
+        assert row["steps_per_s_total"] > 0
+        assert row["ms_per_step_per_run"] > 0 and len(row["ms_per_step_runs"]) == row["k"]
+        assert row["peak_mem_mib_per_run"] > 0
+        assert row["speedup_vs_k1"] > 0
+    assert rows[0]["speedup_vs_k1"] == 1.0
+
+
+def test_runs_per_gpu_benchmark_reports_a_failing_run_and_exits() -> None:
+    out = bench_runs_per_gpu("--preset", "no-such-preset", *TINY, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "k=1: run0 failed" in out.stderr and "no-such-preset" in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_pipeline_benchmark_compares_each_way_with_its_baseline() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_pipeline.py"), "--pairs", "6", "--size", "32",
+         "--batch", "4", "--epochs", "1", "--preset", "tiny", "--repeat", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    cases = [(r["bench"], r["case"]) for r in rows]
+    assert cases == [
+        ("data", "dataloader_per_item"),
+        ("data", "train_batches_on_device"),
+        ("data", "ratio"),
+        ("checkpoint", "synchronous_save"),
+        ("checkpoint", "snapshot_background_write"),
+        ("checkpoint", "ratio"),
+    ]
+    data, ckpt = rows[:3], rows[3:]
+    assert all(r["ms_per_batch"] > 0 for r in data[:2])
+    speedup = data[0]["ms_per_batch"] / data[1]["ms_per_batch"]
+    assert data[2]["speedup"] == pytest.approx(speedup, rel=0.05)  # of the unrounded times
+    assert ckpt[0]["mib"] > 1 and ckpt[1]["write_ms"] >= ckpt[1]["blocked_ms"] > 0
+
+
+def test_train_step_benchmark_times_trainings_step_per_generator_step_count() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_train_step.py"), "--preset", "tiny", "--batch", "1",
+         "--size", "32", "--device", "cpu", "--steps", "1", "--warmup", "1", "--generator-steps", "1", "2"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["case"] for r in rows] == ["train_step", "train_step", "generator_steps"]
+    one, two, ratio = rows
+    assert one["loss"] == two["loss"] == "original"
+    assert (one["generator_steps_per_batch"], two["generator_steps_per_batch"]) == (1, 2)
+    assert not one["fused_adam"] and one["bf16_autocast"] is False  # training's CPU Adam: foreach
+    assert one["ms_per_step"] > 0 and two["ms_per_step"] > 0
+    assert ratio["ratio_to_first"]["2"] == pytest.approx(two["ms_per_step"] / one["ms_per_step"], abs=2e-3)

@@ -1,0 +1,143 @@
+"""`jobs/submit.py` as a user runs it (a real subprocess): exit codes and messages of the refusals, and
+that a refused submission leaves nothing behind (no objects, no messages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+import yaml
+
+from colormamba.data.synthetic import make_synthetic_dataset
+from colormamba.storage import LocalStorage
+from tests.support.servers import free_port, queued_tasks
+from tests.support.submit import DEMO, submit
+
+
+def test_invalid_spec_exits_2_listing_every_problem_and_queues_nothing(tmp_path, redis_server):
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["recipe"]["epochs"] = 0
+    spec["recipe"]["lr"] = "fast"
+    spec["configurations"]["typo"] = {"loss": "orignal"}
+    spec["colour"] = "blue"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "store"
+    env = {"COLORMAMBA_REDIS_URL": redis_server.url, "COLORMAMBA_STORE": str(store)}
+    before = redis.Redis.from_url(redis_server.url).dbsize()
+    out = submit(str(path), env=env)
+    assert out.returncode == 2, out.stderr
+    for field in ("recipe.epochs", "recipe.lr", "configurations.typo", "colour"):
+        assert field in out.stderr, (field, out.stderr)
+    assert "nothing was queued" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not store.exists()
+    assert redis.Redis.from_url(redis_server.url).dbsize() == before
+
+
+def test_a_spec_a_worker_would_refuse_exits_2_naming_the_paths_and_nothing_reaches_redis_or_s3(
+    tmp_path, redis_server, s3_env, s3_store
+):
+    s3_store.put_bytes("sentinel", b"the bucket exists")
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["recipe"]["model_overrides"] = {"rgb_widht": 8}
+    spec["recipe"]["augment"] = {"flipp": True}
+    spec["configurations"]["histogram"]["weights"] = {"vggg": 1.0}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    before = redis.Redis.from_url(redis_server.url).dbsize()
+    out = submit(str(path), "--yes", env={**s3_env, "COLORMAMBA_REDIS_URL": redis_server.url})
+    assert out.returncode == 2, out.stderr
+    for problem in (
+        "recipe.model_overrides.rgb_widht: unknown key; did you mean 'rgb_width'?",
+        "recipe.augment.flipp: unknown key; did you mean 'hflip_p'?",
+        "configurations.histogram.weights.vggg: unknown loss term; did you mean 'vgg'?",
+    ):
+        assert f"  - {problem}\n" in out.stderr, (problem, out.stderr)
+    assert "nothing was queued" in out.stderr and "Traceback" not in out.stderr
+    assert queued_tasks(redis_server.url, "gpu") == []
+    assert redis.Redis.from_url(redis_server.url).dbsize() == before
+    assert s3_store.list("") == ["sentinel"], "no studies/demo/ object, no dataset"
+
+
+def test_redis_unreachable_at_submit_is_a_clear_error_and_nothing_is_half_queued(tmp_path):
+    store = tmp_path / "store"
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    out = submit(str(DEMO), "--yes", env={"COLORMAMBA_REDIS_URL": url, "COLORMAMBA_STORE": str(store)})
+    assert out.returncode == 3, out.stderr
+    assert f"Redis unreachable at {url}" in out.stderr
+    assert "--local" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert LocalStorage(store).list("") == [], "no spec, status or dataset may be written"
+
+
+def test_dry_run_lists_the_runs(tmp_path):
+    out = submit(str(DEMO), "--dry-run", env={"COLORMAMBA_STORE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "4 run(s); 4 to run" in out.stdout
+    assert out.stdout.count("-seed") == 4
+
+
+def test_dataset_upload_refuses_a_corrupt_image_naming_it(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "ds", n_train=3, n_val=2, size=16, seed=0)
+    bad = sorted((root / "RGB-Registered").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated PNG
+    store = tmp_path / "store"
+    out = submit("dataset", "upload", str(root), "--name", "ds", env={"COLORMAMBA_STORE": str(store)})
+    assert out.returncode == 2, out.stderr
+    assert str(bad) in out.stderr
+    assert LocalStorage(store).list("datasets") == []
+
+
+def test_dataset_upload_and_list(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "ds", n_train=3, n_val=2, size=16, seed=0)
+    env = {"COLORMAMBA_STORE": str(tmp_path / "store")}
+    out = submit("dataset", "upload", str(root), "--name", "ds", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "train 3 pairs, val 2 pairs" in out.stdout
+    out = submit("dataset", "upload", str(root), "--name", "ds-again", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "same content as dataset ds: its files are shared, none uploaded" in out.stdout
+    out = submit("dataset", "list", env=env)
+    assert out.returncode == 0, out.stderr
+    header, *rows = [line.split() for line in out.stdout.splitlines()]
+    assert header[:2] == ["name", "layout"] and header[-2:] == ["files", "of"], header
+    table = {row[0]: row for row in rows}
+    assert set(table) == {"ds", "ds-again"}
+    assert table["ds"][1] == table["ds-again"][1] == "vcip2020"
+    assert table["ds"][-1] == table["ds-again"][-1] == "ds", "both names read ds's files"
+
+
+def test_a_local_folder_dataset_is_refused_for_the_queue(tmp_path, redis_server):
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["dataset"] = "./some/folder"
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = submit(
+        str(path), env={"COLORMAMBA_REDIS_URL": redis_server.url, "COLORMAMBA_STORE": str(tmp_path / "st")}
+    )
+    assert out.returncode == 2, out.stderr
+    assert "dataset upload ./some/folder --name NAME" in out.stderr
+
+
+def test_unknown_study_is_exit_4(tmp_path):
+    out = submit("status", "nope", env={"COLORMAMBA_STORE": str(tmp_path)})
+    assert out.returncode == 4 and "unknown study 'nope'" in out.stderr
+
+
+def test_no_store_configured_says_what_to_set(tmp_path):
+    out = submit("list")
+    assert out.returncode == 2
+    assert "COLORMAMBA_S3_ENDPOINT" in out.stderr and "--local" in out.stderr
+
+
+def test_many_runs_need_confirmation(tmp_path, redis_server):
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["recipe"]["lr"] = [1e-3, 1e-4, 1e-5]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {"COLORMAMBA_REDIS_URL": redis_server.url, "COLORMAMBA_STORE": str(tmp_path / "st")}
+    out = submit(str(path), "--max-runs", "5", env=env)
+    assert out.returncode == 5, out.stderr
+    assert "12 runs is more than --max-runs 5; pass --yes" in out.stderr
+    assert not Path(tmp_path / "st" / "studies").exists()

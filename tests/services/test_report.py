@@ -1,0 +1,460 @@
+"""The aggregator's report from stored run outputs: numbers equal a recomputation from the per-image
+rows, paired differences (intervals over seeds, Holm-adjusted verdicts), failed runs marked, every file
+written, and the HTML page checked in a real headless browser (Debian's chromium) with a screenshot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from colormamba.losses import LOSS_PRESETS
+from colormamba.storage import LocalStorage, RunLocation
+from services.report import (
+    HIGHER_IS_BETTER,
+    METRICS,
+    REPORT_FILES,
+    build_report,
+    ci_summary,
+    download_report,
+    paired_differences,
+)
+from services.report.plots import curves_figure, samples_figure, scatter_figure
+from services.spec import Study, load_spec
+from services.studies import save_study
+from tests.support.records import IMAGES, fake_outputs, record_status
+from tests.support.servers import find_binary
+
+SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
+@pytest.fixture
+def built(tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    failed = next(r.run_id for r in study.runs if r.configuration == "histogram" and r.seed == 1)
+    values = fake_outputs(store, study, fail=failed)
+    data = build_report(store, study.name)
+    return store, study, values, data, failed
+
+
+@pytest.fixture
+def built_all_seeds(tmp_path):
+    """Every run of the demo study (2 configurations x seeds 0 and 1) succeeded."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    values = fake_outputs(store, study)
+    return store, study, values, build_report(store, study.name)
+
+
+def _run_id(study, configuration: str, seed: int) -> str:
+    return next(r.run_id for r in study.runs if r.configuration == configuration and r.seed == seed)
+
+
+def test_report_rows_equal_a_recomputation_from_the_per_image_values(built):
+    _, study, values, data, _ = built
+    assert [r["variant"] for r in data["summary"]] == ["original", "histogram"]
+    for row in data["summary"]:
+        runs = [r.run_id for r in study.runs if r.variant == row["variant"] and r.run_id in values]
+        for m in ("psnr", "ssim", "ae", "mae", "lpips"):
+            pooled = np.round(np.concatenate([values[r][m] for r in runs]), 6)
+            assert row[f"{m}_mean"] == pytest.approx(pooled.mean(), abs=1e-9)
+            assert row[f"{m}_std"] == pytest.approx(pooled.std(ddof=1), abs=1e-9)
+        assert row["n_images"] == len(runs) * len(IMAGES)
+    hist = next(r for r in data["summary"] if r["variant"] == "histogram")
+    assert (hist["succeeded"], hist["failed"], hist["runs"]) == (1, 1, 2)
+    assert hist["rank"] == 1  # higher PSNR by construction
+
+
+def _t_interval(units: np.ndarray) -> tuple[float, float, float]:
+    """mean -+ t_{n-1, 0.975} sd / sqrt(n), and the two-sided p of mean / (sd / sqrt(n))."""
+    n = units.size
+    se = units.std(ddof=1) / np.sqrt(n)
+    half = scipy_stats.t.ppf(0.975, n - 1) * se
+    return units.mean() - half, units.mean() + half, 2 * scipy_stats.t.sf(abs(units.mean() / se), n - 1)
+
+
+def _holm(p: list[float]) -> list[float]:
+    """Holm's adjusted p-values written out: max over the smaller ones of (m - rank + 1) p, capped at 1."""
+    ranked = sorted(p)
+    m = len(p)
+    return [max(min(1.0, (m - j) * ranked[j]) for j in range(ranked.index(x) + 1)) for x in p]
+
+
+def test_one_seed_pairs_images_and_says_training_noise_is_out(built, tmp_path):
+    store, study, values, data, _ = built
+    d = next(x for x in data["differences"] if x["metric"] == "psnr")
+    assert d["variant"] == "histogram" and d["baseline"] == "original"
+    # only seed 0 has both (seed 1 of histogram failed): one seed, the per-image differences are the units
+    diffs = np.round(values[_run_id(study, "histogram", 0)]["psnr"], 6) - np.round(
+        values[_run_id(study, "original", 0)]["psnr"], 6
+    )
+    assert (d["n_seeds"], d["n_images"], d["df"]) == (1, len(IMAGES), len(IMAGES) - 1)
+    assert d["mean_diff"] == pytest.approx(diffs.mean())
+    low, high, p = _t_interval(diffs)
+    assert (d["ci_low"], d["ci_high"], d["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
+    assert d["verdict"] == "better"
+    ae = next(x for x in data["differences"] if x["metric"] == "ae")
+    assert ae["mean_diff"] < 0 and ae["verdict"] == "better", "lower AE is better"
+    lpips = next(x for x in data["differences"] if x["metric"] == "lpips")
+    assert lpips["mean_diff"] < 0 and lpips["verdict"] == "better", "lower LPIPS is better"
+    assert not data["ci"]["seed_noise_included"] and "NOT in the interval" in data["ci"]["method"]
+    download_report(store, study.name, tmp_path / "dl")
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / "dl" / name).read_text()
+        assert "training noise is not in their intervals" in text, name
+        assert "these particular trained networks only" in text, name
+
+
+def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seeds, tmp_path):
+    store, study, values, data = built_all_seeds
+    rows = data["differences"]
+    assert [r["metric"] for r in rows] == list(METRICS)
+    for r in rows:
+        m = r["metric"]
+        per_seed = np.array([
+            np.mean(np.round(values[_run_id(study, "histogram", s)][m], 6)
+                    - np.round(values[_run_id(study, "original", s)][m], 6))
+            for s in (0, 1)
+        ])  # fmt: skip
+        assert (r["n_seeds"], r["n_images"], r["df"]) == (2, len(IMAGES), 1)
+        assert r["mean_diff"] == pytest.approx(per_seed.mean())
+        low, high, p = _t_interval(per_seed)
+        assert (r["ci_low"], r["ci_high"], r["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
+    expected = _holm([r["p_value"] for r in rows])
+    assert [r["p_adjusted"] for r in rows] == pytest.approx(expected)
+    for r, p_adj in zip(rows, expected, strict=True):
+        improved = r["mean_diff"] > 0 if HIGHER_IS_BETTER[r["metric"]] else r["mean_diff"] < 0
+        assert r["verdict"] == ("no clear difference" if p_adj >= 0.05 else "better" if improved else "worse")
+    assert {r["verdict"] for r in rows} == {"better", "no clear difference"}, "both kinds in this table"
+    assert data["ci"]["comparisons"] == len(METRICS) and "Holm" in data["ci"]["correction"]
+    assert data["ci"]["seed_noise_included"]
+    download_report(store, study.name, tmp_path / "dl")
+    table = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "differences.csv").read_text())))
+    assert list(table[0])[:11] == ["variant", "baseline", "metric", "n_seeds", "n_images", "mean_diff",
+                                   "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"]  # fmt: skip
+    assert [float(t["p_adjusted"]) for t in table] == pytest.approx(expected)
+    md = (tmp_path / "dl" / "report.md").read_text()
+    n = len(METRICS)
+    assert f"Holm over the table's {n} comparisons (1 configuration x {n} metrics)" in md
+    assert "training noise is inside the interval" in md
+    assert "not in their intervals" not in md
+    html_text = (tmp_path / "dl" / "report.html").read_text()
+    assert 'id="differences"' in html_text and "p (Holm)" in html_text
+
+
+def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
+    store, study, _, data, failed = built
+    names = download_report(store, study.name, tmp_path / "dl")
+    assert sorted(names) == sorted(REPORT_FILES)
+    md = (tmp_path / "dl" / "report.md").read_text()
+    assert "original" in md and "histogram" in md and failed in md and "TrainingDiverged" in md
+    assert "angular" in md and "protocol `colormamba`" in md
+    assert data["generator_steps_per_batch"] == [2] and "Generator updates per batch: 2 " in md
+    assert "not a reproduction of the published ColorMamba" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "report.csv").read_text())))
+    assert len(rows) == 2, "one row per configuration"
+    html_text = (tmp_path / "dl" / "report.html").read_text()
+    assert "http://" not in html_text and "https://" not in html_text, "self-contained: nothing fetched"
+    assert html_text.count("data:image/png;base64,") == 3, "curves, scatter, samples"
+    # rebuilding gives the same rows: no duplicates however often the aggregator runs
+    again = build_report(store, study.name)
+    assert [r["variant"] for r in again["summary"]] == [r["variant"] for r in data["summary"]]
+    assert len(again["runs"]) == len(study.runs)
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
+
+
+def chromium() -> str:
+    binary = find_binary("chromium") or find_binary("chromium-browser")
+    if binary is None:
+        pytest.fail("chromium not installed: apt-get install chromium (.ci/run installs it)")
+    return binary
+
+
+def test_html_report_renders_in_headless_chromium(built, tmp_path):
+    """Load the page from a file: the DOM has the table and both images decoded, and no console errors."""
+    store, study, _, _, _ = built
+    download_report(store, study.name, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").resolve()
+    # an instrumented copy: a script appended at the end records what the page shows into the title
+    probe = page.with_name("probe.html")
+    probe.write_text(
+        page.read_text().replace(
+            "</body>",
+            """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const rows = document.querySelectorAll('#summary tbody tr').length;
+  const ids = [...document.querySelectorAll('#runs tbody td:first-child')];
+  const nowrap = ids.length > 0 && ids.every(td => getComputedStyle(td).whiteSpace === 'nowrap');
+  const fits = document.documentElement.scrollWidth <= window.innerWidth;
+  document.title = `PROBE imgs=${imgs.length} decoded=${ok} rows=${rows} nowrap=${nowrap} fits=${fits}`;
+  document.body.setAttribute('data-probe', document.title);
+});
+</script></body>""",
+        )
+    )
+    profile = tmp_path / "profile"
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--window-size=900,2000",  # narrower than the runs table: it must scroll, not the page
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert 'data-probe="PROBE imgs=3 decoded=3 rows=2 nowrap=true fits=true"' in run.stdout, run.stdout[
+        -1500:
+    ]
+    console_errors = [
+        line for line in run.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
+    ]
+    assert not console_errors, console_errors
+    # the screenshot of the page itself, kept in the test's output folder
+    shot = out / "report.png"
+    run = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--window-size=1280,2000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert run.returncode == 0 and shot.exists() and shot.stat().st_size > 10_000, run.stderr[-2000:]
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape[1] == 1280
+    assert (img < 250).any(axis=2).mean() > 0.02, "the screenshot shows content, not a blank page"
+    keep = os.environ.get("COLORMAMBA_TEST_ARTIFACTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "report_screenshot.png")
+
+
+def test_pairs_keep_shared_seeds_and_images_and_holm_spans_the_table():
+    """Three seeds for `a`, one shared seed for `b`, nothing for `c`; one image missing in one run."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for variant, seeds in (("base", (0, 1, 2)), ("a", (0, 1, 2)), ("b", (0, 7))):
+        for seed in seeds:
+            for name in IMAGES:
+                if (variant, seed, name) == ("a", 2, IMAGES[0]):
+                    continue  # an image this run did not score
+                rows.append({"variant": variant, "seed": seed, "run": f"{variant}{seed}", "name": name,
+                             **{m: float(rng.normal()) for m in ("psnr", "ssim", "ae", "mae")}})  # fmt: skip
+    diffs = paired_differences(rows, "base", ["base", "a", "b", "c"])
+    by = {(d["variant"], d["metric"]): d for d in diffs}
+    assert (by["a", "psnr"]["n_seeds"], by["a", "psnr"]["n_images"]) == (3, len(IMAGES) - 1)
+    assert (by["b", "psnr"]["n_seeds"], by["b", "psnr"]["n_images"]) == (1, len(IMAGES)), "seed 7: no pair"
+    assert by["c", "psnr"]["verdict"] == "no paired images" and by["c", "psnr"]["p_adjusted"] is None
+    base0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "base0"}
+    b0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "b0"}
+    assert by["b", "psnr"]["mean_diff"] == pytest.approx(np.mean([b0[n] - base0[n] for n in IMAGES]))
+    tested = [d for d in diffs if d["p_value"] is not None]
+    assert len(tested) == 8
+    assert [d["p_adjusted"] for d in tested] == pytest.approx(_holm([d["p_value"] for d in tested]))
+    summary = ci_summary(diffs)
+    assert summary["comparisons"] == 8 and "2 configurations x 4 metrics" in summary["correction"]
+    assert "several seeds (3)" in summary["method"] and "with one seed" in summary["method"]
+    assert not summary["seed_noise_included"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# a report while runs are still going, its figures, and the HTML's form
+
+
+@pytest.fixture
+def partial(tmp_path):
+    """original seed 0 succeeded; histogram seed 0 is training (one epoch in its history.csv); the other
+    two runs have not started."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    done, running = _run_id(study, "original", 0), _run_id(study, "histogram", 0)
+    fake_outputs(store, Study(study.spec, [r for r in study.runs if r.run_id == done]))
+    record_status(store, study.name, running, {"state": "running", "epoch": 1, "checkpoint_saved_epoch": 1})
+    store.put_bytes(RunLocation(study.name, running).artifact("history.csv"),
+                    b"epoch,train_loss,val_psnr\n1,7.5,17.25\n")  # fmt: skip
+    return store, study, build_report(store, study.name), running
+
+
+def test_partial_report_shows_finished_runs_and_curves_so_far(partial, tmp_path):
+    store, study, data, running = partial
+    assert (data["partial"], data["finished"]) == (True, 1)
+    assert data["histories"][running] == [{"epoch": 1.0, "train_loss": 7.5, "val_psnr": 17.25}]
+    hist = next(r for r in data["summary"] if r["variant"] == "histogram")
+    assert hist["psnr_mean"] is None and hist["succeeded"] == 0, "no metrics yet, no crash"
+    assert {d["verdict"] for d in data["differences"]} == {"no paired images"}
+    fig = curves_figure(data)
+    loss_axes = {ax.get_title(): ax for ax in fig.axes[1:]}
+    assert set(loss_axes) == {"training loss: original", "training loss: histogram"}
+    (line,) = loss_axes["training loss: histogram"].get_lines()
+    assert line.get_label() == "seed 0 (running)" and list(line.get_ydata()) == [7.5]
+    psnr_lines = {ln.get_label(): list(ln.get_ydata()) for ln in fig.axes[0].get_lines()}
+    assert psnr_lines["histogram"] == [17.25]
+    download_report(store, study.name, tmp_path / "dl")
+    for name in ("report.md", "report.html"):
+        assert f"1 of {len(study.runs)} runs finished" in (tmp_path / "dl" / name).read_text(), name
+
+
+def test_finished_study_has_no_banner(built_all_seeds, tmp_path):
+    store, study, _, data = built_all_seeds
+    assert (data["partial"], data["finished"]) == (False, len(study.runs))
+    download_report(store, study.name, tmp_path / "dl")
+    assert "runs finished" not in (tmp_path / "dl" / "report.html").read_text()
+
+
+def test_each_configuration_has_its_own_loss_axis_and_every_panel_a_legend(built_all_seeds):
+    _, study, _, data = built_all_seeds
+    fig = curves_figure(data)
+    variants = {r.variant for r in study.runs}
+    assert len(fig.axes) == 1 + len(variants), "one PSNR axis, one loss axis per configuration"
+    assert fig.axes[0].get_title().startswith("validation PSNR")
+    assert {ln.get_label() for ln in fig.axes[0].get_lines()} == variants
+    for ax in fig.axes:
+        assert ax.get_legend() is not None, ax.get_title()
+    for ax in fig.axes[1:]:
+        variant = ax.get_title().removeprefix("training loss: ")
+        seeds = sorted(r.seed for r in study.runs if r.variant == variant)
+        assert [ln.get_label() for ln in ax.get_lines()] == [f"seed {s}" for s in seeds]
+        for ln, seed in zip(ax.get_lines(), seeds, strict=True):
+            run = _run_id(study, variant, seed)
+            assert list(ln.get_ydata()) == [h["train_loss"] for h in data["histories"][run]]
+
+
+def test_scatter_pairs_each_image_with_the_baseline(built_all_seeds):
+    _, study, values, data = built_all_seeds
+    (ax,) = scatter_figure(data).axes
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = np.array([
+        [round(values[_run_id(study, "original", s)]["psnr"][i], 6),
+         round(values[_run_id(study, "histogram", s)]["psnr"][i], 6)]
+        for s in (0, 1) for i in range(len(IMAGES))
+    ])  # fmt: skip
+    np.testing.assert_allclose(points[np.lexsort(points.T[::-1])], expected[np.lexsort(expected.T[::-1])])
+    (diagonal,) = [ln for ln in ax.get_lines() if ln.get_label() == "y = x"]
+    assert list(diagonal.get_xdata()) == list(diagonal.get_ydata())
+    wins = int((expected[:, 1] > expected[:, 0]).sum())
+    assert ax.get_title() == f"histogram above the diagonal on {wins}/{len(expected)}"
+    assert ax.get_legend() is not None
+
+
+def test_sample_grid_has_error_maps_on_one_scale(built_all_seeds):
+    from PIL import Image
+
+    store, study, _, data = built_all_seeds
+    fig = samples_figure(store, data)
+    maps = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "magma"]
+    assert len(maps) == 3 * 2, "an error map per shown image and configuration"
+    assert len({im.get_clim() for im in maps}) == 1, "one colour scale"
+
+    def load(variant: str, kind: str) -> np.ndarray:
+        where = RunLocation(study.name, _run_id(study, variant, 0))
+        png = store.get_bytes(where.artifact(f"samples/img00_{kind}.png"))
+        return np.asarray(Image.open(io.BytesIO(png)), dtype=np.float64)
+
+    # the grid's truth is the first shown run's (histogram ranks first); original's prediction differs
+    expected = np.abs(load("original", "pred") - load("histogram", "gt")).mean(axis=2)
+    assert expected.max() > 0
+    assert any(np.allclose(im.get_array(), expected) for im in maps)
+    assert max(im.get_clim()[1] for im in maps) >= expected.max()
+
+
+def test_html_form_inline_code_nowrap_and_an_all_failed_configuration_as_one_line(tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(SPECS / "demo.yaml")
+    save_study(store, study)
+    fake_outputs(store, Study(study.spec, [r for r in study.runs if r.configuration == "original"]))
+    for r in study.runs:
+        if r.configuration == "histogram":
+            record_status(store, study.name, r.run_id, {"state": "failed", "reason": "TrainingDiverged: nan"})
+    build_report(store, study.name)
+    download_report(store, study.name, tmp_path / "dl")
+    page = (tmp_path / "dl" / "report.html").read_text()
+    assert "`" not in page, "inline code is rendered, not shown with its backticks"
+    assert "<code>original</code>" in page and "<code>test</code>" in page
+    assert "td:first-child,code{white-space:nowrap}" in page and "overflow-x:auto" in page
+    assert "max-width:1200px" not in page, "the page uses the window's width"
+    failed_block = page.split('<ul id="failed-configurations">', 1)[1].split("</ul>", 1)[0]
+    assert failed_block.count("<li>") == 1
+    ids = ", ".join(f"<code>{r.run_id}</code>" for r in study.runs if r.configuration == "histogram")
+    assert f"<code>histogram</code>: all 2 run(s) failed ({ids}): TrainingDiverged: nan" in failed_block
+    summary = page.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert "histogram" not in summary, "no row of dashes for it"
+    differences = page.split("<h2>Paired differences", 1)[1].split("<h2>", 1)[0]
+    assert "histogram" not in differences
+    runs = page.split('id="runs"', 1)[1]
+    assert "histogram" not in runs and runs.count("<tr>") == 1 + 2, "header and the original runs"
+    recipes = page.split('id="recipes"', 1)[1].split("</table>", 1)[0]
+    for preset in ("original", "histogram"):  # each configuration's weights as the loss presets state them
+        weights = ", ".join(f"{term} {w:g}" for term, w in LOSS_PRESETS[preset].items())
+        assert weights in recipes, (preset, weights)
+    md = (tmp_path / "dl" / "report.md").read_text()
+    assert "**Failed configuration** `histogram`: all 2 run(s) failed" in md
+
+
+def test_refresh_is_sent_once_per_interval_per_study_over_workers(redis_server):
+    """Two workers' checkpoints of one study within N s send one report task; another study is not held
+    back; after N s the next checkpoint sends again. A status without a new checkpoint asks nothing."""
+    import redis
+
+    from services.tasks import LiveReport, refresh_key
+
+    client = redis.Redis.from_url(redis_server.url)
+    study, other = f"live-{os.getpid()}", f"live-other-{os.getpid()}"
+    sent: list[str] = []
+    interval = 0.5
+    worker_a, worker_b = (LiveReport(client, study, interval, sent.append) for _ in range(2))
+    assert worker_a({"state": "running", "epoch": 1}) is False, "no checkpoint yet: nothing asked"
+    assert client.get(refresh_key(study)) is None
+    assert worker_a({"checkpoint_saved_epoch": 1}) is True
+    assert 0 < client.pttl(refresh_key(study)) <= interval * 1000
+    assert worker_b({"checkpoint_saved_epoch": 1}) is False, "within N s of the first: throttled"
+    assert worker_a({"checkpoint_saved_epoch": 2}) is False
+    assert LiveReport(client, other, interval, sent.append)({"checkpoint_saved_epoch": 1}) is True
+    assert sent == [study, other]
+    time.sleep(interval + 0.1)
+    assert worker_b({"checkpoint_saved_epoch": 2}) is True, "a new window"
+    assert worker_b({"checkpoint_saved_epoch": 2}) is False, "the same checkpoint asks once"
+    assert sent == [study, other, study]

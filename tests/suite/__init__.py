@@ -1,1 +1,0 @@
-"""Tests of the job suite: specs, storage, the run lifecycle, the report, Celery workers, submit.py."""
