@@ -42,6 +42,10 @@ def shared_stack(tmp_path_factory, redis_server, seaweed) -> Iterator[Stack]:
     stop_workers(s.workers)
 
 
+SHORT_DEMO_RECIPE = {"epochs": 2, "batch_size": 4, "lr": 1.0e-3, "lr_step_epochs": 1}
+SHORT_DEMO_DATA = {"synthetic": {"n_train": 16, "n_val": 6, "n_test": 6, "size": 32, "seed": 0}}
+
+
 def write_spec(tmp: Path, name: str, **changes) -> Path:
     spec = yaml.safe_load(DEMO.read_text())
     spec["study"] = name
@@ -106,19 +110,21 @@ def second_gpu_worker(shared_stack: Stack) -> Iterator[Worker]:
 def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
     shared_stack, second_gpu_worker, tmp_path
 ):
-    """Submit the demo study to two GPU workers and an aggregator; every run finishes once; the report
-    in S3 has one row per configuration and its metrics equal a recomputation from the checkpoints."""
+    """Submit the demo study (shortened: 2 seeds, 2 epochs) to two GPU workers and an aggregator; every run
+    finishes once; the report in S3 has one row per configuration and its metrics equal a recomputation
+    from the checkpoints."""
     stack = shared_stack
-    out = submit(str(DEMO), "--yes", env=stack.env)
+    demo = write_spec(tmp_path, "demo", seeds=[0, 1], recipe=SHORT_DEMO_RECIPE, dataset=SHORT_DEMO_DATA)
+    out = submit(str(demo), "--yes", env=stack.env)
     assert out.returncode == 0, out.stderr
     assert "queued 4 run(s)" in out.stdout
     # submitting again at once sends a second message for every run not yet held by a worker: the
     # lease and the final-state check must keep each run to one execution
-    again = submit(str(DEMO), "--yes", env=stack.env)
+    again = submit(str(demo), "--yes", env=stack.env)
     assert again.returncode == 0, again.stderr
     from services.spec import load_spec
 
-    study = load_spec(DEMO)
+    study = load_spec(demo)
 
     data = wait_until(
         "every run finished and reported", lambda: study_done(stack, "demo", 4), 300, 0.5, stack.logs
@@ -151,7 +157,7 @@ def test_demo_study_end_to_end_with_duplicate_deliveries_and_two_workers(
             assert row[f"{m}_mean"] == pytest.approx(sum(v) / len(v), abs=2e-4), (row["variant"], m)
 
     # resubmitting the same spec trains nothing again
-    out = submit(str(DEMO), "--yes", env=stack.env)
+    out = submit(str(demo), "--yes", env=stack.env)
     assert out.returncode == 0 and "0 to run, 4 already finished" in out.stdout, out.stdout
     assert all(stack.status("demo", r.run_id)["attempt"] == 1 for r in study.runs)
 

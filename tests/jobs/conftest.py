@@ -10,14 +10,15 @@ from colormamba.storage import LocalStorage
 from services.spec import Study, load_spec
 from services.studies import save_study
 from tests.support.records import RUNNING, record_status
-from tests.support.submit import DEMO
+from tests.support.submit import demo_with_seeds
 
 
 @pytest.fixture
 def study(tmp_path: Path) -> tuple[LocalStorage, Study]:
-    """The demo study's records in a folder store: one run running, one queued, one succeeded, one failed."""
+    """The demo study with seeds 0 and 1 (its 4 runs), recorded in a folder store: one run running, one
+    queued, one succeeded, one failed."""
     store = LocalStorage(tmp_path / "store")
-    study = load_spec(DEMO)
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
     save_study(store, study)
     running, queued, succeeded, failed = (r.run_id for r in study.runs)
     record_status(store, "demo", running, RUNNING)

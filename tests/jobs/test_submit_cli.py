@@ -10,6 +10,7 @@ import yaml
 
 from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage
+from services.spec import load_spec
 from tests.support.servers import free_port, queued_tasks
 from tests.support.submit import DEMO, submit
 
@@ -74,8 +75,9 @@ def test_redis_unreachable_at_submit_is_a_clear_error_and_nothing_is_half_queued
 def test_dry_run_lists_the_runs(tmp_path):
     out = submit(str(DEMO), "--dry-run", env={"COLORMAMBA_STORE": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    assert "4 run(s); 4 to run" in out.stdout
-    assert out.stdout.count("-seed") == 4
+    runs = load_spec(DEMO).runs
+    assert f"{len(runs)} run(s); {len(runs)} to run" in out.stdout
+    assert [line.strip() for line in out.stdout.splitlines()[1:]] == [r.run_id for r in runs]
 
 
 def test_dataset_upload_refuses_a_corrupt_image_naming_it(tmp_path):
@@ -139,5 +141,6 @@ def test_many_runs_need_confirmation(tmp_path, redis_server):
     env = {"COLORMAMBA_REDIS_URL": redis_server.url, "COLORMAMBA_STORE": str(tmp_path / "st")}
     out = submit(str(path), "--max-runs", "5", env=env)
     assert out.returncode == 5, out.stderr
-    assert "12 runs is more than --max-runs 5; pass --yes" in out.stderr
+    n = 3 * len(load_spec(DEMO).runs)
+    assert f"{n} runs is more than --max-runs 5; pass --yes" in out.stderr
     assert not Path(tmp_path / "st" / "studies").exists()

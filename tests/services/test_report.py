@@ -32,12 +32,13 @@ from services.spec import Study, load_spec
 from services.studies import save_study
 from tests.support.records import IMAGES, fake_outputs, record_status
 from tests.support.servers import find_binary
+from tests.support.submit import demo_with_seeds
 
-SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
+
 @pytest.fixture
 def built(tmp_path):
     store = LocalStorage(tmp_path / "store")
-    study = load_spec(SPECS / "demo.yaml")
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
     save_study(store, study)
     failed = next(r.run_id for r in study.runs if r.configuration == "histogram" and r.seed == 1)
     values = fake_outputs(store, study, fail=failed)
@@ -47,9 +48,9 @@ def built(tmp_path):
 
 @pytest.fixture
 def built_all_seeds(tmp_path):
-    """Every run of the demo study (2 configurations x seeds 0 and 1) succeeded."""
+    """Every run of the demo study with seeds 0 and 1 (2 configurations x 2 seeds) succeeded."""
     store = LocalStorage(tmp_path / "store")
-    study = load_spec(SPECS / "demo.yaml")
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
     save_study(store, study)
     values = fake_outputs(store, study)
     return store, study, values, build_report(store, study.name)
@@ -309,7 +310,7 @@ def partial(tmp_path):
     """original seed 0 succeeded; histogram seed 0 is training (one epoch in its history.csv); the other
     two runs have not started."""
     store = LocalStorage(tmp_path / "store")
-    study = load_spec(SPECS / "demo.yaml")
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
     save_study(store, study)
     done, running = _run_id(study, "original", 0), _run_id(study, "histogram", 0)
     fake_outputs(store, Study(study.spec, [r for r in study.runs if r.run_id == done]))
@@ -403,7 +404,7 @@ def test_sample_grid_has_error_maps_on_one_scale(built_all_seeds):
 
 def test_html_form_inline_code_nowrap_and_an_all_failed_configuration_as_one_line(tmp_path):
     store = LocalStorage(tmp_path / "store")
-    study = load_spec(SPECS / "demo.yaml")
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
     save_study(store, study)
     fake_outputs(store, Study(study.spec, [r for r in study.runs if r.configuration == "original"]))
     for r in study.runs:

@@ -32,7 +32,7 @@ Provenance = dict[str, Any]
 def build(tmp_path: Path, provenances: list[Provenance], earlier: dict[int, Provenance] | None = None):
     """A two-configuration, two-seed study whose runs finished with the given provenances (in run order);
     `earlier` adds an earlier attempt's provenance to the run of that index."""
-    study = parse_spec(yaml.safe_load(DEMO.read_text()))
+    study = parse_spec(yaml.safe_load(DEMO.read_text()) | {"seeds": [0, 1]})
     store = LocalStorage(tmp_path)
     save_study(store, study)
     for i, (run, provenance) in enumerate(zip(study.runs, provenances, strict=True)):

@@ -146,12 +146,12 @@ def test_the_synthetic_generator_writes_a_readable_testing_split(tmp_path: Path)
     # through the spec and the store: n_test reaches the manifest, and changes the dataset's name
     study = load_spec(SPECS / "demo.yaml")
     s = study.spec.dataset.synthetic
-    assert s.n_test == 6
+    assert s.n_test > 0, "the demo reports its test split"
     manifest = ensure_synthetic(LocalStorage(tmp_path / "store"), "syn", n_train=2, n_val=1, n_test=3,
                                 size=8, seed=0)  # fmt: skip
     assert manifest["splits"] == {"train": 2, "val": 1, "test": 3}
     other = demo()
-    other["dataset"]["synthetic"]["n_test"] = 7
+    other["dataset"]["synthetic"]["n_test"] = s.n_test + 1
     assert parse_spec(other).to_dict()["dataset"] != study.to_dict()["dataset"]
 
 

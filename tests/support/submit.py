@@ -16,6 +16,17 @@ from tests.support.servers import REPO
 SUBMIT = REPO / "jobs" / "submit.py"
 DEMO = REPO / "jobs" / "specs" / "demo.yaml"
 
+
+def demo_with_seeds(tmp: Path, seeds: list[int]) -> Path:
+    """The demo spec with other seeds, written under `tmp`: for tests that pin a study's shape (which run
+    is running, which failed) rather than follow the demo's seeds."""
+    import yaml
+
+    spec = yaml.safe_load(DEMO.read_text()) | {"seeds": seeds}
+    path = tmp / "demo.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # keeps the configurations' order
+    return path
+
 def submit(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
