@@ -36,8 +36,6 @@ from services.studies import save_study
 from tests.support.polling import wait_until
 from tests.support.servers import REPO, RedisServer
 
-EXCLUSIVE_DB = 15  # a database of the session's redis-server that tests/support/stack.py's stacks skip
-
 
 @dataclass
 class Run:
@@ -98,13 +96,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    url = f"redis://127.0.0.1:{redis_server.port}/{EXCLUSIVE_DB}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 def checkpointed(run: Run, at_least: int = 1) -> Callable[[], bool]:
