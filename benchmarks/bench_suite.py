@@ -64,8 +64,8 @@ def bench_aggregator(store, n_runs: int) -> dict:
 
 def bench_latency(env: dict[str, str], samples: int) -> dict:
     os.environ.update(env)
+    from services.app import queue_run
     from services.coord import Coordinator, connect, run_key
-    from services.tasks import queue_run
 
     store = s3_from_env()
     study = parse_spec({**grid_spec(samples, "no-such-dataset"), "study": "latency"})

@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite li
 from colormamba.env import redact_text
 from colormamba.storage import StorageError, report_prefix
 from colormamba.suggest import closest
-from services.runs import DONE, FINAL, RERUN_CHOICES, State, read_status
+from services.runs import DONE, RERUN_CHOICES
 
 OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
 SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset", "checkpoint")
 DEFAULT_MAX_RUNS = 20
-CLI_S3_RETRY_S = 5.0  # a person at the command line hears "the store is down" within seconds
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -162,31 +160,10 @@ def _looks_like_spec(arg: str) -> bool:
     return Path(arg).is_file() or arg.lower().endswith(SPEC_SUFFIXES) or os.sep in arg or "/" in arg
 
 
-def _store(args: argparse.Namespace, create_bucket: bool = False):
-    """The store, with the command line's short S3 retry budget; only writers may create the bucket."""
-    from colormamba.storage_s3 import open_store
-    from services.studies import store_url
+def _store(args: argparse.Namespace, create_bucket: bool = False) -> Any:
+    from services.studies import open_user_store
 
-    try:
-        return open_store(args.store or store_url(local=args.local), create_bucket=create_bucket,
-                          retry_seconds=CLI_S3_RETRY_S)  # fmt: skip
-    except (ValueError, StorageError) as exc:  # configuration: the server is first asked later
-        raise Exit(INVALID, str(exc)) from None
-
-
-def _redis_url() -> str:
-    from services.settings import settings
-
-    return settings().redis_url
-
-
-def _coordinator():
-    from services.coord import BrokerUnreachable, Coordinator, connect
-
-    try:
-        return Coordinator(connect(_redis_url()))
-    except BrokerUnreachable as exc:
-        raise Exit(UNREACHABLE, str(exc)) from None
+    return open_user_store(args.store, local=args.local, create_bucket=create_bucket)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,12 +173,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.runs_per_gpu is not None and not args.local:
         raise Exit(INVALID, "--runs-per-gpu is for --local; GPU workers read COLORMAMBA_RUNS_PER_GPU")
     from services.spec import load_spec
+    from services.studies import select_runs
 
     runs_at_once = _runs_at_once(args) if args.local else 1
     study = load_spec(args.spec)
     store = _store(args, create_bucket=True)
-    from services.studies import select_runs
-
     start, keep = select_runs(store, study, args.rerun)
     print(f"study {study.name}: {len(study.runs)} run(s); {len(start)} to run, {len(keep)} already finished")
     if args.dry_run:
@@ -210,46 +186,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return OK
     if args.local:
         return _submit_local(args, store, study, runs_at_once)
-    coord = _coordinator()  # Redis first: an unreachable broker must leave nothing behind
-    if len(start) > args.max_runs and not args.yes:
-        if not sys.stdin.isatty():
-            raise Exit(
-                NOT_CONFIRMED, f"{len(start)} runs is more than --max-runs {args.max_runs}; pass --yes"
-            )
-        answer = input(f"queue {len(start)} runs? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
-            raise Exit(NOT_CONFIRMED, "nothing queued")
-    from services import runs
-    from services.coord import run_key
-    from services.studies import prepare_dataset, reset_for_rerun, save_study, should_start
-    from services.tasks import queue_run
+    from services.submission import confirm_queueing, queue_study, user_coordinator
 
-    try:
-        prepare_dataset(store, study, allow_local_path=False)
-    except ValueError as exc:
-        raise Exit(INVALID, f"{exc}\nnothing was queued") from None
-    save_study(store, study)
-    queued = skipped = 0
-    for run in start:
-        key = run_key(study.name, run.run_id)
-        if coord.holder(key) is not None:  # a worker has it right now; nothing to send
-            skipped += 1
-            continue
-        status = read_status(store, study.name, run.run_id)  # fresh: it may have ended since select_runs
-        if not should_start(status, args.rerun):
-            continue
-        if status is not None and status.get("state") in FINAL:
-            reset_for_rerun(store, study.name, run.run_id)
-            status = None
-        # "queued" is written before the message goes out: once it is sent, only the worker writes the
-        # status, so a run that starts and ends at once is never set back to "queued"
-        task_id = str(uuid.uuid4())
-        runs.mark_queued(store, study.name, run.run_id, status, task_id=task_id, variant=run.variant,
-                         seed=run.seed)  # fmt: skip
-        coord.mark_queued(key)
-        queue_run(study.name, run.run_id, task_id=task_id)
-        queued += 1
-    print(f"queued {queued} run(s)" + (f", {skipped} running already" if skipped else ""))
+    coord = user_coordinator()  # Redis first: an unreachable broker must leave nothing behind
+    if not args.yes:
+        confirm_queueing(len(start), args.max_runs, input if sys.stdin.isatty() else None)
+    done = queue_study(store, coord, study, start, args.rerun)
+    print(f"queued {done.queued} run(s)" + (f", {done.running} running already" if done.running else ""))
     print(f"watch: python jobs/submit.py status {study.name} --watch")
     print(f"report: python jobs/submit.py report {study.name} -o ./report")
     return OK
@@ -281,14 +224,11 @@ def _runs_at_once(args: argparse.Namespace) -> int:
     """--runs-per-gpu, else COLORMAMBA_RUNS_PER_GPU (what GPU workers read), else 1."""
     from services.settings import settings
 
-    if args.runs_per_gpu is not None:
-        if args.runs_per_gpu < 1:
-            raise Exit(INVALID, f"--runs-per-gpu must be >= 1, got {args.runs_per_gpu}")
-        return args.runs_per_gpu
-    try:
+    if args.runs_per_gpu is None:
         return settings().runs_per_gpu
-    except ValueError as exc:
-        raise Exit(INVALID, str(exc)) from None
+    if args.runs_per_gpu < 1:
+        raise Exit(INVALID, f"--runs-per-gpu must be >= 1, got {args.runs_per_gpu}")
+    return args.runs_per_gpu
 
 
 def _print_report(store: Any, study: str) -> None:
@@ -322,13 +262,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from services.status_view import console as make_console
-    from services.status_view import heading, status_table
-    from services.studies import study_statuses
+    from services.status_view import heading, status_table, summary
+    from services.studies import find_study, study_statuses
 
     if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
         raise Exit(INVALID, "--interval must be positive and --timeout not negative")
     store = _store(args)
-    study = _load_study(store, args.study)
+    study = find_study(store, args.study)
     console = make_console()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     hint = f"report: python jobs/submit.py report {study.name} -o DIR"
@@ -350,8 +290,6 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return OK
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:  # the table above is the state at the deadline
-                from services.status_view import summary
-
                 raise Exit(WATCH_TIMEOUT, f"--timeout {args.timeout:g} s reached; not every run has ended "
                            f"({summary(statuses)})")  # fmt: skip
             time.sleep(args.interval if left is None else min(args.interval, left))
@@ -360,88 +298,41 @@ def cmd_status(args: argparse.Namespace) -> int:
         return OK
 
 
-def _load_study(store: Any, name: str):
-    """The study, or "unknown study" naming the closest known ones (exit 4)."""
-    from services.studies import list_studies, load_study
-
-    try:
-        return load_study(store, name)
-    except ValueError:
-        known = list_studies(store)
-        listing = f"studies in {store!r}: {', '.join(known)}" if known else f"no studies in {store!r}"
-        close = closest(name, known)
-        hint = f"did you mean {close!r}? " if close else ""
-        raise Exit(NOT_FOUND, f"unknown study {name!r}; {hint}{listing}") from None
-
-
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from services.coord import run_key
-    from services.runs import mark_cancelled
+    from services.studies import find_study
+    from services.submission import cancel_runs, cancel_targets, user_coordinator
 
     study_name, _, run = args.target.partition("/")
     store = _store(args)
-    study = _load_study(store, study_name)
-    runs = [r.run_id for r in study.runs]
-    if run:
-        if run not in runs:
-            raise Exit(NOT_FOUND, f"study {study_name} has no run {run!r}; runs: {', '.join(runs)}")
-        runs = [run]
-    coord = _coordinator()
-    for run_id in runs:
-        status = read_status(store, study_name, run_id)
-        state = status.get("state") if status else None
-        if state in DONE or status is None:
-            continue
-        key = run_key(study_name, run_id)
-        coord.request_cancel(key)
-        if coord.holder(key) is None and state in (State.QUEUED, State.LOST):  # no worker on it: now
-            waiting = "queued" if state == State.QUEUED else "waiting to be taken again"
-            mark_cancelled(store, study_name, run_id, status, f"cancelled while {waiting}")
-            coord.mark_done(key)
-            print(f"{run_id}: cancelled (was {state})")
+    runs = cancel_targets(find_study(store, study_name), run)
+    for done in cancel_runs(store, user_coordinator(), study_name, runs):
+        if done.was is None:
+            print(f"{done.run}: cancel requested; it stops within a few training steps")
         else:
-            print(f"{run_id}: cancel requested; it stops within a few training steps")
+            print(f"{done.run}: cancelled (was {done.was})")
     return OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from services.report import build_report, download_report
+    from services.studies import find_study
+    from services.submission import download_study_report, rebuild_report
 
     if args.out.exists() and not args.out.is_dir():
         raise Exit(INVALID, f"-o {args.out}: a file is there; the report is a folder of files, give a folder")
     store = _store(args)
-    _load_study(store, args.study)
+    find_study(store, args.study)
     if args.rebuild:
-        if args.local:
-            build_report(store, args.study)
-        else:
-            _coordinator()
-            from services.tasks import aggregate
-
-            try:
-                aggregate.apply_async(args=[args.study]).get(timeout=600)
-            except Exception as exc:
-                raise Exit(ERROR, f"the aggregator did not rebuild the report: {exc}") from None
-    try:
-        names = download_report(store, args.study, args.out)
-    except ValueError as exc:
-        raise Exit(NOT_FOUND, str(exc)) from None
+        rebuild_report(store, args.study, local=args.local)
+    names = download_study_report(store, args.study, args.out)
     _print_report(store, args.study)
     print(f"{len(names)} file(s) in {args.out.resolve()}; open {args.out.resolve() / 'report.html'}")
     return OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from services.studies import list_studies, load_study, study_statuses
+    from services.studies import study_overview
 
-    store = _store(args)
-    rows = []
-    for name in list_studies(store):
-        study = load_study(store, name)
-        counts: dict[str, int] = {}
-        for s in study_statuses(store, study):
-            counts[s["state"]] = counts.get(s["state"], 0) + 1
-        rows.append({"study": name, "runs": len(study.runs), **{k: counts.get(k, 0) for k in State}})
+    rows = study_overview(_store(args))
     print(format_table(rows) if rows else "no studies")
     return OK
 
@@ -466,26 +357,14 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     """`checkpoint download`: the run's checkpoint (checksum-verified by the store), written atomically."""
-    from colormamba.storage import ObjectNotFound, RunLocation
+    from services.submission import download_checkpoint
 
     study, _, run = args.target.partition("/")
     if not run:
         raise Exit(INVALID, f"expected STUDY/RUN, got {args.target!r}")
-    location = RunLocation(study, run)
-    store = _store(args)
-    try:
-        data = store.get_bytes(location.checkpoint(args.which))
-    except ObjectNotFound:
-        other = "last" if args.which == "best" else "best"
-        hint = f"; it has a {other}.pt (--{other})" if store.exists(location.checkpoint(other)) else ""
-        raise Exit(NOT_FOUND, f"run {study}/{run} has no {args.which}.pt in {store!r}{hint}") from None
-    out = args.out / f"{run}-{args.which}.pt" if args.out.is_dir() else args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
-    part.write_bytes(data)
-    part.replace(out)
-    print(f"{location.checkpoint(args.which)} -> {out} ({len(data) / 1e6:.1f} MB)")
-    print(f"use: python -m colormamba predict --checkpoint {out} NIR_IMAGES -o OUT_DIR")
+    done = download_checkpoint(_store(args), study, run, args.which, args.out)
+    print(f"{done.key} -> {done.path} ({done.size / 1e6:.1f} MB)")
+    print(f"use: python -m colormamba predict --checkpoint {done.path} NIR_IMAGES -o OUT_DIR")
     return OK
 
 
@@ -525,10 +404,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _explain(exc: Exception) -> tuple[int, str]:
     """The exit code and the one message of an error that reached the top (passwords redacted)."""
+    from services.coord import BrokerUnreachable
+    from services.studies import NotFound
+    from services.submission import NotConfirmed, RebuildFailed
+
     if isinstance(exc, Exit):
         return exc.code, redact_text(str(exc))
-    if isinstance(exc, StorageError):
+    if isinstance(exc, NotFound):
+        return NOT_FOUND, redact_text(str(exc))
+    if isinstance(exc, NotConfirmed):
+        if exc.asked:
+            return NOT_CONFIRMED, "nothing queued"
+        return NOT_CONFIRMED, f"{exc.count} runs is more than --max-runs {exc.limit}; pass --yes"
+    if isinstance(exc, BrokerUnreachable | StorageError):
         return UNREACHABLE, redact_text(str(exc))
+    if isinstance(exc, RebuildFailed):
+        return ERROR, redact_text(str(exc))
     if isinstance(exc, ValueError):  # bad input named by the library: a spec, a dataset, a name
         tail = "\nnothing was queued" if type(exc).__name__ == "SpecError" else ""
         return INVALID, redact_text(str(exc)) + tail

@@ -16,7 +16,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from colormamba.storage import Storage
-from services.celeryconfig import RUN_TASK
+from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
 from services.settings import settings
 
 app = Celery("colormamba", include=["services.tasks"])
@@ -76,7 +76,19 @@ def requeue_lost(store: Storage, coord, study: str, run: str) -> None:
         coord.mark_done(key)
         return
     mark_lost(store, study, run, status, lost_reason(status.get("worker"), coord.last_error(key)))
-    app.send_task(RUN_TASK, args=[study, run])
+    queue_run(study, run)
+
+
+def queue_run(study: str, run: str, task_id: str | None = None) -> str:
+    """Send one run to the GPU queue by task name (the sender needs none of the task's imports); returns
+    the task id (chosen by the caller when it records the id before sending, so that nothing is written
+    about the run after a worker may have taken it)."""
+    return app.send_task(RUN_TASK, args=[study, run], task_id=task_id).id
+
+
+def queue_aggregate(study: str) -> str:
+    """Ask the aggregator to rebuild the study's report, by task name; returns the task id."""
+    return app.send_task(AGGREGATE_TASK, args=[study]).id
 
 
 @worker_process_init.connect

@@ -3,7 +3,7 @@
 
 The run's `status.json` is its public record: state, reason of a failure, progress (epoch, step, loss,
 ETA, worker, device) refreshed every few seconds, and the final metrics. Exclusive execution (the
-Redis lease) is the caller's business; this module assumes it is the only executor of the run.
+Redis lease) is services.exclusive's; this module assumes it is the only executor of the run.
 """
 
 from __future__ import annotations

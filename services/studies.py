@@ -14,14 +14,16 @@ services.runs alone writes: its states and their moves are there).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from colormamba.data import available_splits
 from colormamba.env import S3_BUCKET, S3_ENDPOINT
-from colormamba.storage import STUDIES, ObjectNotFound, RunLocation, Storage, spec_key
+from colormamba.storage import STUDIES, ObjectNotFound, RunLocation, Storage, StorageError, spec_key
+from colormamba.suggest import closest
 from services.datasets import ensure_synthetic, read_manifest
-from services.runs import FINAL, RERUN_CHOICES, now, read_status
+from services.runs import FINAL, RERUN_CHOICES, State, now, read_status
 from services.settings import STORE, settings
 from services.spec import RunPlan, SpecError, Study, SyntheticRef, dataset_name, is_local_path
 
@@ -166,3 +168,50 @@ def store_url(local: bool = False) -> str:
         f"no store configured: set {S3_ENDPOINT.name} (and credentials) for MinIO/S3, or {STORE.name} "
         f"to a folder or s3://bucket URL ({S3_BUCKET.name} names the bucket), or use --local"
     )
+
+
+class NotFound(LookupError):
+    """A study, run, report or checkpoint that the store does not hold; the message says what it does
+    hold (the command line's exit code 4)."""
+
+
+def find_study(store: Storage, name: str) -> Study:
+    """The study named `name`, or NotFound naming the studies in the store and the closest one."""
+    try:
+        return load_study(store, name)
+    except ValueError:
+        known = list_studies(store)
+        listing = f"studies in {store!r}: {', '.join(known)}" if known else f"no studies in {store!r}"
+        close = closest(name, known)
+        hint = f"did you mean {close!r}? " if close else ""
+        raise NotFound(f"unknown study {name!r}; {hint}{listing}") from None
+
+
+def study_overview(store: Storage) -> list[dict[str, Any]]:
+    """One row per study in the store: its name, its number of runs and how many are in each state."""
+    rows = []
+    for name in list_studies(store):
+        study = load_study(store, name)
+        counts = Counter(s["state"] for s in study_statuses(store, study))
+        rows.append({"study": name, "runs": len(study.runs), **{state: counts[state] for state in State}})
+    return rows
+
+
+USER_S3_RETRY_S = 5.0  # a person at the command line hears "the store is down" within seconds
+
+
+def open_user_store(url: str | None = None, *, local: bool = False, create_bucket: bool = False) -> Storage:
+    """The store a person's command reaches: `url`, else `store_url(local)`, with a short S3 retry budget
+    (workers wait COLORMAMBA_S3_RETRY_SECONDS). Only writers create the bucket, so that a mistyped bucket
+    is an error when reading.
+
+    Raises:
+        ValueError: the store is misconfigured (nothing is asked of a server before the first read).
+    """
+    from colormamba.storage_s3 import open_store
+
+    try:
+        return open_store(url or store_url(local=local), create_bucket=create_bucket,
+                          retry_seconds=USER_S3_RETRY_S)  # fmt: skip
+    except StorageError as exc:
+        raise ValueError(str(exc)) from None

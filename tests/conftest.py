@@ -72,3 +72,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """An empty database of the session's redis-server for a test that talks to Redis without a stack:
+    the one the stacks of tests/support/stack.py (numbered from 1) reach last."""
+    import redis
+
+    url = f"redis://127.0.0.1:{redis_server.port}/15"
+    redis.Redis.from_url(url).flushdb()
+    return url

@@ -1,5 +1,5 @@
 """Exclusive execution, the reaper and Redis outages, in seconds: the run task's body
-(`services.tasks.execute_exclusively`: the lease of services.coord around services.runner) called from
+(`services.exclusive.execute_exclusively`: the lease of services.coord around services.runner) called from
 threads that each hold their own Redis connection, against a real redis-server, on a run small enough to
 train in a second or two (16x16 images, one step per epoch) in a folder store.
 
@@ -29,14 +29,12 @@ import redis
 from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage, RunLocation
 from services.coord import PREFIX, Coordinator, LeaseLost, connect, run_key, start_reaper
+from services.exclusive import execute_exclusively
 from services.runs import mark_queued, read_status
 from services.spec import parse_spec
 from services.studies import save_study
-from services.tasks import execute_exclusively
 from tests.support.polling import wait_until
 from tests.support.servers import REPO, RedisServer
-
-EXCLUSIVE_DB = 15  # a database of the session's redis-server that tests/support/stack.py's stacks skip
 
 
 @dataclass
@@ -98,13 +96,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    url = f"redis://127.0.0.1:{redis_server.port}/{EXCLUSIVE_DB}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 def checkpointed(run: Run, at_least: int = 1) -> Callable[[], bool]:

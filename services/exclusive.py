@@ -1,0 +1,134 @@
+"""A run executed exclusively: the run's Redis lease (services.coord) around services.runner's
+`execute_run`, which knows nothing of Redis (`--local` runs it with no lease). What the run task does
+with each delivery of a run's message (services.tasks), as a plain function."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from colormamba.env import redact_text
+from colormamba.storage import Storage
+from services.coord import Coordinator, LeaseLost, run_key
+from services.runner import execute_run
+from services.runs import DONE, mark_cancelled, read_status
+from services.studies import load_plan
+
+log = logging.getLogger(__name__)
+
+
+class NotTakenUp(RuntimeError):
+    """Redis failed before the run was taken up: nothing was recorded, the message should be redelivered."""
+
+
+def execute_exclusively(
+    store: Storage,
+    coord: Coordinator,
+    study: str,
+    run: str,
+    worker: str,
+    *,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    on_end: Callable[[str], object] | None = None,
+) -> dict[str, Any]:
+    """The body of the run task, free of Celery so that tests can race it from several threads with
+    their own Redis clients: take the run's lease or end at once, skip a run that has ended, honour a
+    cancel that came before the start, else execute it under the lease.
+
+    Returns the final status, or `{"state": "skipped", "reason": ...}` for a delivery that touched
+    nothing. Raises LeaseLost when the lease went away mid-run (taken over, or Redis unreachable for a
+    whole TTL): the run stops at its next cancel check and records nothing more (no failed or cancelled
+    state), leaving the run to its next owner. `on_end(study)` (the task:
+    queue the aggregator) is called when this delivery ended the run or found it cancelled.
+
+    Nothing ends silently: once the run is taken up (its `started` flag set, before the store is first
+    read), an execution that stops without recording an outcome (the store failing, say) leaves its
+    reason in Redis and the run to the reaper, which marks it `lost` with that reason and queues it
+    again. Redis failing before that raises NotTakenUp (the task hands the message back to the queue).
+
+    Redis errors while the lease holds do not end the run: the cancel flag is read as "not cancelled"
+    and a failing `on_status` (the task's progress goes to the result backend in Redis) is logged, so
+    that a Redis restart shorter than the lease TTL costs nothing; a longer outage is the lease's call.
+    """
+    key = run_key(study, run)
+    try:
+        lease = coord.acquire(key, worker)
+        holder = coord.holder(key) if lease is None else None
+    except redis.RedisError as exc:
+        raise NotTakenUp(f"{key}: Redis failed before the run was taken up ({exc})") from exc
+    if lease is None:
+        log.info("%s: held by %s; this delivery ends here", key, holder)
+        return {"state": "skipped", "reason": f"held by {holder}"}
+    try:
+        try:
+            coord.mark_started(key)
+        except redis.RedisError as exc:
+            raise NotTakenUp(f"{key}: Redis failed before the run was taken up ({exc})") from exc
+        try:
+            final = _execute_leased(store, coord, lease, study, run, worker, on_status)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            _record_error(coord, key, worker, exc)
+            raise
+    finally:
+        lease.release()
+    if on_end is not None and final["state"] != "skipped":
+        on_end(study)
+    return final
+
+
+def _execute_leased(store: Storage, coord: Coordinator, lease: Any, study: str, run: str, worker: str,
+                    on_status: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:  # fmt: skip
+    """execute_exclusively's work once the lease is held and the run marked started."""
+    key = run_key(study, run)
+    status = read_status(store, study, run)
+    if status is None:  # a message sent without submit.py's record: nothing to resume, nothing to say
+        log.error("%s: no status.json (never submitted?); this delivery ends here", key)
+        coord.mark_done(key)
+        return {"state": "skipped", "reason": "not submitted (no status.json)"}
+    if status.get("state") in DONE:
+        coord.mark_done(key)
+        return {"state": "skipped", "reason": f"already {status['state']}"}
+    if coord.cancel_requested(key):
+        final = mark_cancelled(store, study, run, status, "cancelled before it started")
+        coord.mark_done(key)
+        return final
+    plan = load_plan(store, study, run)
+
+    def should_cancel() -> bool:
+        if lease.lost.is_set():
+            raise LeaseLost(f"{key}: stopped without recording anything: {lease.reason}")
+        try:
+            return coord.cancel_requested(key)
+        except redis.RedisError as exc:
+            log.warning("%s: cannot read the cancel flag (%s); going on while the lease holds", key, exc)
+            return False
+
+    def report(status: dict[str, Any]) -> None:
+        if on_status is None:
+            return
+        try:
+            on_status(status)
+        except Exception as exc:  # status.json has been written; the live copy can miss a beat
+            log.warning("%s: progress not published (%s)", key, exc)
+
+    final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})", should_cancel=should_cancel,
+                        on_status=report)  # fmt: skip
+    if final.get("state") in DONE:
+        coord.mark_done(key)
+    return final
+
+
+def _record_error(coord: Coordinator, key: str, worker: str, exc: BaseException) -> None:
+    """Leave why this execution stopped where the reaper finds it (best effort: Redis may be the cause)."""
+    reason = redact_text(f"{type(exc).__name__}: {exc}")[:1000]
+    log.error("%s: stopped without recording an outcome (%s); the reaper queues it again", key, reason)
+    try:
+        coord.record_error(key, f"{reason} (on {worker})")
+    except redis.RedisError as err:
+        log.warning("%s: could not record the error in Redis (%s)", key, err)
