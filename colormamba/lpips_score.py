@@ -73,7 +73,8 @@ class LPIPSScore:
         try:
             path = find_weights_file(ALEXNET_FILE, None if weights == "pretrained" else weights)
         except WeightsNotFoundError as exc:
-            log.warning("LPIPS unavailable: %s", exc)
+            # INFO, not WARNING: every run of a study would repeat it; metrics.json and the report say why
+            log.info("LPIPS unavailable: %s", exc)
             return cls(None, f"LPIPS not computed: {exc}")
         net = _build_lpips()
         _load_backbone(net, path)

@@ -238,12 +238,22 @@ def _intro(data: dict[str, Any]) -> list[str]:
         "the mean over pixels of arccos(<gt, pred> / (|gt| |pred| + 1e-6)), which scores identical images "
         "slightly above 0 (black pixels 90°); under `plain` the exact angle, 0 for identical pixels. MAE is "
         "the mean absolute error on the 0-255 scale; LPIPS is AlexNet's, empty where its weights are absent.",
+        *_missing_metrics(data),
         f"Generator updates per batch: {steps or 'not recorded'} (the reference's fit.py takes 2).",
         "`original` (MSE + cosine + MS-SSIM on RGB, each weighted 20x the hsv term as the reference weighs "
         "RGB against HSV) is the study's baseline, not a reproduction of the published ColorMamba "
         "(24.56 dB PSNR): the reference's objective also has an autoencoder-feature term and GAN terms, "
         "which the study leaves out.",
     ]
+
+
+def _missing_metrics(data: dict[str, Any]) -> list[str]:
+    """Why a metric's column is empty, once per reason (each run records it in metrics.json)."""
+    reasons: dict[tuple[str, str], int] = {}
+    for run in data["runs"]:
+        for metric, why in (run.get("missing_metrics") or {}).items():
+            reasons[metric, why] = reasons.get((metric, why), 0) + 1
+    return [f"{metric.upper()} is empty for {n} run(s): {why}" for (metric, why), n in reasons.items()]
 
 
 def _failed_runs(data: dict[str, Any]) -> list[dict[str, Any]]:

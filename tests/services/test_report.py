@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -459,3 +460,23 @@ def test_refresh_is_sent_once_per_interval_per_study_over_workers(redis_server):
     assert worker_b({"checkpoint_saved_epoch": 2}) is True, "a new window"
     assert worker_b({"checkpoint_saved_epoch": 2}) is False, "the same checkpoint asks once"
     assert sent == [study, other, study]
+
+
+def test_a_missing_metric_is_explained_once_with_the_reason_the_runs_recorded(tmp_path):
+    """Runs whose metrics.json says why a metric is missing (LPIPS without its weights): the header gives
+    each distinct reason once, with the number of runs, in Markdown and HTML alike."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
+    save_study(store, study)
+    fake_outputs(store, study)
+    why = "LPIPS not computed: AlexNet weights not found at /nowhere/alexnet.pth"
+    for run in study.runs[:3]:
+        key = RunLocation(study.name, run.run_id).artifact("metrics.json")
+        record = json.loads(store.get_bytes(key)) | {"missing_metrics": {"lpips": why}}
+        store.put_bytes(key, json.dumps(record).encode())
+    data = build_report(store, study.name)
+    line = f"LPIPS is empty for 3 run(s): {why}"
+    markdown = store.get_bytes(f"reports/{study.name}/report.md").decode()
+    html = store.get_bytes(f"reports/{study.name}/report.html").decode()
+    assert markdown.count(line) == 1 and line in html
+    assert sum(1 for r in data["runs"] if r.get("missing_metrics")) == 3
