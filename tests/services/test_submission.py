@@ -28,13 +28,14 @@ from services.submission import (
     queue_study,
 )
 from tests.support.records import RUNNING, record_status
-from tests.support.submit import DEMO
+from tests.support.submit import DEMO, demo_with_seeds
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> tuple[LocalStorage, Study]:
+    """The demo study with seeds 0 and 1 (its 4 runs), saved in a folder store."""
     store = LocalStorage(tmp_path / "store")
-    study = load_spec(DEMO)
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
     save_study(store, study)
     return store, study
 
