@@ -52,7 +52,7 @@ def write_spec(tmp: Path, name: str, **changes) -> Path:
     for key, value in changes.items():
         spec[key] = value
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # keeps the configurations' order
     return path
 
 
