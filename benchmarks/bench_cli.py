@@ -14,6 +14,7 @@ and after cannot run in one checkout, so the same run times `python -c "import t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -29,7 +30,7 @@ DEMO = REPO / "jobs" / "specs" / "demo.yaml"
 
 
 def seed_store(root: Path) -> None:
-    """A folder store holding the demo study with one run in each of four states."""
+    """A folder store holding the demo study, its runs spread over four states in turn."""
     sys.path.insert(0, str(REPO))
     from colormamba.storage import LocalStorage
     from services.runs import State, transition
@@ -42,7 +43,7 @@ def seed_store(root: Path) -> None:
     paths = {State.QUEUED: [State.QUEUED], State.RUNNING: [State.QUEUED, State.RUNNING],
              State.SUCCEEDED: [State.QUEUED, State.RUNNING, State.SUCCEEDED],
              State.FAILED: [State.QUEUED, State.RUNNING, State.FAILED]}  # fmt: skip
-    for run, steps in zip(study.runs, paths.values(), strict=True):
+    for run, steps in zip(study.runs, itertools.cycle(paths.values())):
         status = None
         for state in steps:
             status = transition(store, study.name, run.run_id, status, state, epoch=1, epochs=2)

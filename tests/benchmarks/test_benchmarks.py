@@ -85,3 +85,16 @@ def test_train_step_benchmark_times_trainings_step_per_generator_step_count() ->
     assert not one["fused_adam"] and one["bf16_autocast"] is False  # training's CPU Adam: foreach
     assert one["ms_per_step"] > 0 and two["ms_per_step"] > 0
     assert ratio["ratio_to_first"]["2"] == pytest.approx(two["ms_per_step"] / one["ms_per_step"], abs=2e-3)
+
+
+def test_cli_benchmark_prints_a_line_per_command_over_the_demo_study() -> None:
+    """bench_cli.py seeds a store with the shipped demo study (whatever its run count) and times the
+    commands that must not train; each line names its command and a positive time."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_cli.py"), "--repeat", "1"],
+        capture_output=True, text=True, timeout=240, cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["command"] for r in rows][1:] == ["--help", "status", "list"]
+    assert all(r["bench"] == "cli" and r["median_s"] > 0 and r["repeat"] == 1 for r in rows)
