@@ -24,6 +24,7 @@ def bench_runs_per_gpu(*args: str, timeout: float = 240) -> subprocess.Completed
     )  # fmt: skip
 
 
+@pytest.mark.slow  # about 20 s of real processes: keeps README's test command well inside its bound
 def test_runs_per_gpu_benchmark_prints_one_line_per_k() -> None:
     out = bench_runs_per_gpu("--preset", "tiny", *TINY)
     assert out.returncode == 0, out.stderr

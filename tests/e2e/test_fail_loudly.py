@@ -164,6 +164,7 @@ def lost(store: LocalStorage, study: str, run: str) -> dict | None:
     return status if status and status["state"] == State.LOST else None
 
 
+@pytest.mark.slow  # about 20 s of real processes: keeps README's test command well inside its bound
 def test_a_killed_workers_run_shows_lost_within_the_lease_ttl_and_is_queued_once_per_expiry(
     tmp_path, workers, redis_server
 ):

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from colormamba.storage import LocalStorage, RunLocation
@@ -55,6 +56,7 @@ def test_local_study_one_run_at_a_time_writes_the_records_and_the_report(tmp_pat
     assert (tmp_path / "store" / "reports" / "one" / "report.html").is_file()
 
 
+@pytest.mark.slow  # about 20 s of real processes: keeps README's test command well inside its bound
 def test_local_study_with_two_runs_per_gpu_trains_them_at_once(tmp_path: Path) -> None:
     spec = quick_spec(tmp_path, "two", seeds=[0, 1])
     store_dir = tmp_path / "store"
