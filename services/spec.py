@@ -339,8 +339,8 @@ def _sweep_axes(conf: Configuration, recipe: dict[str, Any]) -> list[tuple[str, 
     the recipe given a list), in the order of the terms, then of RunConfig's fields (the run names' order)."""
     weights = conf.terms if conf.terms is not None else conf.weights
     axes = [("weight", term, value) for term, value in weights.items() if isinstance(value, list)]
-    for key in field_types():
-        if isinstance(recipe.get(key), list) and field_types()[key] in _SCALARS:
+    for key, hint in field_types().items():
+        if isinstance(recipe.get(key), list) and hint in _SCALARS:
             axes.append(("recipe", key, recipe[key]))
     return axes
 
@@ -369,7 +369,7 @@ def _spec_path(problem: str, cname: str, conf: Configuration) -> str:
     return f"{place}{dot}{rest}: {message}"
 
 
-def _unswept(spec: StudySpec, cname: str, conf: Configuration, recipe: dict[str, Any]) -> list[str]:
+def _unswept(cname: str, conf: Configuration, recipe: dict[str, Any]) -> list[str]:
     """A problem for each list given to a scalar field that a list cannot sweep (UNSWEPT)."""
     return [
         _spec_path(f"{key}: a list is a sweep, and {key} cannot be swept: {why}", cname, conf)
@@ -410,7 +410,7 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
         if any(p.startswith(f"configurations.{cname}:") for p in problems):
             continue  # a name that cannot be a key
         recipe = _recipe_of(spec, conf)
-        unswept = _unswept(spec, cname, conf, recipe)
+        unswept = _unswept(cname, conf, recipe)
         if unswept:
             problems += unswept
             continue
