@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import AlexNet_Weights
 
 from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file
 
 log = logging.getLogger(__name__)
 
 ALEXNET_FILE = PretrainedFile(
-    AlexNet_Weights.IMAGENET1K_V1,
+    "AlexNet_Weights.IMAGENET1K_V1",
+    "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     label="AlexNet ImageNet weights",
     needed_by="The LPIPS metric",
     without="Without them LPIPS is reported as missing (never computed with random weights).",

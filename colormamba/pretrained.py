@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from torchvision.models import WeightsEnum
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -26,21 +25,23 @@ class WeightsNotFoundError(FileNotFoundError):
 class PretrainedFile:
     """One torchvision weights file and who needs it (for the error message).
 
+    Plain text, not torchvision's enum member: importing torchvision.models costs about 2 s (it pulls
+    in torch._dynamo), paid by every run process, which needs only the name and the URL.
+    tests/colormamba/test_pretrained.py checks both against torchvision's enums.
+
     Args:
-        weights: the torchvision enum member, e.g. `VGG19_Weights.IMAGENET1K_V1`.
+        weights: the torchvision enum member's name, e.g. "VGG19_Weights.IMAGENET1K_V1".
+        url: where torchvision downloads it from (`weights.url`).
         label: what the file holds, e.g. "VGG-19 ImageNet weights".
         needed_by: who asks for it, e.g. "The 'vgg' loss term".
         without: what happens without it (the last sentence of the error).
     """
 
-    weights: WeightsEnum
+    weights: str
+    url: str
     label: str
     needed_by: str
     without: str
-
-    @property
-    def url(self) -> str:
-        return self.weights.url
 
     @property
     def filename(self) -> str:

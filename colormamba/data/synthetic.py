@@ -7,6 +7,12 @@ soil/road/buildings brown or grey and mid-grey in NIR); a smooth shading field (
 field multiply both images alike, and independent sensor noise is added to each. Like the real task, the
 mapping is not a per-pixel function: soil, road and buildings share NIR levels and need context.
 
+Three choices keep the relation learnable at the small sizes of tests and demos (docs/evaluation.md, "The
+demo"): every scene is a ground-level view with sky above a horizon (a frame without sky gives a small
+network no cue where the ground starts, and it paints sky over soil); crop rows are never finer than
+MIN_ROW_PERIOD_PX pixels (finer stripes would alias into noise); and one instance of a material varies
+its colour per channel by at most HUE_JITTER (hue is what the NIR cannot tell), its brightness more.
+
 Every image is drawn from its own generator seeded from (seed, split, index): the same seed gives
 byte-identical files, and changing one split's count leaves the other splits' images unchanged.
 
@@ -27,6 +33,10 @@ from colormamba.imaging import save_image
 
 MIN_SIZE = 8  # smaller images cannot hold a scene (nor the network's strides)
 SENSOR_NOISE = 0.015  # std of the independent per-channel noise
+HUE_JITTER = 0.05  # per-channel relative colour variation of a material instance
+BRIGHTNESS_JITTER = 0.10  # its relative brightness variation (all three channels alike)
+MIN_ROW_PERIOD_PX = 6  # crop rows: period of the stripes, at least this many pixels
+SUPERSAMPLE = 2  # samples per pixel side: edges are area-averaged, not aliased
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,6 @@ MATERIALS = {
 class SceneRecipe:
     """How often each element appears in a scene kind (named after VCIP2020's four categories)."""
 
-    sky_p: float
     horizon_wobble: float  # amplitude of the skyline, as a fraction of the height (mountains: large)
     vegetation_blobs: tuple[int, int]  # inclusive range of the number of vegetation patches
     buildings: tuple[int, int]
@@ -62,10 +71,10 @@ class SceneRecipe:
 
 
 SCENES = {
-    "country": SceneRecipe(0.9, 0.04, (2, 5), (1, 3), 0.6, 0.3, 0.2),
-    "field": SceneRecipe(0.9, 0.03, (0, 2), (0, 1), 0.3, 0.1, 0.8),
-    "forest": SceneRecipe(0.5, 0.06, (6, 12), (0, 0), 0.1, 0.2, 0.0),
-    "mountain": SceneRecipe(1.0, 0.20, (1, 4), (0, 1), 0.2, 0.3, 0.1),
+    "country": SceneRecipe(0.04, (2, 5), (1, 3), 0.6, 0.3, 0.2),
+    "field": SceneRecipe(0.03, (0, 2), (0, 1), 0.3, 0.1, 0.8),
+    "forest": SceneRecipe(0.06, (6, 12), (0, 0), 0.1, 0.2, 0.0),
+    "mountain": SceneRecipe(0.20, (1, 4), (0, 1), 0.2, 0.3, 0.1),
 }
 
 
@@ -98,7 +107,8 @@ class _Canvas:
     def paint(self, mask: np.ndarray, material: str) -> None:
         """Fill `mask` with one instance of `material` (its colour and reflectance varied a little)."""
         m = MATERIALS[material]
-        rgb = np.array(m.rgb) * self.rng.uniform(0.85, 1.15, 3)
+        brightness = self.rng.uniform(1 - BRIGHTNESS_JITTER, 1 + BRIGHTNESS_JITTER)
+        rgb = np.array(m.rgb) * brightness * self.rng.uniform(1 - HUE_JITTER, 1 + HUE_JITTER, 3)
         nir = m.nir * self.rng.uniform(0.9, 1.1)
         self.props[mask] = [*rgb, nir, m.texture]
 
@@ -117,6 +127,7 @@ def _compose(canvas: _Canvas, recipe: SceneRecipe) -> None:
     horizon = rng.uniform(0.2, 0.45) + recipe.horizon_wobble * _smooth_noise(rng, 1, yy.shape[1], 3)[0]
     if rng.random() < recipe.crop_rows_p:
         angle, period = rng.uniform(0, np.pi), rng.uniform(0.04, 0.1)
+        period = max(period, MIN_ROW_PERIOD_PX * SUPERSAMPLE / min(yy.shape))  # canvas pixels
         rows = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period) > 0
         canvas.paint(rows & canvas.blob((0.4, 0.8), (0.6, 1.0)), "vegetation")
     if rng.random() < recipe.water_p:
@@ -130,8 +141,7 @@ def _compose(canvas: _Canvas, recipe: SceneRecipe) -> None:
         top, left = rng.uniform(0.35, 0.8), rng.uniform(0, 0.85)
         height, width = rng.uniform(0.08, 0.25, 2)
         canvas.paint((yy >= top) & (yy < top + height) & (xx >= left) & (xx < left + width), "building")
-    if rng.random() < recipe.sky_p:
-        canvas.paint(yy < horizon[None, :], "sky")
+    canvas.paint(yy < horizon[None, :], "sky")
 
 
 def render_scene(
@@ -146,14 +156,17 @@ def render_scene(
     Returns:
         rgb (H, W, 3) and nir (H, W), float64 in [0, 1].
     """
-    canvas = _Canvas(rng, height, width)
+    k = SUPERSAMPLE
+    canvas = _Canvas(rng, height * k, width * k)
     _compose(canvas, SCENES[scene])
-    shading = 0.78 + 0.22 * _smooth_noise(rng, height, width, cells=3)  # the light, shared by both images
-    texture = 0.6 * _smooth_noise(rng, height, width, cells=max(2, min(height, width) // 6))
-    texture += 0.4 * rng.uniform(-1, 1, (height, width))
-    light = shading * (1.0 + canvas.props[..., 4] * texture)  # (H, W)
-    image = canvas.props[..., :4] * light[..., None] + rng.normal(0.0, SENSOR_NOISE, (height, width, 4))
-    image = np.clip(image, 0.0, 1.0)
+    shading = 0.78 + 0.22 * _smooth_noise(rng, height * k, width * k, cells=3)  # the light, shared by both
+    texture = 0.6 * _smooth_noise(rng, height * k, width * k, cells=max(2, min(height, width) // 6))
+    texture += 0.4 * rng.uniform(-1, 1, (height * k, width * k))
+    light = shading * (1.0 + canvas.props[..., 4] * texture)  # (kH, kW)
+    radiance = canvas.props[..., :4] * light[..., None]
+    # each pixel integrates k x k samples: material edges are partial pixels, as a camera sees them
+    image = radiance.reshape(height, k, width, k, 4).mean(axis=(1, 3))
+    image = np.clip(image + rng.normal(0.0, SENSOR_NOISE, (height, width, 4)), 0.0, 1.0)
     return image[..., :3], image[..., 3]
 
 

@@ -49,6 +49,9 @@ class SS2D(nn.Module):
         self.d_inner = int(expand * dim)
         self.dt_rank = math.ceil(dim / 16) if dt_rank is None else dt_rank
         self.scan_backend = scan_backend
+        # what forward calls: colormamba.models.compile swaps in a graph-breaking wrapper when it compiles
+        # the block (the scan's backends are hand-written kernels with their own autograd)
+        self.scan = selective_scan
         d_inner, k = self.d_inner, NUM_DIRECTIONS
 
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
@@ -89,7 +92,7 @@ class SS2D(nn.Module):
         dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, d_inner, L)
 
         # The scan runs in float32 whatever the surrounding autocast (long products of decays).
-        y = selective_scan(
+        y = self.scan(
             xs.reshape(batch, k * d_inner, length).float(),  # (B, K*d_inner, L)
             dts.reshape(batch, k * d_inner, length).float(),  # (B, K*d_inner, L)
             -torch.exp(self.A_logs.float()),  # (K*d_inner, N)

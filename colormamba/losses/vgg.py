@@ -20,22 +20,24 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models import VGG19_Weights
 
 from colormamba.env import VGG_WEIGHTS
 from colormamba.losses.terms import check_pair
 from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file
 
 VGG_WEIGHTS_ENV = VGG_WEIGHTS.name
-_IMAGENET_WEIGHTS = VGG19_Weights.IMAGENET1K_V1
 VGG19_FILE = PretrainedFile(
-    _IMAGENET_WEIGHTS,
+    "VGG19_Weights.IMAGENET1K_V1",
+    "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
     label="VGG-19 ImageNet weights",
     needed_by="The 'vgg' loss term",
     without="Random VGG weights are used only when the configuration asks for vgg_weights='random'.",
 )
 VGG_WEIGHTS_URL = VGG19_FILE.url
 VGG_WEIGHTS_FILENAME = VGG19_FILE.filename  # vgg19-dcbb9e9d.pth
+# the input normalisation of VGG19_Weights.IMAGENET1K_V1.transforms() (tests/colormamba/test_pretrained.py)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_VGG_LAYERS = ("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4")
 
 # VGG-19 ("configuration E"): output channels of each 3x3 convolution, "M" a 2x2 max-pool.
@@ -129,9 +131,8 @@ class VGGPerceptualLoss(nn.Module):
             self._load(find_vgg_weights(None if weights == "pretrained" else weights))
         _freeze_as_buffers(self.trunk)
         self.trunk.eval()
-        transform = _IMAGENET_WEIGHTS.transforms()
-        self.register_buffer("mean", torch.tensor(transform.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(transform.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _init_random(self) -> None:
         # torchvision's VGG initialisation, so that deep features of a random net do not fade to zero

@@ -153,7 +153,6 @@ def _normalise_state_operand(
     )
 
 
-@torch.compiler.disable  # hand-written kernels and autograd: compiled callers call it as it is
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,

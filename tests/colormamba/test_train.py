@@ -8,6 +8,8 @@ import io
 import json
 import logging
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -354,3 +356,19 @@ def test_the_loop_hands_gb_the_jittered_nir_and_g_a_the_plain_one(
     (nir, hsv_nir), (plain_nir, plain_hsv_nir) = seen
     assert torch.equal(nir, plain_nir)  # G_A's NIR does not depend on the jitter
     assert torch.equal(plain_hsv_nir, plain_nir) and not torch.equal(hsv_nir, nir)  # G_B's does
+
+
+def test_an_eager_run_imports_neither_dynamo_nor_torchvision() -> None:
+    """Each `--local` run is a fresh process: importing torch._dynamo (1.7 s) or torchvision.models (which
+    imports dynamo) for a run that compiles nothing and needs no pretrained file would cost every run."""
+    code = (
+        "import sys, torch; import services.runner; from colormamba import train;"
+        "from colormamba.models import build_model;"
+        "model = build_model('tiny'); model(torch.rand(1, 1, 32, 32));"
+        "ctx = train._eager(); ctx.__enter__(); ctx.__exit__(None, None, None);"
+        "print(sorted(m for m in ('torch._dynamo', 'torchvision') if m in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
