@@ -7,9 +7,10 @@ soil/road/buildings brown or grey and mid-grey in NIR); a smooth shading field (
 field multiply both images alike, and independent sensor noise is added to each. Like the real task, the
 mapping is not a per-pixel function: soil, road and buildings share NIR levels and need context.
 
-Three choices keep the relation learnable at the small sizes of tests and demos (docs/evaluation.md, "The
+Four choices keep the relation learnable at the small sizes of tests and demos (docs/evaluation.md, "The
 demo"): every scene is a ground-level view with sky above a horizon (a frame without sky gives a small
-network no cue where the ground starts, and it paints sky over soil); crop rows are never finer than
+network no cue where the ground starts, and it paints sky over soil); each pixel averages SUPERSAMPLE^2
+samples, so edges are partial pixels as a camera records them; crop rows are never finer than
 MIN_ROW_PERIOD_PX pixels (finer stripes would alias into noise); and one instance of a material varies
 its colour per channel by at most HUE_JITTER (hue is what the NIR cannot tell), its brightness more.
 

@@ -95,3 +95,18 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr
     assert files(out) == files(make_synthetic_dataset(tmp_path / "same", n_train=1, n_val=1, size=8, seed=2))
+
+
+def test_every_scene_has_sky_above_the_ground(tmp_path: Path) -> None:
+    """A frame without sky leaves a small network no cue where the ground starts (docs/evaluation.md,
+    "The demo"): the top row of every image is mostly sky (blue above red, dark in NIR), the bottom row
+    is not."""
+    root = make_synthetic_dataset(tmp_path / "ds", n_train=40, n_val=0, n_test=0, size=32, seed=1)
+    scenes = set()
+    for pair, nir, rgb in iter_pairs(list_pairs(root, "train")):
+        name = pair.name
+        scenes.add(name.split("_")[0])
+        sky = (rgb[2] > rgb[0] + 0.1) & (nir[0] < 0.3)  # (H, W)
+        assert sky[0].float().mean() > 0.5, name
+        assert sky[-1].float().mean() < 0.5, name
+    assert scenes == {"country", "field", "forest", "mountain"}
