@@ -33,7 +33,6 @@ VGG19_FILE = PretrainedFile(
     needed_by="The 'vgg' loss term",
     without="Random VGG weights are used only when the configuration asks for vgg_weights='random'.",
 )
-VGG_WEIGHTS_URL = VGG19_FILE.url
 VGG_WEIGHTS_FILENAME = VGG19_FILE.filename  # vgg19-dcbb9e9d.pth
 # the input normalisation of VGG19_Weights.IMAGENET1K_V1.transforms() (tests/colormamba/test_pretrained.py)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

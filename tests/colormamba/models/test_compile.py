@@ -9,6 +9,7 @@ import torch
 from colormamba.layers import CrissCrossAttention, MambaIRBlock, SPADEResBlock
 from colormamba.models import build_model, compile_blocks
 from colormamba.models.compile import COMPILED_BLOCKS
+from colormamba.ops import selective_scan
 
 
 def test_compiled_block_matches_eager_forward_and_backward() -> None:
@@ -59,3 +60,25 @@ def test_compile_blocks_finds_every_block_of_the_compiled_kinds() -> None:
     expected = sum(counts.values())
     assert compile_blocks(model) == expected
     assert torch._dynamo.config.recompile_limit >= expected  # every block shape gets compiled, not skipped
+
+
+def test_compiled_blocks_call_the_scan_outside_their_graphs() -> None:
+    """The scan's backends are hand-written kernels with their own autograd: compile_blocks puts a graph
+    break around each SS2D's scan, so the scan runs as Python at every call, never traced by dynamo."""
+    from colormamba.layers import SS2D
+
+    torch.manual_seed(0)
+    block = MambaIRBlock(8, d_state=4, num_heads=2, num_agents=4, scan_backend="torch")
+    mixer = next(m for m in block.modules() if isinstance(m, SS2D))
+    tracing = []
+
+    def scan(*args, **kwargs):
+        tracing.append(torch.compiler.is_compiling())
+        return selective_scan(*args, **kwargs)
+
+    mixer.scan = scan
+    assert compile_blocks(torch.nn.Sequential(block)) == 1
+    for _ in range(3):
+        block(torch.randn(2, 8, 6, 6)).sum().backward()
+    assert block._compiled_call_impl is not None
+    assert tracing == [False, False, False]  # traced by dynamo, each call would record True
