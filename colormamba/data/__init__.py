@@ -16,12 +16,15 @@ from colormamba.data.layouts import (
     DatasetError,
     Layout,
     Pair,
+    Skipped,
+    SplitListing,
     available_splits,
     check_pairs,
     detect_layout,
     get_layout,
     iter_pairs,
     list_pairs,
+    list_split,
     load_pair,
 )
 
@@ -34,6 +37,8 @@ __all__ = [
     "Layout",
     "Pair",
     "PairedDataset",
+    "Skipped",
+    "SplitListing",
     "TrainBatches",
     "augment_batch",
     "augment_pair",
@@ -43,6 +48,7 @@ __all__ = [
     "get_layout",
     "iter_pairs",
     "list_pairs",
+    "list_split",
     "load_pair",
 ]
 

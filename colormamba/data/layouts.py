@@ -3,18 +3,28 @@
 Pairs are matched by their shared name, never by sorted position: zipping two sorted file lists (as the
 reference does) silently shifts every later pair after one missing file, and even a complete VCIP2020 set
 sorts differently on the two sides (`x_nir.png` < `x_o_nir.png` but `x_o_rgb_reg.png` < `x_rgb_reg.png`).
-Every problem a split has is collected and reported at once, each line naming its file or folder, because a
-user fixing a dataset wants the whole list, not one error per upload.
+
+Names are matched the way these files are named in the wild: the distributed VCIP2020 test split pairs
+`testing_0001_nir_reg.png` with `Testing_0001_rgb_reg.png`. A file's pair name is its stem without a kind
+ending (`_nir`, `_nir_reg`; `_rgb`, `_rgb_reg`), compared case-insensitively; in a folder that holds one
+kind only (VCIP2020's `NIR/`, the plain layout's `nir/`) the ending may be absent. A pair keeps its NIR
+file's name as written.
+
+What is not a pair is *skipped*, listed once with the reason (an image without a partner, a subfolder such
+as the distributed `Testing/visual/`, an image named as neither kind in a shared folder), never an error:
+real datasets ship extras. What would make a pair ambiguous or a split unusable is an error naming every
+file: two files of one kind with one name (`x_nir.png` and `x_NIR.png`, `a.png` and `a.jpg`), a missing
+folder, an empty split. Errors are collected and reported at once, because a user fixing a dataset wants
+the whole list, not one error per upload.
 
 Hidden files (names starting with '.', such as macOS `._x_nir.png` resource forks) and files without an
-image suffix (notes, `Thumbs.db`, a `manifest.json`) are ignored; an image whose name does not follow the
-layout is a problem, not silently dropped.
+image suffix (notes, `Thumbs.db`, a `manifest.json`) are ignored silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +33,8 @@ if TYPE_CHECKING:  # torch is imported where images are read: listing and checki
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # matched case-insensitively
+# Kind endings of a file's stem, longest first (`x_nir_reg` is NIR "x", not "x_nir"); case-insensitive.
+KIND_ENDINGS = {"NIR": ("_nir_reg", "_nir"), "RGB": ("_rgb_reg", "_rgb")}
 MAX_LISTED_PROBLEMS = 25  # lines in one error message; the rest are counted
 
 
@@ -55,22 +67,40 @@ class Pair:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A file or folder of a split that is not part of any pair, and why."""
+
+    path: Path
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+
+@dataclass(frozen=True)
+class SplitListing:
+    """A split's pairs (sorted by name, never empty) and what was skipped."""
+
+    split: str
+    pairs: list[Pair]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Layout:
-    """Where a folder layout keeps each split and how its image names end.
+    """Where a folder layout keeps each split and how the synthetic generator names its files.
 
     Attributes:
         name: the layout's name ("vcip2020" or "plain").
         split_dirs: split -> (NIR folder, RGB folder) relative to the root; one folder for both when NIR
             and RGB images sit side by side (VCIP2020's Validation/ and Testing/).
-        nir_suffixes: accepted endings of NIR file names (case-insensitive); the pair name is what precedes
-            the ending. The first one is what the synthetic generator writes.
-        rgb_suffixes: the same for RGB file names.
+        written: the (NIR, RGB) file endings the synthetic generator writes (any KIND_ENDINGS and
+            IMAGE_SUFFIXES are read).
     """
 
     name: str
     split_dirs: dict[str, tuple[str, str]]
-    nir_suffixes: tuple[str, ...]
-    rgb_suffixes: tuple[str, ...]
+    written: tuple[str, str]
 
     def folders(self, root: Path, split: str) -> tuple[Path, Path]:
         """(NIR folder, RGB folder) of `split` under `root`."""
@@ -78,9 +108,9 @@ class Layout:
         return root / nir_dir, root / rgb_dir
 
     def pair_paths(self, root: Path, split: str, name: str) -> tuple[Path, Path]:
-        """(NIR path, RGB path) of the pair `name` of `split` in this layout, with the first suffixes."""
+        """(NIR path, RGB path) that the synthetic generator writes for the pair `name` of `split`."""
         nir_dir, rgb_dir = self.folders(root, split)
-        return nir_dir / f"{name}{self.nir_suffixes[0]}", rgb_dir / f"{name}{self.rgb_suffixes[0]}"
+        return nir_dir / f"{name}{self.written[0]}", rgb_dir / f"{name}{self.written[1]}"
 
 
 VCIP2020 = Layout(
@@ -90,14 +120,12 @@ VCIP2020 = Layout(
         "val": ("Validation", "Validation"),
         "test": ("Testing", "Testing"),
     },
-    nir_suffixes=("_nir.png",),
-    rgb_suffixes=("_rgb_reg.png",),
+    written=("_nir.png", "_rgb_reg.png"),
 )
 PLAIN = Layout(
     name="plain",
     split_dirs={split: (f"{split}/nir", f"{split}/rgb") for split in SPLITS},
-    nir_suffixes=IMAGE_SUFFIXES,
-    rgb_suffixes=IMAGE_SUFFIXES,
+    written=(".png", ".png"),
 )
 LAYOUTS = {layout.name: layout for layout in (VCIP2020, PLAIN)}
 
@@ -147,59 +175,72 @@ def available_splits(root: str | Path, layout: str = "auto") -> list[str]:
     return [split for split in SPLITS if any(folder.is_dir() for folder in lay.folders(root, split))]
 
 
-def _strip_suffix(filename: str, suffixes: tuple[str, ...]) -> str | None:
-    """The pair name of `filename`, or None when it has none of `suffixes` (or nothing before it)."""
-    lower = filename.lower()
-    for suffix in suffixes:
-        if lower.endswith(suffix) and len(filename) > len(suffix):
-            return filename[: -len(suffix)]
-    return None
-
-
-def _is_candidate(path: Path) -> bool:
+def _is_image(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _scan(
-    folder: Path, kinds: list[tuple[str, tuple[str, ...]]], problems: list[str]
-) -> dict[str, dict[str, list[Path]]]:
-    """Group the images of one folder by kind ("NIR"/"RGB") and pair name.
+def _kind_and_name(stem: str) -> tuple[str | None, str]:
+    """("NIR" | "RGB" | None, the stem without its kind ending), matched case-insensitively."""
+    lower = stem.lower()
+    for kind, endings in KIND_ENDINGS.items():
+        for ending in endings:
+            if lower.endswith(ending) and len(stem) > len(ending):
+                return kind, stem[: -len(ending)]
+    return None, stem
+
+
+def _pair_name(path: Path) -> str:
+    """A file's pair name as written: its stem without the kind ending."""
+    return _kind_and_name(path.name[: -len(path.suffix)])[1]
+
+
+def _endings(kind: str) -> str:
+    return "/".join(KIND_ENDINGS[kind])
+
+
+def _scan(folder: Path, kinds: tuple[str, ...], skipped: list[Skipped]) -> dict[str, dict[str, list[Path]]]:
+    """Group the images of one folder by kind and case-folded pair name; skip the rest.
 
     Args:
         folder: an existing folder.
-        kinds: the kinds stored in this folder, each with its accepted suffixes.
-        problems: images that match no kind are reported here.
+        kinds: the kinds this folder holds; with one kind, a file without a kind ending is of that kind.
+        skipped: subfolders and images that cannot be of a kind here are appended.
     Returns:
-        kind -> name -> paths (several paths for one name are duplicates, reported by the caller).
+        kind -> case-folded name -> paths (several paths for one name: ambiguous, reported by the caller).
     """
-    found: dict[str, dict[str, list[Path]]] = {kind: {} for kind, _ in kinds}
+    found: dict[str, dict[str, list[Path]]] = {kind: {} for kind in kinds}
     for path in sorted(folder.iterdir()):
-        if not _is_candidate(path):
+        if path.is_dir() and not path.name.startswith("."):
+            images = sum(1 for p in path.rglob("*") if _is_image(p))
+            skipped.append(Skipped(path, f"a subfolder ({images} image(s)); a split's images are not read "
+                                         "from subfolders"))  # fmt: skip
             continue
-        for kind, suffixes in kinds:
-            name = _strip_suffix(path.name, suffixes)
-            if name is not None:
-                found[kind].setdefault(name, []).append(path)
-                break
+        if not _is_image(path):
+            continue
+        kind, name = _kind_and_name(path.name[: -len(path.suffix)])
+        if kind is None and len(kinds) == 1:
+            kind = kinds[0]
+        if kind in kinds:
+            found[kind].setdefault(name.lower(), []).append(path)
+        elif kind is None:
+            endings = " or ".join(f"{k} (<name>{_endings(k)}.png)" for k in kinds)
+            skipped.append(Skipped(path, f"named as neither {endings}"))
         else:
-            wanted = " or ".join(f"<name>{suffixes[0]}" for _, suffixes in kinds)
-            problems.append(f"{path}: image name does not follow the layout (expected {wanted})")
+            skipped.append(Skipped(path, f"named as a {kind} image ({_endings(kind)}) in the folder of "
+                                         f"{' and '.join(kinds)} images"))  # fmt: skip
     return found
 
 
-def _expected_name(name: str, suffixes: tuple[str, ...]) -> str:
-    return f"{name}{suffixes[0]}" if len(suffixes) == 1 else f"{name} with one of {', '.join(suffixes)}"
-
-
-def _unique(kind: str, folder: Path, by_name: dict[str, list[Path]], problems: list[str]) -> dict[str, Path]:
-    """Keep names with exactly one file; report the others (e.g. a.png and a.jpg) with every path."""
+def _unique(kind: str, by_name: dict[str, list[Path]], problems: list[str]) -> dict[str, Path]:
+    """Keep names with exactly one file; report the others (x_nir.png and x_NIR.png) with every path."""
     unique = {}
-    for name, paths in by_name.items():
+    for key, paths in by_name.items():
         if len(paths) == 1:
-            unique[name] = paths[0]
+            unique[key] = paths[0]
         else:
             listed = ", ".join(str(p) for p in paths)
-            problems.append(f"{folder}: {len(paths)} {kind} images share the name {name!r}: {listed}")
+            problems.append(f"{len(paths)} {kind} images have the pair name {key!r} (names are matched "
+                            f"ignoring case and extension): {listed}")  # fmt: skip
     return unique
 
 
@@ -217,61 +258,62 @@ def _split_folders(root: Path, lay: Layout, split: str, problems: list[str]) -> 
     return nir_dir, rgb_dir
 
 
-def _index(lay: Layout, nir_dir: Path, rgb_dir: Path, problems: list[str]) -> dict[str, dict[str, Path]]:
-    """kind ("NIR"/"RGB") -> name -> file, scanning each existing folder once (both kinds may share one)."""
-    kinds = {"NIR": (nir_dir, lay.nir_suffixes), "RGB": (rgb_dir, lay.rgb_suffixes)}
+def _index(
+    nir_dir: Path, rgb_dir: Path, problems: list[str], skipped: list[Skipped]
+) -> dict[str, dict[str, Path]]:
+    """kind -> case-folded name -> file, scanning each existing folder once (both kinds may share one)."""
+    where = {"NIR": nir_dir, "RGB": rgb_dir}
     found: dict[str, dict[str, list[Path]]] = {"NIR": {}, "RGB": {}}
     for folder in dict.fromkeys((nir_dir, rgb_dir)):
         if folder.is_dir():
-            in_folder = [(kind, suffixes) for kind, (where, suffixes) in kinds.items() if where == folder]
-            for kind, by_name in _scan(folder, in_folder, problems).items():
+            kinds = tuple(kind for kind, f in where.items() if f == folder)
+            for kind, by_name in _scan(folder, kinds, skipped).items():
                 found[kind].update(by_name)
-    return {kind: _unique(kind, kinds[kind][0], found[kind], problems) for kind in kinds}
+    return {kind: _unique(kind, found[kind], problems) for kind in where}
 
 
-def _report_unpaired(
-    files: dict[str, Path],
-    partners: dict[str, Path],
-    partner_kind: str,
-    partner_dir: Path,
-    partner_suffixes: tuple[str, ...],
-    problems: list[str],
-) -> None:
-    """Add a problem for each file of `files` whose name has no partner."""
-    for name in sorted(set(files) - set(partners)):
-        expected = _expected_name(name, partner_suffixes)
-        problems.append(f"{files[name]}: no {partner_kind} partner in {partner_dir} (expected {expected})")
-
-
-def list_pairs(root: str | Path, split: str, layout: str = "auto") -> list[Pair]:
-    """The NIR/RGB pairs of one split, matched by name.
+def list_split(root: str | Path, split: str, layout: str = "auto") -> SplitListing:
+    """The NIR/RGB pairs of one split, matched by name, and the files and folders skipped.
 
     Args:
         root: dataset root folder.
         split: "train", "val" or "test".
         layout: "auto" (detect), "vcip2020" or "plain".
     Returns:
-        Pairs sorted by name; never empty.
+        The pairs sorted by name (never empty) and the skipped extras (unpaired images, subfolders, images
+        named as neither kind), each with its reason.
     Raises:
-        DatasetError: listing every problem of the split (missing partner on either side, duplicate names,
-            misnamed images, missing folder), or an empty split naming its folder.
+        DatasetError: listing every problem of the split (several files of one kind with one pair name, a
+            missing folder), or an empty split naming its folder and what was skipped.
     """
     root = _existing_root(root)
     lay = get_layout(root, layout)
     problems: list[str] = []
+    skipped: list[Skipped] = []
     nir_dir, rgb_dir = _split_folders(root, lay, split, problems)
-    found = _index(lay, nir_dir, rgb_dir, problems)
+    found = _index(nir_dir, rgb_dir, problems, skipped)
     nir, rgb = found["NIR"], found["RGB"]
-    if nir_dir.is_dir() and rgb_dir.is_dir():  # a missing folder is reported once, not once per file
-        _report_unpaired(nir, rgb, "RGB", rgb_dir, lay.rgb_suffixes, problems)
-        _report_unpaired(rgb, nir, "NIR", nir_dir, lay.nir_suffixes, problems)
     summary = f"split {split!r} of {root} ({lay.name} layout)"
     if problems:
         raise DatasetError(summary, problems)
-    if not nir:
+    for key in sorted(set(nir) ^ set(rgb)):
+        kind, partner, folder = ("NIR", "RGB", rgb_dir) if key in nir else ("RGB", "NIR", nir_dir)
+        path = (nir if key in nir else rgb)[key]
+        skipped.append(Skipped(path, f"{kind} image without an {partner} partner in {folder} (<name>"
+                                     f"{_endings(partner)}, any case)"))  # fmt: skip
+    pairs = sorted(
+        (Pair(_pair_name(nir[k]), nir[k], rgb[k]) for k in set(nir) & set(rgb)), key=lambda p: p.name
+    )
+    if not pairs:
         where = nir_dir if nir_dir == rgb_dir else f"{nir_dir} / {rgb_dir}"
-        raise DatasetError(f"{summary} is empty: no NIR/RGB image pairs in {where}")
-    return [Pair(name, nir[name], rgb[name]) for name in sorted(nir)]
+        extra = f"; skipped {len(skipped)}: " + "; ".join(map(str, skipped[:5])) if skipped else ""
+        raise DatasetError(f"{summary} is empty: no NIR/RGB image pairs in {where}{extra}")
+    return SplitListing(split, pairs, sorted(skipped, key=lambda s: str(s.path)))
+
+
+def list_pairs(root: str | Path, split: str, layout: str = "auto") -> list[Pair]:
+    """The NIR/RGB pairs of one split, matched by name (`list_split` without what it skipped)."""
+    return list_split(root, split, layout).pairs
 
 
 def _read(pair: Pair, problems: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -15,10 +15,12 @@ from colormamba.data import (
     check_pairs,
     detect_layout,
     list_pairs,
+    list_split,
     load_pair,
 )
 from colormamba.data.layouts import MAX_LISTED_PROBLEMS
 from colormamba.data.synthetic import make_synthetic_dataset
+from tests.support.real_data import REAL_COPY, REAL_COPY_ABSENT
 
 
 def write_image(path: Path, channels: int, size: tuple[int, int] = (8, 8), value: int | None = None) -> Path:
@@ -112,52 +114,102 @@ def test_plain_layout_accepts_mixed_suffixes_and_ignores_clutter(tmp_path: Path)
 
 
 @pytest.mark.parametrize("missing", ["rgb", "nir"])
-def test_missing_partner_names_the_file(tmp_path: Path, missing: str) -> None:
+def test_an_image_without_partner_is_skipped_with_its_reason(tmp_path: Path, missing: str) -> None:
     plain_pair(tmp_path, "val", "ok")
     lonely = write_image(tmp_path / "val" / ("nir" if missing == "rgb" else "rgb") / "lonely.png", 3)
-    with pytest.raises(DatasetError) as err:
-        list_pairs(tmp_path, "val")
-    message = str(err.value)
-    assert str(lonely) in message
-    assert f"no {missing.upper()} partner" in message and "lonely" in message
-    assert len(err.value.problems) == 1
+    listing = list_split(tmp_path, "val")
+    assert [p.name for p in listing.pairs] == ["ok"]
+    assert [s.path for s in listing.skipped] == [lonely]
+    assert f"without an {missing.upper()} partner" in listing.skipped[0].why
+    assert list_pairs(tmp_path, "val") == listing.pairs
+
+
+def test_names_in_the_wild_case_endings_and_subfolders(tmp_path: Path) -> None:
+    """The distributed VCIP2020 test split: `testing_X_nir_reg.png` + `Testing_X_rgb_reg.png`, and a
+    `visual/` subfolder of NIR images without partners."""
+    test = tmp_path / "Testing"
+    for i in (1, 2):
+        write_image(test / f"testing_{i:04d}_nir_reg.png", 1)
+        write_image(test / f"Testing_{i:04d}_rgb_reg.png", 3)
+    write_image(test / "other_NIR.PNG", 1)
+    write_image(test / "OTHER_rgb.jpg", 3)
+    for i in range(3):
+        write_image(test / "visual" / f"vis_testing_{i:04d}_nir.png", 1)
+    neither = write_image(test / "readme_figure.png", 3)
+    listing = list_split(tmp_path, "test", layout="vcip2020")
+    assert [(p.name, p.nir.name, p.rgb.name) for p in listing.pairs] == [
+        ("other", "other_NIR.PNG", "OTHER_rgb.jpg"),
+        ("testing_0001", "testing_0001_nir_reg.png", "Testing_0001_rgb_reg.png"),
+        ("testing_0002", "testing_0002_nir_reg.png", "Testing_0002_rgb_reg.png"),
+    ]
+    reasons = {s.path: s.why for s in listing.skipped}
+    assert set(reasons) == {test / "visual", neither}
+    assert "3 image(s)" in reasons[test / "visual"] and "subfolder" in reasons[test / "visual"]
+    assert "neither" in reasons[neither]
+
+
+def test_an_image_of_the_other_kind_in_a_one_kind_folder_is_skipped(tmp_path: Path) -> None:
+    vcip_train_pair(tmp_path, "good")
+    wrong_folder = write_image(tmp_path / "NIR" / "good_rgb_reg.png", 3)
+    listing = list_split(tmp_path, "train")
+    assert [p.name for p in listing.pairs] == ["good"]
+    assert [(s.path, "RGB image" in s.why) for s in listing.skipped] == [(wrong_folder, True)]
 
 
 def test_all_problems_of_a_split_are_listed_together(tmp_path: Path) -> None:
     vcip_train_pair(tmp_path, "good")
-    no_rgb = write_image(tmp_path / "NIR" / "no_rgb_nir.png", 1)
-    no_nir = write_image(tmp_path / "RGB-Registered" / "no_nir_rgb_reg.png", 3)
-    misnamed = write_image(tmp_path / "NIR" / "misnamed.png", 1)
-    wrong_folder = write_image(tmp_path / "NIR" / "good_rgb_reg.png", 3)
+    nir_twins = [write_image(tmp_path / "NIR" / name, 1) for name in ("x_nir.png", "x_NIR.png")]
+    rgb_twins = [write_image(tmp_path / "RGB-Registered" / name, 3) for name in ("Y_rgb_reg.png", "y_rgb.jpg")]
     with pytest.raises(DatasetError) as err:
         list_pairs(tmp_path, "train")
     message = str(err.value)
-    for path in (no_rgb, no_nir, misnamed, wrong_folder):
+    for path in (*nir_twins, *rgb_twins):
         assert str(path) in message
-    assert len(err.value.problems) == 4
-    assert "4 problems" in message
+    assert len(err.value.problems) == 2
+    assert "2 problems" in message
 
 
 def test_long_problem_lists_are_capped_with_a_count(tmp_path: Path) -> None:
     n = MAX_LISTED_PROBLEMS + 7
     for i in range(n):
         write_image(tmp_path / "train" / "nir" / f"n{i:03d}.png", 1, size=(2, 2))
+        write_image(tmp_path / "train" / "nir" / f"N{i:03d}_nir.bmp", 1, size=(2, 2))
     (tmp_path / "train" / "rgb").mkdir()
     with pytest.raises(DatasetError) as err:
         list_pairs(tmp_path, "train")
     message = str(err.value)
     assert len(err.value.problems) == n
     assert "... and 7 more" in message
-    assert message.count("no RGB partner") == MAX_LISTED_PROBLEMS
+    assert message.count("have the pair name") == MAX_LISTED_PROBLEMS
 
 
 def test_duplicate_names_list_every_file(tmp_path: Path) -> None:
     plain_pair(tmp_path, "train", "a")
     duplicate = write_image(tmp_path / "train" / "nir" / "a.jpg", 1)
-    with pytest.raises(DatasetError, match="share the name 'a'") as err:
+    with pytest.raises(DatasetError, match="have the pair name 'a'") as err:
         list_pairs(tmp_path, "train")
     assert str(duplicate) in str(err.value)
     assert str(tmp_path / "train" / "nir" / "a.png") in str(err.value)
+
+
+def test_a_split_of_extras_only_is_empty_and_says_what_was_skipped(tmp_path: Path) -> None:
+    lonely = write_image(tmp_path / "Validation" / "v_0001_nir.png", 1)
+    with pytest.raises(DatasetError, match="is empty") as err:
+        list_pairs(tmp_path, "val")
+    assert str(lonely) in str(err.value) and "skipped 1" in str(err.value)
+
+
+@pytest.mark.skipif(not REAL_COPY.is_dir(), reason=REAL_COPY_ABSENT)
+def test_the_real_vcip2020_copy_is_read_as_distributed() -> None:
+    counts = {split: list_split(REAL_COPY, split) for split in ("train", "val", "test")}
+    assert {split: len(lst.pairs) for split, lst in counts.items()} == {"train": 372, "val": 18, "test": 28}
+    test = counts["test"]
+    assert all(p.nir.name.lower() == f"{p.name}_nir_reg.png" for p in test.pairs)
+    assert all(p.rgb.name.lower() == f"{p.name}_rgb_reg.png" for p in test.pairs)
+    visual = REAL_COPY / "Testing" / "visual"
+    images = len([p for p in visual.iterdir() if p.suffix.lower() == ".png"])
+    assert [(s.path, f"{images} image(s)" in s.why) for s in test.skipped] == [(visual, True)]
+    assert counts["train"].skipped == counts["val"].skipped == []
 
 
 def test_size_mismatch_names_both_files_and_sizes(tmp_path: Path) -> None:
