@@ -52,6 +52,9 @@ class RunConfig:
     select_split: str = "val"  # validated every epoch: picks best.pt (and ranks a study's sweeps)
     report_split: str = "test"  # scored by the final evaluation: the metrics a report shows
     augment: dict[str, Any] = field(default_factory=dict)  # overrides of colormamba.data.AugmentConfig
+    # 0: images as stored; N: every image of every split resized to NxN when read (training, selection and
+    # the reported metrics alike), so that a CPU can study full-size data; the metrics are then NxN's
+    image_size: int = 0
     # model
     model: str = "paper"  # preset name, see colormamba.models.list_presets()
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -185,6 +188,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         (lambda v: v >= 1, ">= 1"),
     ),
     **dict.fromkeys(("max_steps_per_epoch", "seed"), (lambda v: v >= 0, ">= 0")),
+    "image_size": (lambda v: v == 0 or 8 <= v <= 4096, "0 (as stored) or in [8, 4096]"),
     "num_samples": (lambda v: 0 <= v <= MAX_SAMPLES, f"in [0, {MAX_SAMPLES}]"),
     "lr": (lambda v: v > 0, "> 0"),
     "betas": (lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),

@@ -305,8 +305,10 @@ def _data(cfg: RunConfig, device: torch.device) -> tuple[TrainBatches, PairedDat
     """The training split on the training device (augmented there, colormamba.data.batches), the
     validation split, and the steps of an epoch."""
     train_pairs = list_pairs(cfg.dataset, "train", layout=cfg.layout)
-    batches = TrainBatches(train_pairs, device, AugmentConfig(**cfg.augment), seed=cfg.seed)
-    val_set = PairedDataset(list_pairs(cfg.dataset, cfg.select_split, layout=cfg.layout), train=False)
+    batches = TrainBatches(train_pairs, device, AugmentConfig(**cfg.augment), seed=cfg.seed,
+                           image_size=cfg.image_size)  # fmt: skip
+    val_pairs = list_pairs(cfg.dataset, cfg.select_split, layout=cfg.layout)
+    val_set = PairedDataset(val_pairs, train=False, image_size=cfg.image_size)
     steps_per_epoch = batches.steps_per_epoch(cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)

@@ -7,7 +7,8 @@
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
     python jobs/submit.py list                                       studies and their run states
-    python jobs/submit.py dataset upload PATH --name NAME | dataset list
+    python jobs/submit.py dataset upload PATH --name NAME [--drop-leaks | --allow-leaks] | dataset list
+    python jobs/submit.py dataset check PATH [--json]               pairs, skipped files, leaks (folder only)
     python jobs/submit.py checkpoint download STUDY/RUN [--best|--last] -o PATH   a run's checkpoint
 
 Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments);
@@ -82,7 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-runs", type=int, default=DEFAULT_MAX_RUNS, help="ask before queuing more runs")
     s.add_argument("--rerun", choices=RERUN_CHOICES, default="none",
                    help="run finished runs again: 'failed' ones or 'all' (from scratch)")  # fmt: skip
-    s.add_argument("--dry-run", action="store_true", help="validate and list the runs, queue nothing")
+    s.add_argument("--dry-run", action="store_true",
+                   help="check the spec and its dataset (every split read, counts shown), list the runs, "
+                        "queue nothing")  # fmt: skip
+    s.add_argument("--dataset", default=None, metavar="DATASET",
+                   help="use this dataset instead of the spec's: a folder with --local, else an uploaded "
+                        "dataset's name")  # fmt: skip
     s.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
                    help="with --local: train K runs at once, each in its own process "
                         "(default: COLORMAMBA_RUNS_PER_GPU, else 1)")  # fmt: skip
@@ -120,7 +126,29 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replace", action="store_true", help="replace a dataset of that name with other content"
     )
+    leaks = up.add_mutually_exclusive_group()
+    leaks.add_argument(
+        "--drop-leaks",
+        dest="leaks",
+        action="store_const",
+        const="drop",
+        default="refuse",
+        help="drop the later split's copy of a pair found in two splits (test copies "
+        "of train, val copies of train, val copies of test), as the manifest records",
+    )
+    leaks.add_argument(
+        "--allow-leaks",
+        dest="leaks",
+        action="store_const",
+        const="allow",
+        help="keep pairs found in two splits; every report on the dataset says so",
+    )
     dsub.add_parser("list", parents=[common])
+    chk = dsub.add_parser("check", parents=[common],
+                          help="check a dataset folder (pairs, skipped files, pairs shared between splits); "
+                               "reads the folder only")  # fmt: skip
+    chk.add_argument("path", type=Path)
+    chk.add_argument("--json", action="store_true", help="print the findings as one JSON document")
 
     ck = sub.add_parser("checkpoint", parents=[common], help="a run's checkpoints in the store")
     dl = ck.add_subparsers(dest="checkpoint_command", required=True).add_parser(
@@ -172,23 +200,37 @@ def _store(args: argparse.Namespace, create_bucket: bool = False) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.runs_per_gpu is not None and not args.local:
         raise Exit(INVALID, "--runs-per-gpu is for --local; GPU workers read COLORMAMBA_RUNS_PER_GPU")
+    from services.datasets import dataset_line
     from services.spec import load_spec
-    from services.studies import select_runs
+    from services.studies import new_run_reasons, prepare_dataset, select_runs
 
     runs_at_once = _runs_at_once(args) if args.local else 1
-    study = load_spec(args.spec)
+    study = load_spec(args.spec, dataset=args.dataset)
     store = _store(args, create_bucket=True)
+    queueing = not (args.local or args.dry_run)
+    if queueing:
+        from services.submission import user_coordinator
+
+        coord = user_coordinator()  # Redis first: an unreachable broker must leave nothing behind
+    try:
+        dataset = prepare_dataset(store, study, allow_local_path=args.local, materialize=not args.dry_run)
+    except ValueError as exc:
+        raise ValueError(f"{exc}\nnothing was queued") from None
+    study = study.bind_dataset(dataset)
+    print(dataset_line(dataset))
+    reasons = new_run_reasons(store, study)
     start, keep = select_runs(store, study, args.rerun)
     print(f"study {study.name}: {len(study.runs)} run(s); {len(start)} to run, {len(keep)} already finished")
+    for run in study.runs:
+        if args.dry_run or run.run_id in reasons:
+            why = f" (new: {reasons[run.run_id]})" if run.run_id in reasons else ""
+            print(f"  {run.run_id}{why}")
     if args.dry_run:
-        for run in study.runs:
-            print(f"  {run.run_id}")
         return OK
     if args.local:
         return _submit_local(args, store, study, runs_at_once)
-    from services.submission import confirm_queueing, queue_study, user_coordinator
+    from services.submission import confirm_queueing, queue_study
 
-    coord = user_coordinator()  # Redis first: an unreachable broker must leave nothing behind
     if not args.yes:
         confirm_queueing(len(start), args.max_runs, input if sys.stdin.isatty() else None)
     done = queue_study(store, coord, study, start, args.rerun)
@@ -338,20 +380,44 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from services.datasets import list_datasets, upload_dataset
+    if args.dataset_command == "check":
+        return _dataset_check(args)
+    from services.datasets import dataset_line, list_datasets, upload_dataset
+    from services.studies import dataset_info
 
     store = _store(args, create_bucket=args.dataset_command == "upload")
     if args.dataset_command == "upload":
-        manifest = upload_dataset(store, args.path, args.name, replace=args.replace)
-        splits = ", ".join(f"{k} {v} pairs" for k, v in manifest["splits"].items())
-        print(f"dataset {args.name}: {manifest['layout']} layout, {splits}, {len(manifest['files'])} files, "
-              f"manifest {manifest['hash'][:12]}")  # fmt: skip
+        manifest = upload_dataset(store, args.path, args.name, replace=args.replace, leaks=args.leaks)
+        info = dataset_info(args.name, args.name, manifest["hash"], manifest)
+        print(f"{dataset_line(info)}; {len(manifest['files'])} files, manifest {manifest['hash'][:12]}")
         if manifest.get("files_of", args.name) != args.name:
             print(f"same content as dataset {manifest['files_of']}: its files are shared, none uploaded")
         return OK
     rows = [{"name": d["name"], "layout": d["layout"], **d["splits"], "hash": d["hash"][:12],
              "files of": d["files_of"]} for d in list_datasets(store)]  # fmt: skip
     print(format_table(rows) if rows else "no datasets")
+    return OK
+
+
+def _dataset_check(args: argparse.Namespace) -> int:
+    """`dataset check PATH [--json]`: the folder only (no store, no broker, no settings)."""
+    import json
+
+    from services.datasets import apply_leak_policy, check_dataset, leakage_line
+
+    check = check_dataset(args.path)
+    if args.json:
+        print(json.dumps(check.to_json(), indent=1))
+        return OK
+    _, leakage = apply_leak_policy(check, "allow")
+    splits = ", ".join(f"{split} {len(pairs)}" for split, pairs in check.pairs.items())
+    print(f"{args.path}: {check.layout} layout; pairs: {splits}; checked in {check.seconds:.1f} s")
+    for s in check.skipped:
+        print(f"  skipped ({s['split']}): {s['path']}: {s['why']}")
+    print(f"splits: {leakage_line({**leakage, 'status': 'found'} if check.duplicates else leakage)}")
+    for d in check.duplicates:
+        (a, b), (pa, pb) = d.splits, d.pairs
+        print(f"  {d.kind:5s} {d.score:.3f}  {a} {pa}  =  {b} {pb}")
     return OK
 
 

@@ -20,12 +20,16 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from colormamba.data import DatasetError, available_splits, check_pairs, detect_layout, list_pairs
+from colormamba.data import DatasetError, Pair, available_splits, check_pairs, detect_layout, list_split
 from colormamba.storage import DATASETS, ObjectNotFound, Storage, check_name, dataset_prefix, manifest_key
 from services.settings import settings
+
+if TYPE_CHECKING:
+    from colormamba.data.leaks import Duplicate
 
 MANIFEST_FORMAT = 1
 
@@ -53,14 +57,49 @@ def manifest_hash(files: dict[str, dict[str, Any]]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def check_dataset(root: str | Path) -> dict[str, Any]:
-    """Read every pair of every split with the library's reader.
+LEAK_POLICIES = ("refuse", "drop", "allow")  # what a dataset with a pair in two splits gets (LEAK_HELP)
+LEAK_HELP = (
+    "--drop-leaks drops the later split's copies (test copies of train, val copies of train, val copies "
+    "of test) and records them in the manifest; --allow-leaks keeps them, and every report on the dataset "
+    "says so"
+)
 
-    Returns:
-        {"layout": ..., "splits": {split: n_pairs}, "files": [relative paths of every paired file]}.
+
+class DatasetLeak(DatasetError):
+    """A dataset whose splits share pairs (by content), refused under the `refuse` leak policy."""
+
+
+@dataclass
+class DatasetCheck:
+    """What `dataset check` finds in a folder: its layout, each split's pairs, what was skipped, and the
+    pairs that appear in more than one split (colormamba.data.leaks)."""
+
+    root: Path
+    layout: str
+    pairs: dict[str, list[Pair]]
+    skipped: list[dict[str, str]]
+    duplicates: list[Duplicate]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The `dataset check --json` document."""
+        return {
+            "layout": self.layout,
+            "splits": {split: len(pairs) for split, pairs in self.pairs.items()},
+            "skipped": self.skipped,
+            "duplicates": [d.to_dict() for d in self.duplicates],
+        }
+
+
+def check_dataset(root: str | Path) -> DatasetCheck:
+    """Read every pair of every split with the library's reader, and compare the splits by content.
+
     Raises:
         DatasetError (a ValueError) listing every bad file; a dataset without train and val is refused.
     """
+    from colormamba.data.leaks import find_duplicates
+
+    started = time.monotonic()
     root = Path(root)
     layout = detect_layout(root)
     splits = available_splits(root, layout)
@@ -69,42 +108,142 @@ def check_dataset(root: str | Path) -> dict[str, Any]:
         raise DatasetError(
             f"{root}: no {' and no '.join(missing)} split ({layout} layout); a study needs both"
         )
-    counts: dict[str, int] = {}
-    files: list[str] = []
+    pairs: dict[str, list[Pair]] = {}
+    skipped: list[dict[str, str]] = []
     problems: list[str] = []
     for split in splits:
         try:
-            pairs = list_pairs(root, split, layout)
-            check_pairs(pairs)
+            listing = list_split(root, split, layout)
+            check_pairs(listing.pairs)
         except DatasetError as exc:
             problems.append(str(exc))
             continue
-        counts[split] = len(pairs)
-        for pair in pairs:
-            files += [
-                Path(pair.nir).relative_to(root).as_posix(),
-                Path(pair.rgb).relative_to(root).as_posix(),
-            ]
+        pairs[split] = listing.pairs
+        skipped += [{"split": split, "path": _relative(s.path, root), "why": s.why} for s in listing.skipped]
     if problems:
         raise DatasetError(f"{root}: the dataset has bad files", problems)
-    return {"layout": layout, "splits": counts, "files": sorted(set(files))}
+    duplicates = find_duplicates(pairs)
+    return DatasetCheck(root, layout, pairs, skipped, duplicates, time.monotonic() - started)
 
 
-def build_manifest(root: str | Path, name: str) -> dict[str, Any]:
-    """Check the dataset and describe it: layout, pair counts and every file's size and checksum."""
-    root = Path(root)
-    checked = check_dataset(root)
-    files = {
-        rel: {"size": (root / rel).stat().st_size, "sha256": _sha256(root / rel)} for rel in checked["files"]
+def _relative(path: Path, root: Path) -> str:
+    return Path(path).relative_to(root).as_posix()
+
+
+def apply_leak_policy(check: DatasetCheck, policy: str) -> tuple[dict[str, list[Pair]], dict[str, Any]]:
+    """The pairs a dataset keeps under a leak policy, and the record of it that its manifest stores.
+
+    Returns:
+        (split -> kept pairs, {"policy", "status": "clean"|"dropped"|"allowed", "duplicates": [...],
+        "dropped": {split: {pair: reason}}, "counts": {"train-test": n, ...}}).
+    Raises:
+        DatasetLeak: `refuse` and some pair is in two splits, naming every such pair.
+    """
+    from colormamba.data.leaks import leak_drops
+
+    if policy not in LEAK_POLICIES:
+        raise ValueError(f"leak policy: expected one of {LEAK_POLICIES}, got {policy!r}")
+    found = check.duplicates
+    counts: dict[str, int] = {}
+    for d in found:
+        key = "-".join(d.splits)
+        counts[key] = counts.get(key, 0) + 1
+    if found and policy == "refuse":
+        listed = [f"{a} {pa!r} and {b} {pb!r}: {d.kind} copy (score {d.score:.3f})"
+                  for d in found for (a, b), (pa, pb) in [(d.splits, d.pairs)]]  # fmt: skip
+        totals = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise DatasetLeak(
+            f"{check.root}: {len(found)} pair(s) appear in more than one split ({totals}), so a test score "
+            f"would be partly a training score and the selection could pick on test; {LEAK_HELP}",
+            listed,
+        )
+    drops = leak_drops(found) if policy == "drop" else {}
+    kept = {
+        split: [p for p in pairs if p.name not in drops.get(split, {})]
+        for split, pairs in check.pairs.items()
     }
+    status = "clean" if not found else ("dropped" if policy == "drop" else "allowed")
+    record = {"policy": policy, "status": status, "duplicates": [d.to_dict() for d in found],
+              "dropped": drops, "counts": counts}  # fmt: skip
+    return kept, record
+
+
+def leakage_line(leakage: dict[str, Any] | None) -> str:
+    """One sentence on a dataset's leakage status, for the command line and the report's header."""
+    if not leakage:
+        return "not checked for pairs shared between splits (uploaded before the check existed)"
+    if leakage["status"] == "clean":
+        return "no pair in more than one split (same pixels, or near: re-encoded, resized, flipped, cropped)"
+    totals = ", ".join(f"{k} {v}" for k, v in leakage["counts"].items())
+    n = len(leakage["duplicates"])
+    if leakage["status"] == "found":
+        return (f"{n} pair(s) are in two splits ({totals}); `dataset upload` refuses the dataset unless told "
+                f"what to do: {LEAK_HELP}")  # fmt: skip
+    if leakage["status"] == "dropped":
+        dropped = ", ".join(f"{len(v)} from {k}" for k, v in leakage["dropped"].items() if v)
+        return f"{n} pair(s) were found in two splits ({totals}); the later copies were dropped ({dropped})"
+    return (f"{n} pair(s) are in two splits ({totals}) and were KEPT (--allow-leaks): scores on a split that "
+            "shares pairs with the training split are partly training scores")  # fmt: skip
+
+
+def dataset_line(info: dict[str, Any]) -> str:
+    """A dataset as a submission or upload shows it: layout, pairs per split, skipped files, leakage."""
+    splits = ", ".join(f"{split} {n}" for split, n in (info.get("splits") or {}).items())
+    skipped = f"; {info['skipped']} file(s)/folder(s) skipped" if info.get("skipped") else ""
+    return (f"dataset {info['name']}: {info.get('layout')} layout, pairs {splits}{skipped}; "
+            f"{leakage_line(info.get('leakage'))}")  # fmt: skip
+
+
+def build_manifest(root: str | Path, name: str, leaks: str = "refuse") -> dict[str, Any]:
+    """Check the dataset and describe it: layout, pair counts, what was skipped, the leak check and its
+    outcome, and every kept file's size and checksum (dropped and skipped files are not in it)."""
+    root = Path(root)
+    check = check_dataset(root)
+    kept, leakage = apply_leak_policy(check, leaks)
+    rels = sorted(
+        {_relative(path, root) for pairs in kept.values() for p in pairs for path in (p.nir, p.rgb)}
+    )
+    files = {rel: {"size": (root / rel).stat().st_size, "sha256": _sha256(root / rel)} for rel in rels}
     return {
         "format": MANIFEST_FORMAT,
         "name": name,
-        "layout": checked["layout"],
-        "splits": checked["splits"],
+        "layout": check.layout,
+        "splits": {split: len(pairs) for split, pairs in kept.items()},
         "files": files,
         "hash": manifest_hash(files),
+        "skipped": check.skipped,
+        "leakage": leakage,
+        "check_seconds": round(check.seconds, 2),
     }
+
+
+def local_view(root: str | Path, manifest: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
+    """A folder of links to exactly the manifest's files of a local dataset (`--local`), so that a run
+    reads what the check kept (no dropped leak, no skipped extra), as a worker reads its cached copy.
+
+    Keyed by the manifest's hash under `<cache>/views/`, built aside and renamed into place.
+    """
+    root = Path(root).expanduser().resolve()
+    views = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "views"
+    final = views / manifest["hash"]
+    if (final / ".complete").exists():
+        return final
+    views.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=views, prefix=f".{manifest['hash'][:12]}-"))
+    try:
+        for rel in manifest["files"]:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).symlink_to(root / rel)
+        (tmp / ".complete").write_text(str(root))
+        try:
+            tmp.rename(final)
+        except OSError:  # another process published it first: the same links
+            if not (final / ".complete").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def read_manifest(store: Storage, name: str) -> dict[str, Any]:
@@ -127,20 +266,25 @@ def read_manifest(store: Storage, name: str) -> dict[str, Any]:
     return {**data, "name": name}  # the key names it (files_prefix relies on that)
 
 
-def upload_dataset(store: Storage, root: str | Path, name: str, replace: bool = False) -> dict[str, Any]:
+def upload_dataset(
+    store: Storage, root: str | Path, name: str, replace: bool = False, leaks: str = "refuse"
+) -> dict[str, Any]:
     """Check a dataset folder, upload its paired files, then its manifest (last: the commit point).
 
     Uploading the same content again is a no-op; other content under an existing name is refused
     unless `replace` (running studies keep their cached copy, keyed by the old hash). Content that the
     store holds under another name is not uploaded again: the manifest names that dataset (`files_of`).
 
+    `leaks` is what a pair found in two splits gets (LEAK_POLICIES): refused (DatasetLeak, nothing is
+    uploaded), its later copy dropped, or kept and flagged; the manifest records the check and the outcome.
+
     Returns:
         the manifest.
     Raises:
-        DatasetError naming the bad files (nothing is uploaded), DatasetConflict.
+        DatasetError naming the bad files (nothing is uploaded), DatasetLeak, DatasetConflict.
     """
     root = Path(root)
-    manifest = build_manifest(root, check_name(name, "dataset name"))
+    manifest = build_manifest(root, check_name(name, "dataset name"), leaks)
     stored = list_datasets(store)
     existing = next((d for d in stored if d["name"] == name), None)
     if existing is not None:

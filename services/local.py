@@ -8,12 +8,10 @@ exactly what workers would have written to the bucket.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-from colormamba.storage import RunLocation, Storage
+from colormamba.storage import Storage
 from services.epoch_log import print_epoch_lines
 from services.runner import execute_run, share_cpu_threads
 from services.runs import DONE, FINAL, mark_cancelled, mark_failed, mark_queued, read_status
@@ -36,14 +34,9 @@ def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir
     if runs_at_once < 1:
         raise ValueError(f"runs_at_once must be >= 1, got {runs_at_once}")
     print_epoch_lines()
-    dataset = prepare_dataset(store, study, allow_local_path=True)
+    if not study.dataset_info:  # bound by the caller when it showed the dataset's check already
+        study = study.bind_dataset(prepare_dataset(store, study, allow_local_path=True, cache_dir=cache_dir))
     save_study(store, study)
-    if "path" in dataset:  # a local folder: plans carry its absolute path
-        for run in study.runs:
-            key = RunLocation(study.name, run.run_id).plan_key
-            plan = json.loads(store.get_bytes(key))
-            plan["dataset"] = str(Path(dataset["path"]).expanduser().resolve())
-            store.put_bytes(key, json.dumps(plan, indent=1).encode())
     start, _ = select_runs(store, study, rerun)
     plans = []
     for run in start:

@@ -30,6 +30,7 @@ The recipe is derived from `RunConfig`'s fields (all but those the spec sets in 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -174,6 +175,9 @@ class StudySpec(_Strict):
     recipe: Recipe = Field(default_factory=Recipe)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     configurations: dict[str, Configuration] = Field(min_length=1)
+    # a folder dataset (`--local`) whose splits share pairs: refused, the later copies dropped, or kept
+    # and flagged in every report (services.datasets.LEAK_POLICIES); an upload chose its dataset's
+    leaks: Literal["refuse", "drop", "allow"] = "refuse"
 
     @field_validator("seeds")
     @classmethod
@@ -193,6 +197,9 @@ class RunPlan:
     seed: int
     sweep: dict[str, Any]  # the swept values of this variant, e.g. {"vgg": 0.05}
     config: dict[str, Any]  # RunConfig.to_dict() without `dataset` (the worker fills in its local copy)
+    # what the names in `config` meant when the run was planned: {"loss_weights": {term: weight},
+    # "model": ModelConfig as a dict, "dataset": content identity}; reports show these, not today's presets
+    resolved: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,11 +209,13 @@ class RunPlan:
             "seed": self.seed,
             "sweep": self.sweep,
             "config": self.config,
+            "resolved": self.resolved,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunPlan:
-        return cls(**data)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,13 @@ class Study:
 
     spec: StudySpec
     runs: list[RunPlan]
+    # the dataset's content identity the run ids hash (services.studies.prepare_dataset), and what its
+    # check found (layout, pair counts, leakage); empty until bound
+    dataset_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def bind_dataset(self, info: dict[str, Any]) -> Study:
+        """The same study with run ids that hash the dataset's content (`info["identity"]`)."""
+        return Study(self.spec, expand(self.spec, dataset_identity=info["identity"]).runs, info)
 
     @property
     def name(self) -> str:
@@ -234,12 +250,14 @@ class Study:
             "spec": self.spec.model_dump(mode="json", exclude_none=True),
             "baseline": self.baseline,
             "dataset": dataset_name(self.spec.dataset),
+            "dataset_info": self.dataset_info,
             "runs": [r.to_dict() for r in self.runs],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Study:
-        return cls(StudySpec.model_validate(data["spec"]), [RunPlan.from_dict(r) for r in data["runs"]])
+        runs = [RunPlan.from_dict(r) for r in data["runs"]]
+        return cls(StudySpec.model_validate(data["spec"]), runs, data.get("dataset_info") or {})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -397,8 +415,11 @@ def _name_problems(spec: StudySpec) -> list[str]:
     return problems
 
 
-def expand(spec: StudySpec, source: str = "spec") -> Study:
+def expand(spec: StudySpec, source: str = "spec", dataset_identity: str | None = None) -> Study:
     """Check every run of the grid (RunConfig's checks, the names, the baseline) and expand it.
+
+    `dataset_identity`: the dataset's content (a manifest hash) that the run ids hash; until a submission
+    binds it (Study.bind_dataset), the ids hash the dataset's name.
 
     Raises:
         SpecError: every problem found, each at the field path the spec's author wrote, each once
@@ -424,7 +445,9 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
             variant = cname + "".join(f"+{k}={_fmt(v)}" for k, v in sweep.items())
             for seed in spec.seeds:
                 try:
-                    run = _plan(spec, conf, cname, variant, sweep, seed, run_recipe, weights)
+                    run = _plan(
+                        spec, conf, cname, variant, sweep, seed, run_recipe, weights, dataset_identity
+                    )
                 except ConfigError as exc:
                     problems += [_spec_path(p, cname, conf) for p in exc.problems]
                     continue
@@ -438,8 +461,11 @@ def expand(spec: StudySpec, source: str = "spec") -> Study:
 
 
 def _plan(spec: StudySpec, conf: Configuration, cname: str, variant: str, sweep: dict[str, Any], seed: int,
-          recipe: dict[str, Any], weights: dict[str, Any]) -> RunPlan:  # fmt: skip
-    """One run: its RunConfig (checked: ConfigError) and its id, which hashes what the run computes."""
+          recipe: dict[str, Any], weights: dict[str, Any], dataset_identity: str | None,
+          ) -> RunPlan:  # fmt: skip
+    """One run: its RunConfig (checked: ConfigError) and its id, which hashes what the run computes: the
+    resolved loss weights and model config (not preset names, whose meaning code can change), the
+    dataset's content, the recipe and the evaluation."""
     cfg = RunConfig.from_dict({
         **recipe,
         "dataset": "<resolved by the worker>",
@@ -451,11 +477,37 @@ def _plan(spec: StudySpec, conf: Configuration, cname: str, variant: str, sweep:
     })  # fmt: skip
     config = cfg.to_dict()
     del config["dataset"]
+    resolved = {
+        "loss_weights": resolved_loss_weights(config),
+        "model": resolved_model(config),
+        "dataset": dataset_identity or dataset_name(spec.dataset),
+    }
     # The evaluation's splits are hashed whatever their value: runs stored before they existed (scored on
     # val) must not be taken for runs that report test.
     evaluated = {"checkpoint": spec.evaluation.checkpoint, "splits": [cfg.select_split, cfg.report_split]}
-    digest = _digest({"dataset": dataset_name(spec.dataset), "config": _changed(config), **evaluated})
-    return RunPlan(f"{variant}-seed{seed}-{digest[:6]}", variant, cname, seed, sweep, config)
+    named = {k: v for k, v in _changed(config).items() if k not in RESOLVED_FIELDS}
+    digest = _digest({**resolved, "config": named, **evaluated})
+    return RunPlan(f"{variant}-seed{seed}-{digest[:6]}", variant, cname, seed, sweep, config, resolved)
+
+
+# RunConfig fields that name what `resolved` spells out: a run id hashes the resolved values instead
+RESOLVED_FIELDS = ("loss", "loss_weights", "model", "model_overrides")
+
+
+def resolved_loss_weights(config: dict[str, Any]) -> dict[str, float]:
+    """A run's loss terms and weights: its preset resolved by today's code, its overrides applied."""
+    from colormamba.losses import resolve_loss_config
+
+    return dict(resolve_loss_config(config["loss"], config.get("loss_weights")))
+
+
+def resolved_model(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's model configuration: its preset resolved by today's code, its overrides applied."""
+    from colormamba.models.registry import resolve_config
+
+    model = resolve_config(config["model"], scan_backend=config.get("scan_backend", "auto"),
+                           **config.get("model_overrides", {}))  # fmt: skip
+    return dataclasses.asdict(model)
 
 
 def parse_spec(data: Any, source: str = "spec") -> Study:
@@ -508,8 +560,9 @@ def _without(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any
     return data if paths else None
 
 
-def load_spec(path: str | Path) -> Study:
-    """Read and validate a YAML (or JSON) spec file; raises SpecError naming the file."""
+def load_spec(path: str | Path, dataset: str | None = None) -> Study:
+    """Read and validate a YAML (or JSON) spec file; raises SpecError naming the file. `dataset`, when
+    given, replaces the spec's dataset (`submit.py --dataset`: a folder with --local, a stored name)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -519,4 +572,6 @@ def load_spec(path: str | Path) -> Study:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [f"(file): not valid YAML ({exc})"]) from None
+    if dataset is not None and isinstance(data, dict):
+        data = {**data, "dataset": dataset}
     return parse_spec(data, str(path))

@@ -22,22 +22,76 @@ from colormamba.data import available_splits
 from colormamba.env import S3_BUCKET, S3_ENDPOINT
 from colormamba.storage import STUDIES, ObjectNotFound, RunLocation, Storage, StorageError, spec_key
 from colormamba.suggest import closest
-from services.datasets import ensure_synthetic, read_manifest
+from services.datasets import build_manifest, ensure_synthetic, local_view, read_manifest
 from services.runs import FINAL, RERUN_CHOICES, State, now, read_status
 from services.settings import STORE, settings
-from services.spec import RunPlan, SpecError, Study, SyntheticRef, dataset_name, is_local_path
+from services.spec import (
+    NOT_IN_RUN_ID,
+    RESOLVED_FIELDS,
+    RunPlan,
+    SpecError,
+    Study,
+    SyntheticRef,
+    dataset_name,
+    is_local_path,
+)
 
 
 def save_study(store: Storage, study: Study) -> None:
-    """Record the spec (the report's list of runs) and each run's plan (what a worker executes)."""
+    """Record the spec (the report's list of runs) and each run's plan (what a worker executes). The plans
+    name the dataset a worker reads: the bound one (`prepare_dataset`), else the spec's."""
+    dataset = study.dataset_info.get("ref") or dataset_name(study.spec.dataset)
     for run in study.runs:
         where = RunLocation(study.name, run.run_id)
-        plan = {**run.to_dict(), "study": study.name, "dataset": dataset_name(study.spec.dataset),
+        plan = {**run.to_dict(), "study": study.name, "dataset": dataset,
                 "checkpoint": study.spec.evaluation.checkpoint}  # fmt: skip
         store.put_bytes(where.plan_key, json.dumps(plan, indent=1).encode())
     store.put_bytes(
         spec_key(study.name), json.dumps({**study.to_dict(), "submitted_at": now()}, indent=1).encode()
     )
+
+
+def new_run_reasons(store: Storage, study: Study) -> dict[str, str]:
+    """Why each run of `study` that the study saved under its name does not have is new: for a run of the
+    same variant and seed there, what changed (the dataset's content, resolved loss weights or model, the
+    recipe); "new in the spec" otherwise. {} for a study never submitted."""
+    try:
+        before = {(r.variant, r.seed): r for r in load_study(store, study.name).runs}
+    except ValueError:
+        return {}
+    known = {r.run_id for r in before.values()}
+    reasons = {}
+    for run in study.runs:
+        if run.run_id not in known:
+            old = before.get((run.variant, run.seed))
+            reasons[run.run_id] = "new in the spec" if old is None else describe_change(old, run)
+    return reasons
+
+
+def describe_change(old: RunPlan, new: RunPlan) -> str:
+    """What differs between two plans of one variant and seed, in a line."""
+    if not old.resolved:
+        return "planned by an earlier version, whose run ids hashed preset and dataset names, not content"
+    parts = []
+    if old.resolved.get("dataset") != new.resolved.get("dataset"):
+        parts.append(f"dataset content {str(old.resolved.get('dataset'))[:12]} -> "
+                     f"{str(new.resolved.get('dataset'))[:12]}")  # fmt: skip
+    for what, key in (("loss weights", "loss_weights"), ("model", "model")):
+        diff = _dict_diff(old.resolved.get(key) or {}, new.resolved.get(key) or {})
+        if diff:
+            parts.append(f"{what} {diff}")
+    skip = (*RESOLVED_FIELDS, *NOT_IN_RUN_ID)
+    diff = _dict_diff({k: v for k, v in old.config.items() if k not in skip},
+                      {k: v for k, v in new.config.items() if k not in skip})  # fmt: skip
+    if diff:
+        parts.append(f"recipe {diff}")
+    return "; ".join(parts) or "the evaluation changed"
+
+
+def _dict_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """`key old -> new` for each key whose value differs (absent: -)."""
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in keys)
 
 
 def load_study(store: Storage, study: str) -> Study:
@@ -102,12 +156,18 @@ def reset_for_rerun(store: Storage, study: str, run: str) -> None:
                 store.delete(key)
 
 
-def prepare_dataset(store: Storage, study: Study, allow_local_path: bool) -> dict[str, Any]:
-    """Make the study's dataset available to workers; returns {"name": ...} or {"path": ...}.
+def prepare_dataset(store: Storage, study: Study, allow_local_path: bool, cache_dir: Any = None,
+                    materialize: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Check the study's dataset and make it available to the runs; returns what `Study.bind_dataset`
+    takes: {"name", "ref" (what a run's plan names: a stored dataset, or the folder a run reads),
+    "identity" (the content the run ids hash), "layout", "splits", "leakage", "skipped"}.
 
-    A synthetic dataset is generated and uploaded once; a stored one must exist (its manifest is read so
-    that a missing dataset is refused before anything is queued); a local folder is only for `--local`.
-    Each must hold the splits the spec trains, selects and reports on (`check_splits`).
+    A synthetic dataset is generated and uploaded once (its identity is its parameters: generation is
+    deterministic); a stored one must exist (its manifest is read, so that a missing dataset is refused
+    before anything is queued); a local folder (only `--local`) is checked like an upload, under the spec's
+    `leaks` policy, and runs read a view of exactly the files its check kept (services.datasets.local_view).
+    Each must hold the splits the spec trains, selects and reports on (`check_splits`). `materialize`
+    False (a dry run) generates, uploads and links nothing.
     """
     ref = study.spec.dataset
     if isinstance(ref, SyntheticRef):
@@ -115,9 +175,11 @@ def prepare_dataset(store: Storage, study: Study, allow_local_path: bool) -> dic
         s = ref.synthetic
         counts = {"train": s.n_train, "val": s.n_val, "test": s.n_test}
         check_splits(study, name, [split for split, n in counts.items() if n > 0])  # before generating it
-        ensure_synthetic(store, name, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, size=s.size,
-                         seed=s.seed)  # fmt: skip
-        return {"name": name}
+        manifest: dict[str, Any] = {"splits": {k: v for k, v in counts.items() if v}, "layout": "vcip2020"}
+        if materialize:
+            manifest = ensure_synthetic(store, name, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
+                                        size=s.size, seed=s.seed)  # fmt: skip
+        return dataset_info(name, name, name, manifest)
     if is_local_path(ref):
         if not allow_local_path:
             raise ValueError(
@@ -126,11 +188,22 @@ def prepare_dataset(store: Storage, study: Study, allow_local_path: bool) -> dic
                 "spec "
                 "(or run the study with --local)"
             )
+        root = Path(ref).expanduser()
         layout = study.spec.recipe.layout or "auto"
-        check_splits(study, ref, available_splits(Path(ref).expanduser(), layout))
-        return {"path": ref}
-    check_splits(study, ref, list(read_manifest(store, ref)["splits"]))
-    return {"name": ref}
+        check_splits(study, ref, available_splits(root, layout))
+        manifest = build_manifest(root, "local", study.spec.leaks)
+        view = local_view(root, manifest, cache_dir) if materialize else root.resolve()
+        return {**dataset_info(ref, str(view), manifest["hash"], manifest), "source": str(root.resolve())}
+    manifest = read_manifest(store, ref)
+    check_splits(study, ref, list(manifest["splits"]))
+    return dataset_info(ref, ref, manifest["hash"], manifest)
+
+
+def dataset_info(name: str, ref: str, identity: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a study records of its dataset (Study.dataset_info), from its manifest."""
+    return {"name": name, "ref": ref, "identity": identity, "layout": manifest.get("layout"),
+            "splits": manifest.get("splits"), "leakage": manifest.get("leakage"),
+            "skipped": len(manifest.get("skipped") or [])}  # fmt: skip
 
 
 def check_splits(study: Study, dataset: str, present: list[str]) -> None:

@@ -84,10 +84,13 @@ def queue_study(store: Storage, coord: Coordinator, study: Study, start: Iterabl
     from services.app import queue_run
     from services.coord import run_key
 
-    try:
-        prepare_dataset(store, study, allow_local_path=False)
-    except ValueError as exc:
-        raise ValueError(f"{exc}\nnothing was queued") from None
+    if not study.dataset_info:  # bound by the caller when it showed the dataset's check already
+        try:
+            study = study.bind_dataset(prepare_dataset(store, study, allow_local_path=False))
+        except ValueError as exc:
+            raise ValueError(f"{exc}\nnothing was queued") from None
+        chosen = {(r.variant, r.seed) for r in start}  # the same runs, under their bound ids
+        start = [r for r in study.runs if (r.variant, r.seed) in chosen]
     save_study(store, study)
     queued = running = 0
     for run in start:

@@ -46,6 +46,7 @@ class TrainBatches:
         augment: the augmentation; None means the study's recipe.
         seed: the run's seed.
         resident_limit_bytes: keep the split on `device` when it is at most this large.
+        image_size: read every image resized to this square side (RunConfig.image_size; 0: as stored).
     """
 
     def __init__(
@@ -55,8 +56,9 @@ class TrainBatches:
         augment: AugmentConfig | None = None,
         seed: int = 0,
         resident_limit_bytes: int = RESIDENT_LIMIT_BYTES,
+        image_size: int = 0,
     ) -> None:
-        split = PairedDataset(pairs, train=False)
+        split = PairedDataset(pairs, train=False, image_size=image_size)
         images = split.stacked()  # (N, 4, H, W) uint8: NIR, then RGB
         self.device = torch.device(device)
         self.augment = augment if augment is not None else AugmentConfig()

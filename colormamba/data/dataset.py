@@ -39,6 +39,9 @@ class PairedDataset(Dataset):
         seed: the run's seed; with the epoch and the item index it fixes every augmentation.
         preload: read every pair once here (as uint8: 372 pairs of 256x256 take 100 MB), reporting all
             bad files together; otherwise each item is read from disk when asked for.
+        image_size: resize every image as it is read to this square side (antialiased area averaging, then
+            rounded to 8 bits as a resized file would be); 0 keeps the stored size. A CPU-sized study of
+            full-size data trains and scores at the reduced size (RunConfig.image_size).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class PairedDataset(Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         preload: bool = True,
+        image_size: int = 0,
     ) -> None:
         if not pairs:
             raise ValueError("PairedDataset needs at least one pair")
@@ -57,10 +61,14 @@ class PairedDataset(Dataset):
         self.train = train
         self.augment = augment if augment is not None else AugmentConfig()
         self.seed = seed
+        self.image_size = image_size
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._images: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         if preload:
-            self._images = [(_to_bytes(nir), _to_bytes(rgb)) for _, nir, rgb in iter_pairs(self.pairs)]
+            self._images = [
+                (_to_bytes(self._sized(nir)), _to_bytes(self._sized(rgb)))
+                for _, nir, rgb in iter_pairs(self.pairs)
+            ]
 
     @property
     def epoch(self) -> int:
@@ -100,15 +108,23 @@ class PairedDataset(Dataset):
     def _bytes(self, index: int) -> torch.Tensor:
         """Pair `index` as uint8 (4, H, W): the preloaded bytes as they are, or read from disk."""
         if self._images is None:
-            return _to_bytes(torch.cat(load_pair(self.pairs[index])))
+            return torch.cat([_to_bytes(self._sized(image)) for image in load_pair(self.pairs[index])])
         return torch.cat(self._images[index])
+
+    def _sized(self, image: torch.Tensor) -> torch.Tensor:
+        """(C, H, W) at the dataset's `image_size` (area averaging: a downscale without aliasing)."""
+        if not self.image_size or image.shape[-2:] == (self.image_size, self.image_size):
+            return image
+        size = (self.image_size, self.image_size)
+        return torch.nn.functional.interpolate(image[None], size=size, mode="area")[0].clamp_(0, 1)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def _read(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._images is None:
-            return load_pair(self.pairs[index])
+            nir, rgb = (_to_float(_to_bytes(self._sized(image))) for image in load_pair(self.pairs[index]))
+            return nir, rgb
         nir, rgb = self._images[index]
         return _to_float(nir), _to_float(rgb)
 

@@ -77,7 +77,9 @@ def test_dry_run_lists_the_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     runs = load_spec(DEMO).runs
     assert f"{len(runs)} run(s); {len(runs)} to run" in out.stdout
-    assert [line.strip() for line in out.stdout.splitlines()[1:]] == [r.run_id for r in runs]
+    dataset, _, *listed = out.stdout.splitlines()
+    assert dataset.startswith("dataset synthetic-") and "pairs train 32, val 8, test 16" in dataset
+    assert [line.strip() for line in listed] == [r.run_id for r in runs]
 
 
 def test_dataset_upload_refuses_a_corrupt_image_naming_it(tmp_path):
@@ -96,7 +98,7 @@ def test_dataset_upload_and_list(tmp_path):
     env = {"COLORMAMBA_STORE": str(tmp_path / "store")}
     out = submit("dataset", "upload", str(root), "--name", "ds", env=env)
     assert out.returncode == 0, out.stderr
-    assert "train 3 pairs, val 2 pairs" in out.stdout
+    assert "pairs train 3, val 2" in out.stdout
     out = submit("dataset", "upload", str(root), "--name", "ds-again", env=env)
     assert out.returncode == 0, out.stderr
     assert "same content as dataset ds: its files are shared, none uploaded" in out.stdout

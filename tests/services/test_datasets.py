@@ -12,13 +12,17 @@ from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage
 from services.datasets import (
     DatasetConflict,
+    DatasetLeak,
+    check_dataset,
     ensure_synthetic,
     fetch_dataset,
+    leakage_line,
     list_datasets,
     manifest_key,
     read_manifest,
     upload_dataset,
 )
+from tests.support.real_data import REAL_COPY, REAL_COPY_ABSENT
 
 
 @pytest.fixture
@@ -137,3 +141,93 @@ def test_synthetic_datasets_are_generated_once(tmp_path):
     m2 = ensure_synthetic(store, "synthetic-abc", n_train=3, n_val=2, size=16, seed=0)
     assert m1["hash"] == m2["hash"]
     assert m1["splits"] == {"train": 3, "val": 2}
+
+
+# --- pairs shared between splits (colormamba.data.leaks) under the upload's leak policy ---------------
+
+
+def _plant(root, train_name: str, folder: str, name: str, flip: bool = False) -> None:
+    """A copy of train pair `train_name` as pair `name` in `folder` (Validation or Testing): the same
+    bytes, or mirrored left-right."""
+    from PIL import Image, ImageOps
+
+    for src, suffix in ((root / "NIR" / f"{train_name}_nir.png", "_nir.png"),
+                        (root / "RGB-Registered" / f"{train_name}_rgb_reg.png", "_rgb_reg.png")):  # fmt: skip
+        target = root / folder / f"{name}{suffix}"
+        if flip:
+            ImageOps.mirror(Image.open(src)).save(target)
+        else:
+            shutil.copyfile(src, target)
+
+
+@pytest.fixture
+def leaky(tmp_path):
+    """A dataset whose test split holds a byte copy of a training pair and whose val split a mirrored one."""
+    root = make_synthetic_dataset(tmp_path / "leaky", n_train=6, n_val=3, n_test=3, size=32, seed=11)
+    train = [p.name for p in list_pairs(root, "train")]
+    _plant(root, train[0], "Testing", "copy_of_train")
+    _plant(root, train[1], "Validation", "mirrored_train", flip=True)
+    return root, train
+
+
+def test_a_leaky_dataset_is_refused_naming_the_pairs_and_nothing_is_uploaded(leaky, tmp_path):
+    root, train = leaky
+    store = LocalStorage(tmp_path / "store")
+    with pytest.raises(DatasetLeak) as info:
+        upload_dataset(store, root, "leaky")
+    message = str(info.value)
+    for name in (train[0], "copy_of_train", train[1], "mirrored_train", "--drop-leaks", "--allow-leaks"):
+        assert name in message
+    assert store.list("datasets") == []
+
+
+def test_drop_leaks_drops_the_later_copies_and_records_why(leaky, tmp_path):
+    root, train = leaky
+    store = LocalStorage(tmp_path / "store")
+    manifest = upload_dataset(store, root, "leaky", leaks="drop")
+    assert manifest["splits"] == {"train": 6, "val": 3, "test": 3}  # 3 + 1 planted, minus the copy
+    leakage = manifest["leakage"]
+    assert leakage["status"] == "dropped"
+    assert set(leakage["dropped"]["test"]) == {"copy_of_train"}
+    assert set(leakage["dropped"]["val"]) == {"mirrored_train"}
+    assert train[0] in leakage["dropped"]["test"]["copy_of_train"]
+    kinds = {tuple(d["pairs"]): (d["kind"], tuple(d["splits"])) for d in leakage["duplicates"]}
+    assert kinds[(train[0], "copy_of_train")] == ("exact", ("train", "test"))
+    assert kinds[(train[1], "mirrored_train")] == ("near", ("train", "val"))
+    assert not any("copy_of_train" in rel or "mirrored_train" in rel for rel in manifest["files"])
+    local = fetch_dataset(store, "leaky", tmp_path / "cache")
+    assert "copy_of_train" not in [p.name for p in list_pairs(local, "test")]
+    assert read_manifest(store, "leaky")["leakage"] == leakage
+
+
+def test_allow_leaks_keeps_them_and_says_so(leaky, tmp_path):
+    root, _ = leaky
+    manifest = upload_dataset(LocalStorage(tmp_path / "store"), root, "leaky", leaks="allow")
+    assert manifest["splits"] == {"train": 6, "val": 4, "test": 4}
+    assert manifest["leakage"]["status"] == "allowed" and manifest["leakage"]["dropped"] == {}
+    assert "KEPT" in leakage_line(manifest["leakage"])
+
+
+def test_a_clean_dataset_records_a_clean_check(dataset, tmp_path):
+    manifest = upload_dataset(LocalStorage(tmp_path / "store"), dataset, "clean")
+    assert manifest["leakage"]["status"] == "clean" and manifest["leakage"]["duplicates"] == []
+    assert manifest["skipped"] == []
+
+
+@pytest.mark.skipif(not REAL_COPY.is_dir(), reason=REAL_COPY_ABSENT)
+def test_the_real_copy_is_refused_then_uploads_with_its_leaks_dropped(tmp_path):
+    check = check_dataset(REAL_COPY)
+    assert check.duplicates, "the public copy has pairs in two splits"
+    store = LocalStorage(tmp_path / "store")
+    with pytest.raises(DatasetLeak):
+        upload_dataset(store, REAL_COPY, "vcip2020")
+    manifest = upload_dataset(store, REAL_COPY, "vcip2020", leaks="drop")
+    dropped = manifest["leakage"]["dropped"]
+    for split, listed in check.to_json()["splits"].items():
+        assert manifest["splits"][split] == listed - len(dropped.get(split, {}))
+    assert manifest["splits"]["train"] == 372
+    assert [s["path"] for s in manifest["skipped"]] == ["Testing/visual"]
+    assert not any(rel.startswith("Testing/visual") for rel in manifest["files"])
+    local = fetch_dataset(store, "vcip2020", tmp_path / "cache")
+    kept_test = {p.name for p in list_pairs(local, "test")}
+    assert kept_test.isdisjoint(dropped.get("test", {})) and len(kept_test) == manifest["splits"]["test"]
