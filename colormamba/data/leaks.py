@@ -11,11 +11,12 @@ a byte comparison would miss every one of them.
   luminance and two opponent chroma channels), each zero-mean and normalised, compared by normalised
   correlation. It is robust to re-encoding (JPEG quality 60 and up), to resizing to any size (aspect ratio
   included), to horizontal and vertical flips (and both), to crops of up to MAX_CROP of each side
-  (anywhere, with or without resizing back), and to brightness/contrast changes of a channel. It is not
-  robust to rotations, to larger crops (an overlapping view of the same photo shifted by a quarter of its
-  width scores well below the threshold: the real VCIP2020 copy has such views, cut from one larger photo,
-  and they are not reported), to an RGB image turned grey, nor to a copy of only the NIR or only the RGB
-  image of a pair; a featureless (flat) pair is only found as an exact copy.
+  (anywhere, with or without resizing back), to brightness/contrast changes of a channel, and to rotations
+  of a degree or two. It is not robust to larger rotations (5 degrees: mostly found; 90: never), to larger
+  crops (15%: found two times in three; 20%: never), to overlapping views of one photo (shifted by a
+  quarter of a side they score at most 0.57; the real VCIP2020 copy has such views, and a few other shots
+  of the same scene, across its splits, and they are not reported), to an RGB image turned grey (~0.71),
+  nor to a copy of only the NIR or only the RGB image of a pair; a flat pair is only found as an exact copy.
 
 The near check runs in two stages. All pairs of two splits are compared at once, by one matrix product,
 on coarse COARSE_SIZE thumbnails with a coarse grid of crops; the few pairs that come close to the
@@ -31,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -38,58 +40,68 @@ from PIL import Image
 from colormamba.data.layouts import SPLITS, Pair
 
 WORK_SIZE = 64
-"""Both images of a pair are first area-averaged to WORK_SIZE x WORK_SIZE (whatever their size and aspect
-ratio): the thumbnails below need no more detail, and it makes every pair's arrays the same shape."""
+"""Both images of a pair are first area-averaged to WORK_SIZE x WORK_SIZE, whatever their size and aspect
+ratio (a resized or cropped copy lands on the same grid): the 32 x 32 thumbnails need no more, and every
+pair then has arrays of one shape."""
 
 COARSE_SIZE = 16
-"""Side of the thumbnails that compare every pair with every pair of the other splits. Calibrated on the
-real VCIP2020 copy: at 16 x 16 the copies made of its images (every transformation named in the module
-docstring) all score at least ~0.9 while different photos stay below ~0.7, which is all a candidate filter
-needs; 8 x 8 lets different landscapes with the same horizon look alike."""
+"""Side of the thumbnails that compare every pair with every pair of the other splits. On the real VCIP2020
+copy (418 pairs), at 16 x 16 every copy made of its images (each transformation the module docstring
+lists) scores at least 0.93 and different photos at most 0.70 (0.75 within train): enough to pick the
+candidates, at a quarter of the cost of 32 x 32. At 12 x 12 different photos already reach 0.75."""
 
 FINE_SIZE = 32
-"""Side of the thumbnails that score the candidates. At 32 x 32 the highest score of two different photos
-of the real copy falls to ~0.63 (about 0.70 at 16 x 16) while copies keep scoring above ~0.93."""
+"""Side of the thumbnails that score the candidates, and give the reported score. At 32 x 32 different
+photos of the real copy score at most 0.63 across splits (0.69 within train), while copies still score at
+least 0.95."""
 
 MAX_CROP = 0.10
-"""Largest crop covered, as a fraction of a side (split in any way between its two ends). One side of every
-comparison is tried with crops of up to this much, in steps of COARSE_STEP, then FINE_STEP."""
+"""Largest crop covered, as a fraction of a side, split in any way between its two ends: one side of every
+comparison is tried with every crop of a grid up to this much, on both axes."""
 
 COARSE_STEP = 0.05
-"""Crop grid step of the coarse stage: 6 crops per axis, 36 in all (a crop between two grid points is
-off by at most 2.5% of a side, which 16 x 16 blurred thumbnails tolerate: copies still score > 0.89)."""
+"""Crop grid step of the coarse stage: 6 crops per axis, 36 in all. A crop between two grid points is off by
+at most 2.5% of a side, which blurred 16 x 16 thumbnails tolerate: such copies still scored >= 0.93."""
 
 FINE_STEP = 0.025
-"""Crop grid step of the fine stage: 15 crops per axis, 225 in all; copies cropped anywhere in the range
-score > 0.93 where the coarse grid lets them fall to ~0.88."""
+"""Crop grid step of the fine stage: 15 crops per axis, 225 in all: copies cropped at random within
+MAX_CROP (resized back or not) score >= 0.975 (>= 0.95 after a JPEG re-encode and a resize too)."""
 
-_STEP = {COARSE_SIZE: COARSE_STEP, FINE_SIZE: FINE_STEP}
-
-BLUR = {COARSE_SIZE: 1.0, FINE_SIZE: 1.5}
-"""Gaussian blur (sigma, in thumbnail cells) of each thumbnail size: it absorbs the misalignment a
-resize, a JPEG block or a crop between grid points leaves (a fraction of a cell)."""
-
-HIGH_PASS = {COARSE_SIZE: 4.0, FINE_SIZE: 8.0}
-"""Sigma (in thumbnail cells) of the wide Gaussian subtracted from each thumbnail: without it the large
-bright sky over dark ground that most landscapes share dominates the correlation, and different photos of
-the real copy score up to 0.91 at 16 x 16 (copies then fall below them); with it, 0.70."""
-
-FLAT_RMS = 1.0 / 255.0
-"""A channel whose band-passed thumbnail varies by less than one grey level (RMS) is treated as flat, not
-stretched to unit norm: a grey RGB image has no chroma, and its JPEG noise must not count as some."""
+THRESHOLD = 0.80
+"""Default score from which two pairs are near copies. Calibrated on the real VCIP2020 copy: the highest
+score of two different photos in two splits is 0.628 (0.685 within train: overlapping views cut from one
+larger photo), and copies of 80 of its pairs made by every transformation the module docstring lists (and
+combinations: crop + JPEG 75 + resize to 128) score at least 0.952. 0.80 leaves more than 0.1 on each
+side."""
 
 CANDIDATE_MARGIN = 0.15
 """Pairs whose coarse score is at least `threshold - CANDIDATE_MARGIN` are scored on the fine grid. On the
-real copy and on copies made of its images, the fine score of a pair never exceeded its coarse score by
-more than 0.06 (copies cropped between two points of the coarse grid)."""
+real copy and on the copies made of it, a fine score never exceeded the coarse one by more than 0.06 (for
+copies cropped between two points of the coarse grid)."""
 
-THRESHOLD = 0.80
-"""Default fine score from which two pairs are near copies. Calibrated on the real VCIP2020 copy (418
-pairs): the highest score of two different photos across splits is 0.63 (0.69 within train, overlapping
-views of one larger photo), and copies made of its images by every transformation the module docstring
-lists score at least 0.93; 0.80 leaves a margin of more than 0.1 to both."""
+FLAT_RMS = 1.0 / 255.0
+"""A channel whose band-passed thumbnail varies by less than one grey level (RMS) is flat: it is not
+stretched to unit norm (a grey RGB image has no chroma, and its JPEG noise must not count as some)."""
 
-READ_THREADS = 4  # images are decoded by this many threads at most (fewer on fewer cores)
+READ_THREADS = 4
+"""Threads that decode images (at most one per core): PIL decodes without holding the GIL, and decoding is
+most of the check's time."""
+
+
+class _Stage(NamedTuple):
+    """One stage's thumbnails: side, crop grid step, and the band-pass applied on the thumbnail grid."""
+
+    size: int
+    step: float
+    blur: float  # sigma in cells: absorbs what a resize, JPEG blocks or an off-grid crop shift (< 1 cell)
+    high_pass: float  # sigma in cells of the wide blur subtracted: see _COARSE
+
+
+_COARSE = _Stage(COARSE_SIZE, COARSE_STEP, blur=1.0, high_pass=4.0)
+"""Without the high-pass (a thumbnail minus its wide blur), the bright sky over darker ground that most
+landscapes share dominates the correlation: different photos of the real copy scored up to 0.91 and copies
+as little as 0.82, and no threshold told them apart."""
+_FINE = _Stage(FINE_SIZE, FINE_STEP, blur=1.5, high_pass=8.0)
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _FLIPS = 4  # none, horizontal, vertical, both
@@ -167,19 +179,19 @@ def _gauss(size: int, sigma: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _axis_operator(size: int) -> np.ndarray:
+def _axis_operator(stage: _Stage) -> np.ndarray:
     """(crops * size, WORK_SIZE): per crop of the size's grid, area-average the kept interval into `size`
     cells, then band-pass (blur minus wide blur); applied to both axes, it gives every crop's thumbnail."""
-    band = _gauss(size, BLUR[size])
-    band = band - _gauss(size, HIGH_PASS[size]) @ band
-    edges_px = np.arange(WORK_SIZE + 1, dtype=np.float64)
+    size = stage.size
+    band = _gauss(size, stage.blur)
+    band = band - _gauss(size, stage.high_pass) @ band
+    pixels = np.arange(WORK_SIZE + 1, dtype=np.float64)  # pixel edges
     blocks = []
-    for start, end in _crop_grid(_STEP[size]):
-        edges = WORK_SIZE * (start + (1.0 - start - end) * np.arange(size + 1) / size)
-        overlap = np.minimum(edges[1:, None], edges_px[None, 1:]) - np.maximum(
-            edges[:-1, None], edges_px[None, :-1]
-        )
-        area = np.clip(overlap, 0.0, None)
+    for start, end in _crop_grid(stage.step):
+        cells = WORK_SIZE * (start + (1.0 - start - end) * np.arange(size + 1) / size)  # cell edges
+        lo = np.maximum(cells[:-1, None], pixels[None, :-1])
+        hi = np.minimum(cells[1:, None], pixels[None, 1:])
+        area = np.clip(hi - lo, 0.0, None)  # (cell, pixel) overlap
         blocks.append(band @ (area / area.sum(axis=1, keepdims=True)))
     return np.concatenate(blocks).astype(np.float32)
 
@@ -210,17 +222,18 @@ def _both_axes(op: np.ndarray, work: np.ndarray) -> np.ndarray:
     return rows.reshape(k, n, c, k).transpose(1, 2, 0, 3)
 
 
-def _crops(work: np.ndarray, size: int) -> np.ndarray:
+def _crops(work: np.ndarray, stage: _Stage) -> np.ndarray:
     """(n, 4, W, W) work arrays -> (n, crops^2, 4 size^2): the fingerprint of every crop of the grid."""
-    k = _axis_operator(size).shape[0] // size
-    thumbs = _both_axes(_axis_operator(size), work).reshape(len(work), 4, k, size, k, size)
+    size, op = stage.size, _axis_operator(stage)
+    k = op.shape[0] // size
+    thumbs = _both_axes(op, work).reshape(len(work), 4, k, size, k, size)
     return _normalise(thumbs.transpose(0, 2, 4, 1, 3, 5).reshape(len(work), k * k, 4, size, size))
 
 
-def _flips(work: np.ndarray, size: int) -> np.ndarray:
+def _flips(work: np.ndarray, stage: _Stage) -> np.ndarray:
     """(n, 4, W, W) -> (n, 4 flips, 4 size^2): the uncropped fingerprint, as is and flipped."""
     # the grid's first crop is the whole image, and its operator is symmetric: flips commute with it
-    base = _both_axes(_axis_operator(size)[:size], work)
+    base = _both_axes(_axis_operator(stage)[: stage.size], work)
     flips = np.stack([base, base[..., ::-1], base[..., ::-1, :], base[..., ::-1, ::-1]], axis=1)
     return _normalise(flips)
 
@@ -237,13 +250,13 @@ def _best(crops: np.ndarray, flips: np.ndarray) -> np.ndarray:
 
 def _coarse_scores(works: list[np.ndarray], chunk: int = 64) -> dict[tuple[int, int], np.ndarray]:
     """(split index a, b) with a < b -> (n_a, n_b) coarse scores: best over crops of either side."""
-    flips = [_flips(w, COARSE_SIZE) for w in works]
+    flips = [_flips(w, _COARSE) for w in works]
     directed: dict[tuple[int, int], np.ndarray] = {}
     for a, work in enumerate(works):
         others = [b for b in range(len(works)) if b != a]
         parts: dict[int, list[np.ndarray]] = {b: [] for b in others}
         for start in range(0, len(work), chunk):  # crops take memory: a chunk of pairs at a time
-            crops = _crops(work[start : start + chunk], COARSE_SIZE)
+            crops = _crops(work[start : start + chunk], _COARSE)
             for b in others:
                 parts[b].append(_best(crops, flips[b]))
         for b in others:
@@ -260,14 +273,14 @@ def _fine_scores(
 ) -> dict[tuple[int, int, int, int], float]:
     """(split a, index i, split b, index j) -> fine score, for the candidate pairs only."""
     keys = sorted({(a, i) for a, i, _, _ in candidates} | {(b, j) for _, _, b, j in candidates})
-    flips = {key: _flips(works[key[0]][key[1] : key[1] + 1], FINE_SIZE)[0] for key in keys}
+    flips = {key: _flips(works[key[0]][key[1] : key[1] + 1], _FINE)[0] for key in keys}
     partners: dict[tuple[int, int], list[tuple[int, int]]] = {key: [] for key in keys}
     for a, i, b, j in candidates:
         partners[a, i].append((b, j))
         partners[b, j].append((a, i))
     best: dict[tuple[tuple[int, int], tuple[int, int]], float] = {}
     for key in keys:  # one pair's 225 crops at a time, against the flips of its few candidates
-        crops = _crops(works[key[0]][key[1] : key[1] + 1], FINE_SIZE)
+        crops = _crops(works[key[0]][key[1] : key[1] + 1], _FINE)
         scores = _best(crops, np.stack([flips[p] for p in partners[key]]))[0]
         for other, score in zip(partners[key], scores, strict=True):
             best[key, other] = float(score)
@@ -361,4 +374,4 @@ def leak_drops(duplicates: Sequence[Duplicate]) -> dict[str, dict[str, str]]:
         )
         what = "exact copy (same pixels)" if d.kind == "exact" else f"near copy (score {d.score:.3f})"
         drops.setdefault(drop_split, {}).setdefault(drop, f"{what} of {keep_split} pair {keep!r}")
-    return {split: drops[split] for split in SPLITS if split in drops}
+    return {split: dict(sorted(drops[split].items())) for split in SPLITS if split in drops}
