@@ -6,8 +6,9 @@ Two halves: `collect` (services/report/collect.py) reads the store once per run 
 variant (report.json); the renderers (render.py: tables, Markdown, HTML; plots.py: figures) only read that
 data and the runs' sample images. A study still running gives a partial report, marked as such.
 
-Outputs under `reports/<study>/` (colormamba.storage.report_prefix): report.json (everything), report.csv
-(one row per configuration variant), runs.csv, per_image.csv, differences.csv (paired differences against
+Outputs under `reports/<study>/` (colormamba.storage.report_prefix): report.json (everything, the trivial
+references' rows included), report.csv (one row per configuration variant, with whether it beats each
+trivial reference), runs.csv, per_image.csv, differences.csv (paired differences against
 the baseline with 95% intervals over seeds and images, Holm-adjusted verdicts: services/stats.py),
 curves.png, scatter.png, samples.png, report.md and report.html (one self-contained page).
 """
@@ -22,7 +23,14 @@ from colormamba.storage import Storage, report_prefix
 from services.report.collect import ci_summary, collect, paired_differences
 from services.report.names import CI_LEVEL, HIGHER_IS_BETTER, LABELS, METRICS, REPORT_FILES
 from services.report.plots import curves_figure, png, samples_figure, scatter_figure
-from services.report.render import DIFFERENCE_COLUMNS, render_html, render_markdown, table_rows, to_csv
+from services.report.render import (
+    DIFFERENCE_COLUMNS,
+    render_html,
+    render_markdown,
+    summary_csv_rows,
+    table_rows,
+    to_csv,
+)
 from services.studies import load_study
 
 __all__ = [
@@ -40,7 +48,7 @@ def build_report(store: Storage, study_name: str) -> dict[str, Any]:
                "samples.png": png(samples_figure(store, data))}  # fmt: skip
     files: dict[str, bytes] = {
         "report.json": json.dumps(data, indent=1, default=str).encode(),
-        "report.csv": to_csv(data["summary"]),
+        "report.csv": to_csv(summary_csv_rows(data)),
         "runs.csv": to_csv(data["runs"]),
         "per_image.csv": to_csv(data["per_image"], ["variant", "seed", "run", "name", *METRICS]),
         "differences.csv": to_csv(data["differences"], DIFFERENCE_COLUMNS),

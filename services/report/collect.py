@@ -23,14 +23,18 @@ from colormamba.config import RunConfig
 from colormamba.losses import resolve_loss_config
 from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
-from services.report.names import CI_LEVEL, HIGHER_IS_BETTER, METRICS
+from services.report.names import BEAT_METRICS, CI_LEVEL, HIGHER_IS_BETTER, METRICS, TRIVIAL_LABELS
 from services.runs import DONE, now, read_status
 from services.spec import RunPlan, Study
 from services.stats import holm, paired_interval, verdict
 
 TRAINING_STATES = ("succeeded", "running", "lost")  # runs whose history.csv the curves show
-RECIPE_KEYS = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "grad_clip", "max_steps_per_epoch",
-               "precision")  # fmt: skip
+# How far two runs' scores of one trivial reference may differ and still count as the same computation: the
+# float64 metrics agree to rounding across devices; LPIPS is a float32 network (TF32 convolutions on a GPU).
+TRIVIAL_REL_TOL = {"lpips": 1e-3}
+TRIVIAL_REL_TOL_DEFAULT = 1e-6
+RECIPE_KEYS = ("image_size", "epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "grad_clip",
+               "max_steps_per_epoch", "precision")  # fmt: skip
 
 
 def _csv_rows(store: Storage, key: str) -> list[dict[str, str]]:
@@ -80,12 +84,13 @@ def _run_row(plan: RunPlan, status: dict[str, Any]) -> dict[str, Any]:
 
 def _read_results(
     store: Storage, where: RunLocation, plan: RunPlan, row: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """A succeeded run's metrics into `row`; returns its per-image rows ([] when metrics.json is missing)."""
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A succeeded run's metrics into `row`; returns its per-image rows ([] when metrics.json is missing)
+    and its metrics.json (None when missing)."""
     try:
         metrics = json.loads(store.get_bytes(where.artifact("metrics.json")))
     except ObjectNotFound:
-        return []
+        return [], None
     # runs evaluated before a metric existed (e.g. LPIPS) show it empty, not a broken report
     row |= {m: metrics["metrics"].get(m, {}).get("mean") for m in METRICS}
     row["missing_metrics"] = metrics.get("missing_metrics")
@@ -95,19 +100,24 @@ def _read_results(
         {"variant": plan.variant, "seed": plan.seed, "run": plan.run_id, "name": img["name"],
          **{m: _num(img.get(m)) for m in METRICS}}
         for img in _csv_rows(store, where.artifact("per_image.csv"))
-    ]  # fmt: skip
+    ], metrics  # fmt: skip
 
 
 def recipe(plan: RunPlan) -> dict[str, Any]:
-    """What a configuration trains with: its loss terms and weights (a preset resolved, overrides
-    applied) and the recipe fields a study may vary per configuration or sweep."""
+    """What a configuration trains with: its loss terms and weights and its model configuration as the
+    plan resolved them when the study was submitted (a preset edited since does not change what the
+    report says the runs computed), and the recipe fields a study may vary per configuration or sweep."""
     cfg = plan.config
-    try:
-        weights = resolve_loss_config(cfg["loss"], cfg.get("loss_weights"))
-    except (KeyError, ValueError) as exc:  # a plan written by another version: show it, do not fail
-        weights = {"unresolved": str(exc)}
+    weights = plan.resolved.get("loss_weights")
+    if weights is None:  # planned before plans recorded it: today's reading of the preset, marked so
+        try:
+            weights = resolve_loss_config(cfg["loss"], cfg.get("loss_weights"))
+            weights = {**weights, "(resolved by today's presets)": ""}
+        except (KeyError, ValueError) as exc:
+            weights = {"unresolved": str(exc)}
     return {"loss": cfg.get("loss") if isinstance(cfg.get("loss"), str) else "terms", "weights": weights,
-            **{k: cfg.get(k) for k in RECIPE_KEYS}, "sweep": plan.sweep}  # fmt: skip
+            **{k: cfg.get(k) for k in RECIPE_KEYS}, "sweep": plan.sweep,
+            "model_config": plan.resolved.get("model")}  # fmt: skip
 
 
 def collect(store: Storage, study: Study) -> dict[str, Any]:
@@ -116,6 +126,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
     provenances: dict[str, list[dict[str, Any]]] = {}  # run -> provenance of each attempt
     per_image: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, Any]]] = {}
+    records: dict[str, dict[str, Any]] = {}  # run -> its metrics.json, for the trivial references
     for plan in study.runs:
         where = RunLocation(study.name, plan.run_id)
         status = read_status(store, study.name, plan.run_id) or {"state": "unsubmitted"}
@@ -123,7 +134,10 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         attempts = [status.get("provenance"), *(status.get("provenance_earlier") or [])]
         provenances[plan.run_id] = [p for p in attempts if p]
         if row["state"] == "succeeded":
-            per_image += _read_results(store, where, plan, row)
+            images, record = _read_results(store, where, plan, row)
+            per_image += images
+            if record is not None:
+                records[plan.run_id] = record
         if row["state"] in TRAINING_STATES:
             hist = _csv_rows(store, where.artifact("history.csv"))
             histories[plan.run_id] = [{k: _num(v) for k, v in h.items()} for h in hist]
@@ -138,6 +152,9 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         images_of[p["variant"]].append(p)
     summary = [_summary_row(v, by_variant[v], images_of[v]) for v in variants]
     _rank(summary)
+    trivial = trivial_references(records)
+    for row in summary:
+        row |= beats_trivial(row, trivial["rows"])
     baseline_variant = next(p.variant for p in study.runs if p.configuration == study.baseline)
     differences = paired_differences(per_image, baseline_variant, variants)
     protocols = sorted({r["protocol"] for r in runs if r.get("protocol")})
@@ -148,6 +165,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "description": study.spec.description,
         "generated_at": now(),
         "dataset": study.to_dict()["dataset"],
+        "dataset_info": study.dataset_info,  # content identity, pair counts, leakage (services.studies)
         "model": study.spec.model,
         "protocol": ", ".join(protocols) or study.spec.evaluation.protocol,
         "select_split": _joined(runs, "select_split", evaluation.select_split),
@@ -162,6 +180,10 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "partial": finished < len(runs),
         "recipes": {p.variant: recipe(p) for p in study.runs},
         "summary": summary,
+        "trivial": trivial["rows"],
+        "trivial_from": trivial["from"],
+        "trivial_differences": trivial["differences"],
+        "trivial_notes": trivial["notes"],
         "runs": runs,
         "differences": differences,
         "per_image": per_image,
@@ -195,6 +217,124 @@ def _summary_row(variant: str, vruns: list[dict[str, Any]], images: list[dict[st
     best = [r["best_epoch"] for r in vruns if r["best_epoch"] is not None]
     row["best_epoch"] = "/".join(str(b) for b in best) if best else None
     return row
+
+
+def trivial_references(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The trivial references' rows (report.json's `trivial`) from the succeeded runs' metrics.json.
+
+    Every run of a study scores the same images with the same protocol, so each run's references should be
+    the same numbers: the rows are the first run's that has them; a run whose numbers differ (another
+    dataset content, protocol or code) is listed in `differences` for the header's warning.
+
+    Args:
+        records: run -> its metrics.json, in the study's run order.
+    Returns:
+        {"rows": one row per reference (`reference`, `description`, `<metric>_mean`, `<metric>_std`,
+        `n_images`), "from": {reference: run it was read from}, "differences": [{run, reference, metric,
+        value, shown, shown_run}], "notes": why references are missing, once per reason}.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    shown: dict[str, tuple[str, dict[str, Any]]] = {}  # reference -> (run, its metrics.json summary)
+    differences: list[dict[str, Any]] = []
+    missing: dict[str, str] = {}
+    for run, record in records.items():
+        for reference, why in (record.get("trivial_missing") or {}).items():
+            missing.setdefault(reference, why)
+        for reference, entry in (record.get("trivial") or {}).items():
+            metrics = entry.get("metrics") or {}
+            if reference not in shown:
+                shown[reference] = (run, metrics)
+                rows[reference] = _trivial_row(reference, entry)
+                continue
+            first_run, first = shown[reference]
+            differences += [
+                {"run": run, "reference": reference, "metric": m, "value": value, "shown": other,
+                 "shown_run": first_run}
+                for m, value, other in _differing(metrics, first)
+            ]  # fmt: skip
+    order = [*TRIVIAL_LABELS, *sorted(set(rows) - set(TRIVIAL_LABELS))]
+    notes = []
+    if not records:
+        notes.append("No trivial references yet: no run has finished its evaluation.")
+    elif not rows:
+        notes.append(
+            f"No trivial references: the {len(records)} finished run(s) were evaluated before the evaluation "
+            "scored the NIR copy and the training mean (their metrics.json has no `trivial`), so this report "
+            "cannot say whether a configuration beats them; runs evaluated from now on carry them."
+        )
+    without = [run for run, record in records.items() if not record.get("trivial")]
+    if rows and without:
+        notes.append(
+            f"{len(without)} of {len(records)} finished runs have no trivial references (evaluated before "
+            f"the evaluation scored them): {', '.join(without)}; the references are the other runs'."
+        )
+    notes += [f"The `{r}` reference is missing: {why}" for r, why in missing.items() if r not in rows]
+    return {
+        "rows": [rows[r] for r in order if r in rows],
+        "from": {r: shown[r][0] for r in order if r in shown},
+        "differences": differences,
+        "notes": notes,
+    }
+
+
+def _trivial_row(reference: str, entry: dict[str, Any]) -> dict[str, Any]:
+    metrics = entry.get("metrics") or {}
+    row: dict[str, Any] = {"reference": reference, "description": entry.get("description")}
+    for m in METRICS:
+        row |= {
+            f"{m}_mean": _num(metrics.get(m, {}).get("mean")),
+            f"{m}_std": _num(metrics.get(m, {}).get("std")),
+        }
+    counts = [v.get("n") for v in metrics.values() if isinstance(v, dict) and v.get("n") is not None]
+    row["n_images"] = max(counts, default=None)
+    return row
+
+
+def _differing(
+    metrics: dict[str, Any], first: dict[str, Any]
+) -> list[tuple[str, float | None, float | None]]:
+    """(metric, this run's mean, the shown run's mean) where the two runs' numbers of a reference differ:
+    a different image count, or a mean beyond rounding (TRIVIAL_REL_TOL); a metric only one of them has
+    (LPIPS without its weights) is no difference."""
+    out = []
+    for m in METRICS:
+        a, b = metrics.get(m) or {}, first.get(m) or {}
+        mean_a, mean_b = _num(a.get("mean")), _num(b.get("mean"))
+        if mean_a is None or mean_b is None:
+            continue
+        tol = TRIVIAL_REL_TOL.get(m, TRIVIAL_REL_TOL_DEFAULT)
+        if a.get("n") != b.get("n") or not math.isclose(mean_a, mean_b, rel_tol=tol, abs_tol=1e-9):
+            out.append((m, mean_a, mean_b))
+    return out
+
+
+def beats_trivial(row: dict[str, Any], trivial: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether a configuration beats each trivial reference (docs/evaluation.md): its mean is better than
+    the reference's on every metric of BEAT_METRICS, in HIGHER_IS_BETTER's direction.
+
+    Returns:
+        {"beats_trivial": {reference: True | False | None}, "beats_trivial_by_metric": {reference: {metric:
+        True | False | None}}}: None where a mean is missing; a reference not beaten on one metric is not
+        beaten (False) even when another metric's mean is missing. Every reference of TRIVIAL_LABELS gets an
+        entry, None when no run recorded it.
+    """
+    refs = {r["reference"]: r for r in trivial}
+    by_metric: dict[str, dict[str, bool | None]] = {}
+    verdicts: dict[str, bool | None] = {}
+    for reference in dict.fromkeys([*TRIVIAL_LABELS, *refs]):
+        ref = refs.get(reference, {})
+        per: dict[str, bool | None] = {}
+        for m in BEAT_METRICS:
+            ours, theirs = row.get(f"{m}_mean"), ref.get(f"{m}_mean")
+            per[m] = (
+                None
+                if ours is None or theirs is None
+                else (ours > theirs if HIGHER_IS_BETTER[m] else ours < theirs)
+            )
+        by_metric[reference] = per
+        values = list(per.values())
+        verdicts[reference] = False if False in values else None if None in values else True
+    return {"beats_trivial": verdicts, "beats_trivial_by_metric": by_metric}
 
 
 def _rank(summary: list[dict[str, Any]]) -> None:

@@ -12,5 +12,12 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False, "lpip
 DIGITS = {"ssim": 4}  # decimals shown per metric (others: 2)
 CI_LEVEL = 0.95  # the intervals' level; verdicts are made at alpha = 1 - CI_LEVEL, family-wise (Holm)
 MAX_PLOTTED_VARIANTS = 8  # curves, scatter and the sample grid show the best-ranked variants (plus baseline)
+# The trivial predictions every evaluation scores on the reporting split (colormamba.evaluate.score_trivial),
+# in the order the report shows them, with the names it shows them under.
+TRIVIAL_LABELS = {"nir": "NIR copy", "train_mean": "training mean"}
+# A configuration beats a trivial reference when its mean is better than the reference's on each of these
+# (in HIGHER_IS_BETTER's direction): PSNR alone is beaten by a blur of the right colours, SSIM alone by the
+# structure of the NIR itself (docs/evaluation.md, "The report's statistics").
+BEAT_METRICS = ("psnr", "ssim")
 REPORT_FILES = ("report.json", "report.csv", "runs.csv", "per_image.csv", "differences.csv", "curves.png",
                 "scatter.png", "samples.png", "report.md", "report.html")  # fmt: skip

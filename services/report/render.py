@@ -10,9 +10,13 @@ import csv
 import html
 import io
 import re
+from collections.abc import Callable
 from typing import Any
 
-from services.report.names import CI_LEVEL, DIGITS, LABELS, METRICS
+from services.report.names import BEAT_METRICS, CI_LEVEL, DIGITS, LABELS, METRICS, TRIVIAL_LABELS
+
+BEATS_COLUMN = "beats references"  # the configurations table's column on the trivial references
+REFERENCE_RANK = "reference"  # the rank cell of a trivial reference's row: shown, never ranked
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -44,8 +48,9 @@ def all_failed_lines(data: dict[str, Any]) -> list[str]:
 
 def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-configuration table as printed by submit.py and shown first in every format (a variant
-    whose runs all failed is left to `all_failed_lines`)."""
+    whose runs all failed is left to `all_failed_lines`), then the trivial references' rows, unranked."""
     gone = {r["variant"] for r in all_failed(data)}
+    select = f"{data['select_split']} PSNR (selection)"
     rows = []
     for r in sorted(data["summary"], key=lambda r: (r["rank"] is None, r["rank"] or 0)):
         if r["variant"] in gone:
@@ -55,13 +60,96 @@ def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "rank": r["rank"] if r["rank"] is not None else "-",
                 "configuration": r["variant"],
                 "runs ok/all": f"{r['succeeded']}/{r['runs']}",
-                f"{data['select_split']} PSNR (selection)": _fmt(r["select_psnr_mean"], 2),
+                select: _fmt(r["select_psnr_mean"], 2),
                 **{LABELS[m]: _pm(r[f"{m}_mean"], r[f"{m}_std"], DIGITS.get(m, 2)) for m in METRICS},
                 "best epoch": r["best_epoch"] or "-",
                 "train s": _fmt(r["train_seconds"], 1),
+                BEATS_COLUMN: _beats_cell(r),
+            }
+        )
+    for t in data.get("trivial") or []:  # a report.json written before the references has none
+        rows.append(
+            {
+                "rank": REFERENCE_RANK,
+                "configuration": f"{_trivial_label(t['reference'])} (reference)",
+                "runs ok/all": "-",
+                select: "-",
+                **{LABELS[m]: _pm(t[f"{m}_mean"], t[f"{m}_std"], DIGITS.get(m, 2)) for m in METRICS},
+                "best epoch": "-",
+                "train s": "-",
+                BEATS_COLUMN: "-",
             }
         )
     return rows
+
+
+def _trivial_label(reference: str) -> str:
+    return TRIVIAL_LABELS.get(reference, reference)
+
+
+def shortfalls(row: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The trivial references a configuration does not beat, each with the metrics it does not beat it on
+    (services.report.collect.beats_trivial), in the report's order."""
+    by_metric = row.get("beats_trivial_by_metric") or {}
+    return [
+        (reference, [m for m in BEAT_METRICS if per.get(m) is False])
+        for reference, per in by_metric.items()
+        if (row.get("beats_trivial") or {}).get(reference) is False
+    ]
+
+
+def _beats_cell(row: dict[str, Any]) -> str:
+    """`yes` (beats every reference), `no: <reference> (<metrics>)` or `-` (not known: a mean is missing)."""
+    missed = shortfalls(row)
+    if missed:
+        return "no: " + "; ".join(
+            f"{_trivial_label(r)} ({', '.join(m.upper() for m in ms)})" for r, ms in missed
+        )
+    verdicts = (row.get("beats_trivial") or {}).values()
+    return "yes" if verdicts and all(v is True for v in verdicts) else "-"
+
+
+def _not_beaten_phrase(missed: list[tuple[str, list[str]]]) -> str:
+    """'the NIR copy on PSNR, SSIM and the training mean on PSNR'."""
+    parts = [f"the {_trivial_label(r)} on {', '.join(m.upper() for m in ms)}" for r, ms in missed]
+    return " and ".join(parts)
+
+
+def trivial_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The lines under the configurations table: (notes, warnings). Notes: what the references are and the
+    beat rule, then why references are missing (once per reason); warnings: each configuration that does not
+    beat a reference, with the references and metrics."""
+    notes = []
+    trivial = data.get("trivial") or []
+    if trivial:
+        what = "; ".join(f"{_trivial_label(t['reference'])}: {t['description']}" for t in trivial)
+        metrics = " and ".join(m.upper() for m in BEAT_METRICS)
+        notes.append(
+            f"References (not ranked): trivial predictions of the same `{data['report_split']}` images, "
+            f"scored with the same metrics and protocol. {what}. A configuration beats a reference when its "
+            f"mean {metrics} are both better than the reference's; one that does not learned nothing usable "
+            f"over that trivial prediction (see the `{BEATS_COLUMN}` column)."
+        )
+    gone = {r["variant"] for r in all_failed(data)}
+    warnings = [
+        f"`{row['variant']}` does not beat {_not_beaten_phrase(shortfalls(row))}."
+        for row in data["summary"]
+        if shortfalls(row) and row["variant"] not in gone
+    ]
+    return notes + list(data.get("trivial_notes") or []), warnings
+
+
+def summary_csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """report.csv's rows: the summary rows with the trivial verdicts flattened into columns
+    (`beats_<reference>` True/False/empty, `not_beaten`: the references and metrics a configuration does not
+    beat)."""
+    out = []
+    for row in data["summary"]:
+        flat = {k: v for k, v in row.items() if k not in ("beats_trivial", "beats_trivial_by_metric")}
+        flat |= {f"beats_{r}": v for r, v in (row.get("beats_trivial") or {}).items()}
+        flat["not_beaten"] = "; ".join(f"{r}: {' '.join(ms)}" for r, ms in shortfalls(row))
+        out.append(flat)
+    return out
 
 
 def _pm(mean: float | None, std: float | None, digits: int) -> str:
@@ -77,7 +165,8 @@ def recipe_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         weights = ", ".join(f"{term} {w:g}" if isinstance(w, float) else f"{term} {w}"
                             for term, w in rec["weights"].items())  # fmt: skip
         sweep = ", ".join(f"{k}={v}" for k, v in rec.get("sweep", {}).items())
-        recipe = {k.replace("_", " "): v for k, v in rec.items() if k not in ("loss", "weights", "sweep")}
+        shown = {k: v for k, v in rec.items() if k not in ("loss", "weights", "sweep", "model_config")}
+        recipe = {k.replace("_", " "): v for k, v in shown.items()}
         rows.append({"configuration": variant, "loss": rec["loss"], "weights": weights, **recipe,
                      "sweep": sweep or "-"})  # fmt: skip
     return rows
@@ -204,6 +293,21 @@ def _warnings(data: dict[str, Any]) -> list[str]:
         )  # fmt: skip
         lines.append(f"Warning: the runs of this study were not computed alike, so part of their differences "
                      f"may come from that. They differ in {fields}. See the runs table.")  # fmt: skip
+    leakage = (data.get("dataset_info") or {}).get("leakage") or {}
+    if leakage.get("status") == "allowed":
+        from services.datasets import leakage_line
+
+        lines.append(f"Warning: the dataset was uploaded with --allow-leaks: {leakage_line(leakage)}.")
+    differing = data.get("trivial_differences") or []
+    if differing:
+        runs = ", ".join(dict.fromkeys(d["run"] for d in differing))
+        first = differing[0]
+        lines.append(
+            f"Warning: the trivial references differ between runs, so these runs did not score the same "
+            f"images alike (another dataset content, protocol or code): {runs}; e.g. `{first['reference']}` "
+            f"{first['metric'].upper()} {_fmt(first['value'], 4)} in {first['run']} against "
+            f"{_fmt(first['shown'], 4)} in {first['shown_run']}, whose references the table shows."
+        )
     if data["dirty_runs"]:
         lines.append(f"Note: {len(data['dirty_runs'])} run(s) ran from a working tree with uncommitted "
                      f"changes (`+dirty`), so their commit does not pin their code: "
@@ -227,13 +331,36 @@ def _splits_line(data: dict[str, Any]) -> str:
     return line
 
 
+def _dataset_line(data: dict[str, Any]) -> str:
+    """The dataset: its content identity, pairs per split, and what its leak check found and what was done."""
+    from services.datasets import leakage_line
+
+    info = data.get("dataset_info") or {}
+    if not info:
+        return f"Dataset `{data['dataset']}` (recorded before studies recorded their dataset's check)."
+    splits = ", ".join(f"{split} {n}" for split, n in (info.get("splits") or {}).items())
+    identity = info.get("identity", "")
+    content = f"content `{identity[:12]}`, " if identity != info.get("name") else ""
+    return (f"Dataset `{info.get('name')}` ({content}pairs {splits}). Pairs shared between splits: "
+            f"{leakage_line(info.get('leakage'))}.")  # fmt: skip
+
+
+def _resolution(data: dict[str, Any]) -> str:
+    """Where metrics are computed: every image's own size, or the recipe's `image_size`."""
+    sizes = sorted({r.get("image_size") or 0 for r in data.get("recipes", {}).values()})
+    if sizes in ([], [0]):
+        return "at full resolution"
+    shown = ", ".join("as stored" if s == 0 else f"{s}x{s}" for s in sizes)
+    return f"at {shown} (`image_size`: every image resized when read, for training and scoring alike)"
+
+
 def _intro(data: dict[str, Any]) -> list[str]:
     steps = ", ".join(str(n) for n in data.get("generator_steps_per_batch", []))
     return [
-        f"Dataset `{data['dataset']}`, model preset `{data['model']}`, protocol `{data['protocol']}`, "
-        f"seeds {data['seeds']}.",
+        f"Model preset `{data['model']}`, protocol `{data['protocol']}`, seeds {data['seeds']}.",
+        _dataset_line(data),
         _splits_line(data),
-        "Metrics per image at full resolution, then mean ± standard deviation over images and seeds. "
+        f"Metrics per image {_resolution(data)}, then mean ± standard deviation over images and seeds. "
         "AE is the angular error in degrees: under the `colormamba` protocol the published code's formula, "
         "the mean over pixels of arccos(<gt, pred> / (|gt| |pred| + 1e-6)), which scores identical images "
         "slightly above 0 (black pixels 90°); under `plain` the exact angle, 0 for identical pixels. MAE is "
@@ -270,7 +397,8 @@ def render_markdown(data: dict[str, Any]) -> str:
              f"Generated {data['generated_at']}.\n", *(s + "\n" for s in _intro(data)),
              *(f"\n**{s}**\n" for s in _warnings(data)),
              f"\n## Configurations (ranked by {data['select_split']} PSNR)\n",
-             _md_table(table_rows(data)),
+             _md_table(table_rows(data)), *(f"\n**{s}**\n" for s in trivial_lines(data)[1]),
+             *(f"\n{s}\n" for s in trivial_lines(data)[0]),
              *(f"\n**Failed configuration** {s}\n" for s in all_failed_lines(data))]  # fmt: skip
     if failed:
         parts += ["\n**Failed runs:** " + "; ".join(f"`{r['run']}`: {r['reason']}" for r in failed) + "\n"]
@@ -294,20 +422,45 @@ th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 tr.failed td{background:#fde8e8}.note{color:#555;font-size:13px}img{max-width:100%}
 .warning{background:#fff4d6;border-left:4px solid #d98c00;padding:6px 10px;font-weight:600}
+tr.reference td{background:#f3f6fa;font-style:italic}tr.below-trivial td{background:#fff4d6}
 """
 
 
-def _html_table(rows: list[dict[str, Any]], table_id: str, failed_key: str | None = None) -> str:
+def _html_table(
+    rows: list[dict[str, Any]],
+    table_id: str,
+    failed_key: str | None = None,
+    row_class: Callable[[dict[str, Any]], str | None] | None = None,
+) -> str:
     if not rows:
         return f'<p id="{table_id}">none</p>'
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
-        cls = ' class="failed"' if failed_key and r.get(failed_key) == "failed" else ""
+        name = (
+            "failed" if failed_key and r.get(failed_key) == "failed" else row_class(r) if row_class else None
+        )
+        cls = f' class="{name}"' if name else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
     table = f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     return f'<div class="scroll">{table}</div>'
+
+
+def _summary_class(row: dict[str, Any]) -> str | None:
+    """A trivial reference's row is marked as such; a configuration that does not beat one stands out."""
+    if row["rank"] == REFERENCE_RANK:
+        return "reference"
+    return "below-trivial" if row[BEATS_COLUMN].startswith("no") else None
+
+
+def _trivial_html(data: dict[str, Any]) -> str:
+    """The lines under the configurations table (trivial_lines): configurations that do not beat a
+    reference as warnings, then the notes."""
+    notes, warnings = trivial_lines(data)
+    out = [f'<p class="warning">{inline(s)}</p>' for s in warnings]
+    out += [f'<p class="note">{inline(s)}</p>' for s in notes]
+    return f'<div id="trivial">{"".join(out)}</div>' if out else ""
 
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -354,7 +507,8 @@ def render_html(data: dict[str, Any], curves: bytes | None = None, samples: byte
 <p class="note">Generated {html.escape(data["generated_at"])}.</p>
 {paras(_intro(data), "note")}{paras(_warnings(data), "warning")}
 <h2>Configurations (ranked by {html.escape(data["select_split"])} PSNR)</h2>
-{_html_table(table_rows(data), "summary")}
+{_html_table(table_rows(data), "summary", row_class=_summary_class)}
+{_trivial_html(data)}
 {gone_html}
 {failed_html}
 <h2>Recipes and loss weights</h2>

@@ -117,3 +117,34 @@ def test_the_run_records_its_provenance_with_its_results_and_in_its_checkpoints(
     runs_csv = rows(store, "reports/records/runs.csv")
     assert runs_csv[0]["scan_backend"] == provenance["scan_backend"]
     assert provenance["device_name"] in store.get_bytes("reports/records/report.md").decode()
+
+
+def test_the_trivial_references_are_the_test_splits_and_reach_the_report(finished: dict[str, Any]) -> None:
+    """The trained run's NIR-copy reference is the test split's, scored as the test computes it from the
+    dataset copy the run read; the report shows the run's references and judges the configuration."""
+    from colormamba.imaging import normalize_per_image
+    from colormamba.metrics import compute_metrics
+
+    store, where, root = finished["store"], finished["where"], finished["root"]
+    metrics = json.loads(store.get_bytes(where.artifact("metrics.json")))
+    assert list(metrics["trivial"]) == ["nir", "train_mean"]
+    split = PairedDataset(list_pairs(root, "test"), train=False)
+    psnr = []
+    for item in (split[i] for i in range(len(split))):
+        copy = normalize_per_image(item["nir"][None].repeat(1, 3, 1, 1))  # the NIR as R, G and B
+        psnr.append(float(compute_metrics(copy, item["rgb"][None], "colormamba")["psnr"][0]))
+    assert metrics["trivial"]["nir"]["metrics"]["psnr"]["mean"] == pytest.approx(
+        sum(psnr) / len(psnr), abs=1e-6
+    )
+    nir_rows = [r for r in rows(store, where.artifact("trivial_per_image.csv")) if r["reference"] == "nir"]
+    assert [float(r["psnr"]) for r in nir_rows] == pytest.approx(psnr, abs=1e-5)
+    report = json.loads(store.get_bytes("reports/records/report.json"))
+    assert [t["reference"] for t in report["trivial"]] == ["nir", "train_mean"]
+    for t in report["trivial"]:
+        assert t["psnr_mean"] == pytest.approx(metrics["trivial"][t["reference"]]["metrics"]["psnr"]["mean"])
+        assert t["n_images"] == metrics["n_images"] == 3
+    (row,) = report["summary"]
+    for reference in ("nir", "train_mean"):
+        ref = next(t for t in report["trivial"] if t["reference"] == reference)
+        beats = row["psnr_mean"] > ref["psnr_mean"] and row["ssim_mean"] > ref["ssim_mean"]
+        assert row["beats_trivial"][reference] is beats

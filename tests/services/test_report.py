@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats as scipy_stats
 
 from colormamba.losses import LOSS_PRESETS
@@ -27,11 +28,12 @@ from services.report import (
     ci_summary,
     download_report,
     paired_differences,
+    render_markdown,
 )
 from services.report.plots import curves_figure, samples_figure, scatter_figure
 from services.spec import Study, load_spec
 from services.studies import save_study
-from tests.support.records import IMAGES, fake_outputs, record_status
+from tests.support.records import IMAGES, add_trivial, fake_outputs, record_status
 from tests.support.servers import find_binary
 from tests.support.submit import demo_with_seeds
 
@@ -43,6 +45,8 @@ def built(tmp_path):
     save_study(store, study)
     failed = next(r.run_id for r in study.runs if r.configuration == "histogram" and r.seed == 1)
     values = fake_outputs(store, study, fail=failed)
+    # references well below every configuration (the page shows their rows under the table)
+    add_trivial(store, study, {"nir": {"psnr": 8.0, "ssim": 0.2}, "train_mean": {"psnr": 15.0, "ssim": 0.3}})
     data = build_report(store, study.name)
     return store, study, values, data, failed
 
@@ -208,11 +212,13 @@ def test_html_report_renders_in_headless_chromium(built, tmp_path):
 window.addEventListener('load', () => {
   const imgs = [...document.images];
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-  const rows = document.querySelectorAll('#summary tbody tr').length;
+  const rows = document.querySelectorAll('#summary tbody tr:not(.reference)').length;
+  const refs = document.querySelectorAll('#summary tbody tr.reference').length;
   const ids = [...document.querySelectorAll('#runs tbody td:first-child')];
   const nowrap = ids.length > 0 && ids.every(td => getComputedStyle(td).whiteSpace === 'nowrap');
   const fits = document.documentElement.scrollWidth <= window.innerWidth;
-  document.title = `PROBE imgs=${imgs.length} decoded=${ok} rows=${rows} nowrap=${nowrap} fits=${fits}`;
+  const shown = `imgs=${imgs.length} decoded=${ok} rows=${rows} refs=${refs}`;
+  document.title = `PROBE ${shown} nowrap=${nowrap} fits=${fits}`;
   document.body.setAttribute('data-probe', document.title);
 });
 </script></body>""",
@@ -239,9 +245,9 @@ window.addEventListener('load', () => {
         env={**os.environ, "HOME": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert 'data-probe="PROBE imgs=3 decoded=3 rows=2 nowrap=true fits=true"' in run.stdout, run.stdout[
-        -1500:
-    ]
+    assert 'data-probe="PROBE imgs=3 decoded=3 rows=2 refs=2 nowrap=true fits=true"' in run.stdout, (
+        run.stdout[-1500:]
+    )
     console_errors = [
         line for line in run.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()
     ]
@@ -480,3 +486,214 @@ def test_a_missing_metric_is_explained_once_with_the_reason_the_runs_recorded(tm
     html = store.get_bytes(f"reports/{study.name}/report.html").decode()
     assert markdown.count(line) == 1 and line in html
     assert sum(1 for r in data["runs"] if r.get("missing_metrics")) == 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# the trivial references (the NIR copy, the training mean) and whether each configuration beats them
+
+
+def _pooled(values, study, configuration: str, metric: str) -> float:
+    """The pooled mean over a configuration's images and seeds, as the summary row computes it."""
+    runs = [r.run_id for r in study.runs if r.configuration == configuration and r.run_id in values]
+    return float(np.round(np.concatenate([values[r][metric] for r in runs]), 6).mean())
+
+
+@pytest.fixture
+def with_trivial(tmp_path):
+    """Every run succeeded; the references sit between the two configurations: the NIR copy's PSNR and
+    the training mean's SSIM between `original`'s and `histogram`'s, their other metric below both."""
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(demo_with_seeds(tmp_path, [0, 1]))
+    save_study(store, study)
+    values = fake_outputs(store, study)
+
+    def between(metric: str) -> float:
+        return (_pooled(values, study, "original", metric) + _pooled(values, study, "histogram", metric)) / 2
+
+    def below(metric: str) -> float:
+        return min(_pooled(values, study, c, metric) for c in ("original", "histogram")) - 1.0
+
+    means = {
+        "nir": {"psnr": between("psnr"), "ssim": below("ssim"), "ae": 30.0, "mae": 60.0, "lpips": 0.5},
+        "train_mean": {
+            "psnr": below("psnr"),
+            "ssim": between("ssim"),
+            "ae": 10.0,
+            "mae": 25.0,
+            "lpips": None,
+        },
+    }
+    add_trivial(store, study, means)
+    return store, study, values, means, build_report(store, study.name)
+
+
+def test_trivial_rows_are_the_runs_and_each_configuration_is_judged_against_them(with_trivial, tmp_path):
+    store, study, _, means, data = with_trivial
+    assert [t["reference"] for t in data["trivial"]] == ["nir", "train_mean"]
+    for t in data["trivial"]:
+        for m in METRICS:
+            assert t[f"{m}_mean"] == means[t["reference"]][m]
+            assert t[f"{m}_std"] == (0.5 if means[t["reference"]][m] is not None else None)
+        assert t["n_images"] == len(IMAGES) and t["description"] == f"the {t['reference']} prediction"
+    assert data["trivial_from"] == {"nir": study.runs[0].run_id, "train_mean": study.runs[0].run_id}
+    assert data["trivial_differences"] == [] and data["trivial_notes"] == []
+    for row in data["summary"]:
+        for ref in ("nir", "train_mean"):
+            expected = {m: row[f"{m}_mean"] > means[ref][m] for m in ("psnr", "ssim")}  # higher is better
+            assert row["beats_trivial_by_metric"][ref] == expected
+            assert row["beats_trivial"][ref] is all(expected.values())
+    by = {r["variant"]: r for r in data["summary"]}
+    # the construction puts `original` below the NIR copy on PSNR and below the training mean on SSIM
+    assert by["original"]["beats_trivial"] == {"nir": False, "train_mean": False}
+    assert by["histogram"]["beats_trivial"] == {"nir": True, "train_mean": True}
+
+    download_report(store, study.name, tmp_path / "dl")
+    md = (tmp_path / "dl" / "report.md").read_text()
+    table = md.split("## Configurations", 1)[1].split("\n\n", 1)[0].splitlines()[3:]  # after the header
+    lines = {line.split(" | ")[1]: line for line in table}
+    assert list(lines) == ["histogram", "original", "NIR copy (reference)", "training mean (reference)"]
+    assert lines["original"].rstrip(" |").endswith("no: NIR copy (PSNR); training mean (SSIM)")
+    assert lines["histogram"].rstrip(" |").endswith("yes")
+    assert lines["NIR copy (reference)"].startswith("| reference |"), "listed, not ranked"
+    assert f"{means['nir']['psnr']:.2f} ± 0.50" in lines["NIR copy (reference)"]
+    assert "**`original` does not beat the NIR copy on PSNR and the training mean on SSIM.**" in md
+    assert "does not beat" not in md.replace("`original` does not beat", ""), "only original is marked"
+    assert "mean PSNR and SSIM are both better than the reference's" in md
+    page = (tmp_path / "dl" / "report.html").read_text()
+    summary = page.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert summary.count('<tr class="reference">') == 2
+    (marked,) = [row for row in summary.split("<tr")[1:] if 'class="below-trivial"' in row]
+    assert "<td>original</td>" in marked
+    assert '<p class="warning"><code>original</code> does not beat the NIR copy on PSNR' in page
+    rows = {
+        r["variant"]: r for r in csv.DictReader(io.StringIO((tmp_path / "dl" / "report.csv").read_text()))
+    }
+    assert (rows["original"]["beats_nir"], rows["original"]["beats_train_mean"]) == ("False", "False")
+    assert (rows["histogram"]["beats_nir"], rows["histogram"]["beats_train_mean"]) == ("True", "True")
+    assert (
+        rows["original"]["not_beaten"] == "nir: psnr; train_mean: ssim"
+        and rows["histogram"]["not_beaten"] == ""
+    )
+    assert "beats_trivial" not in rows["original"], "flattened into columns, not a dict's repr"
+
+
+def test_beating_a_reference_follows_each_metrics_direction_and_missing_means(monkeypatch):
+    import importlib
+
+    collect_module = importlib.import_module(
+        "services.report.collect"
+    )  # the package's `collect` is the function
+
+    refs = [{"reference": "nir", "psnr_mean": 20.0, "ssim_mean": 0.5, "ae_mean": 6.0}]
+    row = {"psnr_mean": 21.0, "ssim_mean": 0.6, "ae_mean": 5.0}
+    assert collect_module.beats_trivial(row, refs)["beats_trivial"] == {"nir": True, "train_mean": None}
+    assert collect_module.beats_trivial(row | {"ssim_mean": 0.4}, refs)["beats_trivial"]["nir"] is False
+    assert collect_module.beats_trivial(row | {"ssim_mean": None}, refs)["beats_trivial"]["nir"] is None
+    # not beaten on one metric is not beaten, whatever the other metric's missing mean would say
+    worse = row | {"psnr_mean": 19.0, "ssim_mean": None}
+    assert collect_module.beats_trivial(worse, refs)["beats_trivial"]["nir"] is False
+    monkeypatch.setattr(collect_module, "BEAT_METRICS", ("psnr", "ae"))  # AE: lower is better
+    assert not HIGHER_IS_BETTER["ae"]
+    assert collect_module.beats_trivial(row, refs)["beats_trivial_by_metric"]["nir"] == {
+        "psnr": True,
+        "ae": True,
+    }
+    assert collect_module.beats_trivial(row | {"ae_mean": 7.0}, refs)["beats_trivial"]["nir"] is False
+
+
+def test_runs_whose_trivial_references_differ_are_named_in_the_header(with_trivial, tmp_path):
+    store, study, _, means, _ = with_trivial
+    other = study.runs[2].run_id
+    add_trivial(
+        store, study, {**means, "nir": {**means["nir"], "psnr": means["nir"]["psnr"] + 0.25}}, [other]
+    )
+    lpips_less = study.runs[1].run_id  # LPIPS missing in one run (no weights there): not a difference
+    add_trivial(store, study, {**means, "nir": {**means["nir"], "lpips": None}}, [lpips_less])
+    data = build_report(store, study.name)
+    assert [(d["run"], d["reference"], d["metric"]) for d in data["trivial_differences"]] == [
+        (other, "nir", "psnr")
+    ]
+    (diff,) = data["trivial_differences"]
+    assert (diff["value"], diff["shown"]) == (means["nir"]["psnr"] + 0.25, means["nir"]["psnr"])
+    nir = next(t for t in data["trivial"] if t["reference"] == "nir")
+    assert nir["psnr_mean"] == means["nir"]["psnr"] and data["trivial_from"]["nir"] == study.runs[0].run_id
+    header = render_markdown(data).split("## Configurations")[0]
+    assert "**Warning: the trivial references differ between runs" in header
+    assert other in header and lpips_less not in header
+    assert f"in {other} against {means['nir']['psnr']:.4f} in {study.runs[0].run_id}" in header
+
+
+def test_runs_evaluated_before_the_references_get_one_note_and_no_verdict(built_all_seeds, tmp_path):
+    store, study, _, data = built_all_seeds  # fake_outputs writes no `trivial`, as older evaluations did
+    assert data["trivial"] == [] and data["trivial_differences"] == []
+    for row in data["summary"]:
+        assert row["beats_trivial"] == {"nir": None, "train_mean": None}
+    download_report(store, study.name, tmp_path / "dl")
+    note = (
+        f"No trivial references: the {len(study.runs)} finished run(s) were evaluated before the evaluation"
+    )
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / "dl" / name).read_text()
+        assert text.count(note) == 1, name
+        assert "(reference)" not in text and "does not beat" not in text, name
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "report.csv").read_text())))
+    assert [(r["beats_nir"], r["beats_train_mean"], r["not_beaten"]) for r in rows] == [("", "", "")] * 2
+    # some runs with references, some without: the references are the others', and the report says so
+    add_trivial(store, study, {"nir": {"psnr": 5.0, "ssim": 0.1}}, [study.runs[0].run_id])
+    again = build_report(store, study.name)
+    assert [t["reference"] for t in again["trivial"]] == ["nir"]
+    assert any(f"{len(study.runs) - 1} of {len(study.runs)} finished runs have no trivial" in n
+               for n in again["trivial_notes"])  # fmt: skip
+    assert all(r["beats_trivial"] == {"nir": True, "train_mean": None} for r in again["summary"])
+
+
+def test_the_report_and_the_evaluation_name_the_same_references():
+    from colormamba.evaluate import TRIVIAL_REFERENCES
+    from services.report.names import TRIVIAL_LABELS
+
+    assert tuple(TRIVIAL_LABELS) == TRIVIAL_REFERENCES
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("refuse", "no pair in more than one split"), ("drop", "the later copies were dropped (1 from test)"),
+     ("allow", "were KEPT")],
+)  # fmt: skip
+def test_the_header_states_the_datasets_content_counts_and_leakage(tmp_path, policy, expected):
+    from colormamba.data import list_pairs
+    from colormamba.data.synthetic import make_synthetic_dataset
+    from services.studies import prepare_dataset
+
+    root = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=2, size=16, seed=2)
+    if policy != "refuse":  # a test copy of a training pair
+        first = list_pairs(root, "train")[0]
+        shutil.copyfile(first.nir, root / "Testing" / "again_nir.png")
+        shutil.copyfile(first.rgb, root / "Testing" / "again_rgb_reg.png")
+    spec = demo_with_seeds(tmp_path, [0])
+    spec.write_text(yaml.safe_dump(yaml.safe_load(spec.read_text()) | {"dataset": str(root), "leaks": policy}))
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(spec)
+    study = study.bind_dataset(prepare_dataset(store, study, allow_local_path=True, cache_dir=tmp_path / "c"))
+    save_study(store, study)
+    fake_outputs(store, study)
+    data = build_report(store, study.name)
+    md = render_markdown(data)
+    identity = study.dataset_info["identity"]
+    test_pairs = 3 if policy == "allow" else 2
+    assert f"Dataset `{root}` (content `{identity[:12]}`, pairs train 4, val 2, test {test_pairs})" in md
+    assert expected in md
+    assert ("Warning: the dataset was uploaded with --allow-leaks" in md) == (policy == "allow")
+    assert data["dataset_info"]["leakage"]["status"] == {"refuse": "clean", "drop": "dropped",
+                                                         "allow": "allowed"}[policy]  # fmt: skip
+
+
+def test_the_recipes_table_shows_the_weights_the_runs_were_planned_with(tmp_path, monkeypatch):
+    store = LocalStorage(tmp_path / "store")
+    study = load_spec(demo_with_seeds(tmp_path, [0]))
+    save_study(store, study)
+    fake_outputs(store, study)
+    planned = dict(LOSS_PRESETS["original"])
+    monkeypatch.setitem(LOSS_PRESETS, "original", {**planned, "mse": planned["mse"] + 5})  # edited since
+    data = build_report(store, study.name)
+    assert data["recipes"]["original"]["weights"] == planned
+    assert data["recipes"]["original"]["model_config"] == study.runs[0].resolved["model"]
