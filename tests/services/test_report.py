@@ -670,7 +670,8 @@ def test_the_header_states_the_datasets_content_counts_and_leakage(tmp_path, pol
         shutil.copyfile(first.nir, root / "Testing" / "again_nir.png")
         shutil.copyfile(first.rgb, root / "Testing" / "again_rgb_reg.png")
     spec = demo_with_seeds(tmp_path, [0])
-    spec.write_text(yaml.safe_dump(yaml.safe_load(spec.read_text()) | {"dataset": str(root), "leaks": policy}))
+    changed = {"dataset": str(root), "leaks": policy}
+    spec.write_text(yaml.safe_dump(yaml.safe_load(spec.read_text()) | changed))
     store = LocalStorage(tmp_path / "store")
     study = load_spec(spec)
     study = study.bind_dataset(prepare_dataset(store, study, allow_local_path=True, cache_dir=tmp_path / "c"))

@@ -159,7 +159,8 @@ def test_an_image_of_the_other_kind_in_a_one_kind_folder_is_skipped(tmp_path: Pa
 def test_all_problems_of_a_split_are_listed_together(tmp_path: Path) -> None:
     vcip_train_pair(tmp_path, "good")
     nir_twins = [write_image(tmp_path / "NIR" / name, 1) for name in ("x_nir.png", "x_NIR.png")]
-    rgb_twins = [write_image(tmp_path / "RGB-Registered" / name, 3) for name in ("Y_rgb_reg.png", "y_rgb.jpg")]
+    rgb_names = ("Y_rgb_reg.png", "y_rgb.jpg")
+    rgb_twins = [write_image(tmp_path / "RGB-Registered" / name, 3) for name in rgb_names]
     with pytest.raises(DatasetError) as err:
         list_pairs(tmp_path, "train")
     message = str(err.value)
