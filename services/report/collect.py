@@ -23,7 +23,14 @@ from colormamba.config import RunConfig
 from colormamba.losses import resolve_loss_config
 from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
-from services.report.names import BEAT_METRICS, CI_LEVEL, HIGHER_IS_BETTER, METRICS, TRIVIAL_LABELS
+from services.report.names import (
+    BEAT_METRICS,
+    CI_LEVEL,
+    HIGHER_IS_BETTER,
+    METRICS,
+    SHOWN_METRICS,
+    TRIVIAL_LABELS,
+)
 from services.runs import DONE, now, read_status
 from services.spec import RunPlan, Study
 from services.stats import holm, paired_interval, verdict
@@ -310,7 +317,8 @@ def _differing(
 
 def beats_trivial(row: dict[str, Any], trivial: list[dict[str, Any]]) -> dict[str, Any]:
     """Whether a configuration beats each trivial reference (docs/evaluation.md): its mean is better than
-    the reference's on every metric of BEAT_METRICS, in HIGHER_IS_BETTER's direction.
+    the reference's on every metric of BEAT_METRICS, in HIGHER_IS_BETTER's direction (SHOWN_METRICS are
+    compared too, in `beats_trivial_by_metric`, and do not decide).
 
     Returns:
         {"beats_trivial": {reference: True | False | None}, "beats_trivial_by_metric": {reference: {metric:
@@ -324,7 +332,7 @@ def beats_trivial(row: dict[str, Any], trivial: list[dict[str, Any]]) -> dict[st
     for reference in dict.fromkeys([*TRIVIAL_LABELS, *refs]):
         ref = refs.get(reference, {})
         per: dict[str, bool | None] = {}
-        for m in BEAT_METRICS:
+        for m in (*BEAT_METRICS, *SHOWN_METRICS):
             ours, theirs = row.get(f"{m}_mean"), ref.get(f"{m}_mean")
             per[m] = (
                 None
@@ -332,7 +340,7 @@ def beats_trivial(row: dict[str, Any], trivial: list[dict[str, Any]]) -> dict[st
                 else (ours > theirs if HIGHER_IS_BETTER[m] else ours < theirs)
             )
         by_metric[reference] = per
-        values = list(per.values())
+        values = [per[m] for m in BEAT_METRICS]
         verdicts[reference] = False if False in values else None if None in values else True
     return {"beats_trivial": verdicts, "beats_trivial_by_metric": by_metric}
 

@@ -13,7 +13,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from services.report.names import BEAT_METRICS, CI_LEVEL, DIGITS, LABELS, METRICS, TRIVIAL_LABELS
+from services.report.names import (
+    BEAT_METRICS,
+    CI_LEVEL,
+    DIGITS,
+    LABELS,
+    METRICS,
+    SHOWN_METRICS,
+    TRIVIAL_LABELS,
+)
 
 BEATS_COLUMN = "beats references"  # the configurations table's column on the trivial references
 REFERENCE_RANK = "reference"  # the rank cell of a trivial reference's row: shown, never ranked
@@ -102,11 +110,16 @@ def _beats_cell(row: dict[str, Any]) -> str:
     """`yes` (beats every reference), `no: <reference> (<metrics>)` or `-` (not known: a mean is missing)."""
     missed = shortfalls(row)
     if missed:
-        return "no: " + "; ".join(
-            f"{_trivial_label(r)} ({', '.join(m.upper() for m in ms)})" for r, ms in missed
-        )
-    verdicts = (row.get("beats_trivial") or {}).values()
-    return "yes" if verdicts and all(v is True for v in verdicts) else "-"
+        named = [f"{_trivial_label(r)} ({', '.join(m.upper() for m in ms)})" for r, ms in missed]
+        cell = "no: " + "; ".join(named)
+    else:
+        verdicts = (row.get("beats_trivial") or {}).values()
+        cell = "yes" if verdicts and all(v is True for v in verdicts) else "-"
+    below = [(m, r) for r, per in (row.get("beats_trivial_by_metric") or {}).items()
+             for m in SHOWN_METRICS if per.get(m) is False]  # fmt: skip
+    if below:
+        cell += "; below on " + ", ".join(f"{m.upper()}: {_trivial_label(r)}" for m, r in below)
+    return cell
 
 
 def _not_beaten_phrase(missed: list[tuple[str, list[str]]]) -> str:
@@ -124,10 +137,12 @@ def trivial_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     if trivial:
         what = "; ".join(f"{_trivial_label(t['reference'])}: {t['description']}" for t in trivial)
         metrics = " and ".join(m.upper() for m in BEAT_METRICS)
+        shown = " and ".join(m.upper() for m in SHOWN_METRICS)
         notes.append(
             f"References (not ranked): trivial predictions of the same `{data['report_split']}` images, "
             f"scored with the same metrics and protocol. {what}. A configuration beats a reference when its "
-            f"mean {metrics} are both better than the reference's; one that does not learned nothing usable "
+            f"mean {metrics} is better than the reference's ({shown} is compared too and shown after the "
+            f"verdict, not part of it); one that does not learned nothing usable "
             f"over that trivial prediction (see the `{BEATS_COLUMN}` column)."
         )
     gone = {r["variant"] for r in all_failed(data)}

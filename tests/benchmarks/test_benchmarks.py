@@ -99,3 +99,29 @@ def test_cli_benchmark_prints_a_line_per_command_over_the_demo_study() -> None:
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["command"] for r in rows][1:] == ["--help", "status", "list"]
     assert all(r["bench"] == "cli" and r["median_s"] > 0 and r["repeat"] == 1 for r in rows)
+
+
+@pytest.mark.slow  # four real training processes: about 40 s
+def test_quick_study_benchmark_prints_configurations_references_and_the_margin(tmp_path: Path) -> None:
+    from colormamba.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=8, n_val=2, n_test=3, size=16, seed=1)
+    smoke = ("--set", "epochs=1", "--set", "image_size=16", "--set", "max_steps_per_epoch=2")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_quick_study.py"), "--dataset", str(data),
+         "--vgg-weights", "random", *smoke], capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    configurations = [r for r in rows if r["row"] == "configuration"]
+    references = {r["name"]: r for r in rows if r["row"] == "reference"}
+    (summary,) = [r for r in rows if r["row"] == "summary"]
+    assert {r["name"] for r in configurations} == {"original", "vgg", "histogram", "combined"}
+    assert set(references) == {"nir", "train_mean"}
+    best = max(configurations, key=lambda r: r["psnr_mean"])
+    assert summary["best"] == best["name"]
+    for name, ref in references.items():
+        assert summary["margin_db"][name] == pytest.approx(best["psnr_mean"] - ref["psnr_mean"], abs=1e-3)
+    assert summary["wall_s"] > 0 and summary["within_budget"] == (summary["wall_s"] <= summary["budget_s"])
+    assert summary["dataset"]["splits"] == {"train": 8, "val": 2, "test": 3}
+    assert summary["vgg_weights"] == "random" and summary["overrides"] == list(smoke[1::2])

@@ -146,5 +146,5 @@ def test_the_trivial_references_are_the_test_splits_and_reach_the_report(finishe
     (row,) = report["summary"]
     for reference in ("nir", "train_mean"):
         ref = next(t for t in report["trivial"] if t["reference"] == reference)
-        beats = row["psnr_mean"] > ref["psnr_mean"] and row["ssim_mean"] > ref["ssim_mean"]
+        beats = row["psnr_mean"] > ref["psnr_mean"]  # the primary metric decides; SSIM is shown
         assert row["beats_trivial"][reference] is beats
