@@ -20,6 +20,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,24 +221,32 @@ def build_manifest(root: str | Path, name: str, leaks: str = "refuse") -> dict[s
 def local_view(root: str | Path, manifest: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
     """A folder of links to exactly the manifest's files of a local dataset (`--local`), so that a run
     reads what the check kept (no dropped leak, no skipped extra), as a worker reads its cached copy.
-
-    Keyed by the manifest's hash under `<cache>/views/`, built aside and renamed into place.
-    """
+    Keyed by the manifest's hash under `<cache>/views/`."""
     root = Path(root).expanduser().resolve()
-    views = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "views"
-    final = views / manifest["hash"]
-    if (final / ".complete").exists():
-        return final
-    views.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=views, prefix=f".{manifest['hash'][:12]}-"))
-    try:
+
+    def link(tmp: Path) -> None:
         for rel in manifest["files"]:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).symlink_to(root / rel)
-        (tmp / ".complete").write_text(str(root))
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return _published(cache / "views", manifest["hash"], link)
+
+
+def _published(parent: Path, key: str, fill: Callable[[Path], None]) -> Path:
+    """`parent/key`, filled by `fill(folder)` in a folder beside it and renamed into place once complete,
+    so that nobody ever reads a half-built one; a copy another process published first is as good."""
+    final = parent / key
+    if (final / ".complete").exists():
+        return final
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{key[:12]}-"))
+    try:
+        fill(tmp)
+        (tmp / ".complete").write_text(key)
         try:
             tmp.rename(final)
-        except OSError:  # another process published it first: the same links
+        except OSError:  # another process published it first
             if not (final / ".complete").exists():
                 raise
     finally:
@@ -351,14 +360,9 @@ def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None
             (named; the partial copy is discarded).
     """
     manifest = read_manifest(store, name)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = cache / manifest["hash"]
-    if (final / ".complete").exists():
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{manifest['hash'][:12]}-"))
-    try:
-        prefix = files_prefix(manifest)
+    prefix = files_prefix(manifest)
+
+    def download(tmp: Path) -> None:
         for rel, meta in manifest["files"].items():
             data = store.get_bytes(f"{prefix}/{rel}")
             if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
@@ -369,16 +373,9 @@ def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        (tmp / ".complete").write_text(manifest["hash"])
-        try:
-            tmp.rename(final)
-        except OSError:  # another worker on this machine published it first: theirs is as good
-            if not (final / ".complete").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return _published(cache, manifest["hash"], download)
 
 
 def ensure_synthetic(

@@ -45,6 +45,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     create_model,
     field_validator,
@@ -98,6 +99,26 @@ class SyntheticDataset(_Strict):
     seed: int = Field(0, ge=0)
 
 
+class _Written(_Strict):
+    """A model that remembers the order its keys were written in (`written_order`): a study's sweep axes,
+    and so its run names, follow the spec's order, not the order of RunConfig's fields."""
+
+    _written: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: Any) -> Any:
+        model = handler(data)
+        if isinstance(data, dict):
+            model._written = tuple(data)
+        return model
+
+    def written_order(self, **dump: Any) -> dict[str, Any]:
+        """`model_dump(**dump)` with the keys in the order the spec wrote them."""
+        values = self.model_dump(**dump)
+        return {k: values[k] for k in self._written if k in values} | values
+
+
 class SyntheticRef(_Strict):
     synthetic: SyntheticDataset
 
@@ -116,7 +137,7 @@ def _recipe_field(hint: Any) -> tuple[Any, None]:
 # RunConfig's defaults, the study's recipe). Types only: ranges and choices are RunConfig's.
 Recipe = create_model(
     "Recipe",
-    __base__=_Strict,
+    __base__=_Written,
     **{name: _recipe_field(hint) for name, hint in field_types().items() if name not in SPEC_PLACES},
 )
 # Scalar recipe fields that a list cannot sweep, and why
@@ -246,8 +267,14 @@ class Study:
 
     def to_dict(self) -> dict[str, Any]:
         """What `studies/<study>/spec.json` holds."""
+        spec = self.spec.model_dump(mode="json", exclude_none=True)
+        spec["recipe"] = self.spec.recipe.written_order(mode="json", exclude_none=True)
+        for name, conf in self.spec.configurations.items():
+            if conf.recipe is not None:
+                written = conf.recipe.written_order(mode="json", exclude_none=True)
+                spec["configurations"][name]["recipe"] = written
         return {
-            "spec": self.spec.model_dump(mode="json", exclude_none=True),
+            "spec": spec,
             "baseline": self.baseline,
             "dataset": dataset_name(self.spec.dataset),
             "dataset_info": self.dataset_info,
@@ -354,20 +381,22 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
 
 def _sweep_axes(conf: Configuration, recipe: dict[str, Any]) -> list[tuple[str, str, list]]:
     """(kind, key, values) for each swept field: kind 'weight' (a loss term) or 'recipe' (a scalar field of
-    the recipe given a list), in the order of the terms, then of RunConfig's fields (the run names' order)."""
+    the recipe given a list), in the order the spec writes them: the terms, then the recipe's fields (the
+    run names' order)."""
     weights = conf.terms if conf.terms is not None else conf.weights
     axes = [("weight", term, value) for term, value in weights.items() if isinstance(value, list)]
-    for key, hint in field_types().items():
-        if isinstance(recipe.get(key), list) and hint in _SCALARS:
-            axes.append(("recipe", key, recipe[key]))
+    types = field_types()
+    axes += [("recipe", key, value) for key, value in recipe.items()
+             if isinstance(value, list) and types[key] in _SCALARS]  # fmt: skip
     return axes
 
 
 def _recipe_of(spec: StudySpec, conf: Configuration) -> dict[str, Any]:
-    """The configuration's recipe: the study's, with the configuration's own fields on top."""
-    recipe = spec.recipe.model_dump(exclude_none=True)
+    """The configuration's recipe in the order the spec writes it: the study's, with the configuration's
+    own fields on top (a field the study wrote keeps the study's place)."""
+    recipe = spec.recipe.written_order(exclude_none=True)
     if conf.recipe is not None:
-        recipe |= conf.recipe.model_dump(exclude_none=True)
+        recipe |= conf.recipe.written_order(exclude_none=True)
     return recipe
 
 

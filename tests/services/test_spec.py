@@ -4,13 +4,14 @@ invalid spec lists every problem by field path."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from colormamba.config import RunConfig
-from services.spec import SpecError, load_spec, parse_spec
+from services.spec import SpecError, Study, expand, load_spec, parse_spec
 
 SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
 
@@ -302,13 +303,33 @@ def test_a_recipe_field_that_the_old_hand_list_left_out_sweeps():
     data["configurations"] = {"original": {"loss": "original", "recipe": recipe}}
     study = parse_spec(data)
     got = {r.variant: (r.config["lr_gamma"], r.config["vgg_weights"]) for r in study.runs}
-    assert got == {
-        "original+vgg_weights=pretrained+lr_gamma=0.5": (0.5, "pretrained"),
-        "original+vgg_weights=pretrained+lr_gamma=0.9": (0.9, "pretrained"),
-        "original+vgg_weights=random+lr_gamma=0.5": (0.5, "random"),
-        "original+vgg_weights=random+lr_gamma=0.9": (0.9, "random"),
+    assert got == {  # the study's recipe first, as the spec writes it
+        "original+lr_gamma=0.5+vgg_weights=pretrained": (0.5, "pretrained"),
+        "original+lr_gamma=0.5+vgg_weights=random": (0.5, "random"),
+        "original+lr_gamma=0.9+vgg_weights=pretrained": (0.9, "pretrained"),
+        "original+lr_gamma=0.9+vgg_weights=random": (0.9, "random"),
     }
     assert len({r.run_id for r in study.runs}) == 4
+
+
+@pytest.mark.parametrize("order", [("lr", "epochs"), ("epochs", "lr")])
+def test_sweep_axes_follow_the_order_the_spec_writes_them(order, tmp_path):
+    data = demo_data()
+    data["seeds"] = [0]
+    sweeps = {"lr": [0.001, 0.002], "epochs": [1, 2]}
+    data["recipe"] = {key: sweeps[key] for key in order} | {"batch_size": 4}
+    data["configurations"] = {"original": {"loss": "original"}}
+    study = parse_spec(data)
+    first, second = order
+    assert study.runs[0].variant == f"original+{first}={sweeps[first][0]:g}+{second}={sweeps[second][0]:g}"
+    # the order survives the study's record: a reloaded spec expands to the same runs
+    again = Study.from_dict(json.loads(json.dumps(study.to_dict())))
+    assert [r.run_id for r in expand(again.spec).runs] == [r.run_id for r in study.runs]
+    # and the ids hash what runs compute, not the order: the same runs under either order
+    swapped = parse_spec(demo_data() | {"seeds": [0], "configurations": data["configurations"],
+                                        "recipe": dict(reversed(data["recipe"].items()))})  # fmt: skip
+    digests = {r.run_id.rsplit("-", 1)[1] for r in study.runs}
+    assert {r.run_id.rsplit("-", 1)[1] for r in swapped.runs} == digests
 
 
 def test_a_list_for_a_field_that_cannot_sweep_is_refused():
