@@ -209,7 +209,7 @@ def build_manifest(root: str | Path, name: str, leaks: str = "refuse") -> dict[s
         "format": MANIFEST_FORMAT,
         "name": name,
         "layout": check.layout,
-        "splits": {split: len(pairs) for split, pairs in kept.items()},
+        "splits": {split: len(pairs) for split, pairs in kept.items() if pairs},  # all dropped: no split
         "files": files,
         "hash": manifest_hash(files),
         "skipped": check.skipped,

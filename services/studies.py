@@ -192,6 +192,7 @@ def prepare_dataset(store: Storage, study: Study, allow_local_path: bool, cache_
         layout = study.spec.recipe.layout or "auto"
         check_splits(study, ref, available_splits(root, layout))
         manifest = build_manifest(root, "local", study.spec.leaks)
+        check_splits(study, ref, list(manifest["splits"]))  # a split whose pairs were all dropped as leaks
         view = local_view(root, manifest, cache_dir) if materialize else root.resolve()
         return {**dataset_info(ref, str(view), manifest["hash"], manifest), "source": str(root.resolve())}
     manifest = read_manifest(store, ref)

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from colormamba.data import DatasetError, list_pairs
 from colormamba.data.synthetic import make_synthetic_dataset
@@ -231,3 +232,23 @@ def test_the_real_copy_is_refused_then_uploads_with_its_leaks_dropped(tmp_path):
     local = fetch_dataset(store, "vcip2020", tmp_path / "cache")
     kept_test = {p.name for p in list_pairs(local, "test")}
     assert kept_test.isdisjoint(dropped.get("test", {})) and len(kept_test) == manifest["splits"]["test"]
+
+
+def test_a_split_whose_pairs_are_all_dropped_is_gone_and_a_study_on_it_refused(tmp_path):
+    from services.spec import load_spec
+    from services.studies import prepare_dataset
+    from tests.support.submit import demo_with_seeds
+
+    root = make_synthetic_dataset(tmp_path / "data", n_train=3, n_val=1, n_test=1, size=16, seed=8)
+    (val,) = list_pairs(root, "val")
+    first = list_pairs(root, "train")[0]
+    shutil.copyfile(first.nir, val.nir)
+    shutil.copyfile(first.rgb, val.rgb)
+    manifest = upload_dataset(LocalStorage(tmp_path / "store"), root, "noval", leaks="drop")
+    assert manifest["splits"] == {"train": 3, "test": 1}
+    spec = demo_with_seeds(tmp_path, [0])
+    changed = {"dataset": str(root), "leaks": "drop"}
+    spec.write_text(yaml.safe_dump(yaml.safe_load(spec.read_text()) | changed))
+    store = LocalStorage(tmp_path / "s2")
+    with pytest.raises(ValueError, match=r"evaluation.select_split: dataset .* has no 'val' split"):
+        prepare_dataset(store, load_spec(spec), allow_local_path=True, materialize=False)
