@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The job suite's command line: submit a study, watch it, cancel it, fetch its report, manage datasets.
 
-    python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all]     queue the study's runs
+    python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all] [--dataset D] [--dry-run]   queue its runs
     python jobs/submit.py --local SPEC.yaml [--runs-per-gpu K]       the whole study here, no Redis/MinIO
     python jobs/submit.py status STUDY [--watch [--timeout S]] [--full-ids | --json]   per-run progress
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
