@@ -28,7 +28,8 @@ from torch import nn
 from colormamba import checkpoint
 from colormamba.config import RunConfig, resolve_device
 from colormamba.data import Pair, PairedDataset, list_pairs
-from colormamba.imaging import encode_png
+from colormamba.data.dataset import sized
+from colormamba.imaging import encode_png, load_image
 from colormamba.lpips_score import LPIPSScore
 from colormamba.metrics import AE_DEFINITIONS, METRIC_NAMES, compute_metrics, prepare_target
 from colormamba.models import build_model_from_config
@@ -171,17 +172,18 @@ def trivial_description(reference: str, protocol: str, train_pairs: int = 0) -> 
 def train_mean_image(pairs: Sequence[Pair], protocol: str, image_size: int = 0) -> torch.Tensor:
     """The mean of the training split's ground truth as `protocol` scores it, per pixel position.
 
-    Streaming: one image in memory at a time and a float64 running sum. Images are read as training reads
-    them (`image_size`: PairedDataset's resize); a pair of another size than the first is resized to the
-    first's size (training itself needs one size, so this does not occur for a split a run trained on).
+    Streaming: one image in memory at a time and a float64 running sum. Images are read as training
+    reads them (`image_size`: colormamba.data.dataset.sized); a pair of another size than the first is
+    resized to the first's size (training itself needs one size, so this does not occur for a split a run
+    trained on).
 
     Returns:
         (3, H, W) float64 on the CPU, H x W the first pair's size.
     """
     total: torch.Tensor | None = None
-    data = PairedDataset(pairs, train=False, preload=False, image_size=image_size) if pairs else []
-    for i in range(len(data)):
-        target = prepare_target(data[i]["rgb"].double().unsqueeze(0), protocol)  # (1, 3, H, W)
+    for pair in pairs:  # the RGB side only, read as a run reads it
+        rgb = sized(load_image(pair.rgb, 3), image_size)
+        target = prepare_target(rgb.double().unsqueeze(0), protocol)  # (1, 3, H, W)
         if total is None:
             total = torch.zeros_like(target)
         total += resize_image(target, tuple(total.shape[-2:]))

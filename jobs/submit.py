@@ -127,22 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         "--replace", action="store_true", help="replace a dataset of that name with other content"
     )
     leaks = up.add_mutually_exclusive_group()
-    leaks.add_argument(
-        "--drop-leaks",
-        dest="leaks",
-        action="store_const",
-        const="drop",
-        default="refuse",
-        help="drop the later split's copy of a pair found in two splits (test copies "
-        "of train, val copies of train, val copies of test), as the manifest records",
-    )
-    leaks.add_argument(
-        "--allow-leaks",
-        dest="leaks",
-        action="store_const",
-        const="allow",
-        help="keep pairs found in two splits; every report on the dataset says so",
-    )
+    leaks.add_argument("--drop-leaks", dest="leaks", action="store_const", const="drop", default="refuse",
+                       help="drop the later split's copy of a pair found in two splits (test copies "
+                            "of train, val copies of train, val copies of test), as the manifest records")
+    leaks.add_argument("--allow-leaks", dest="leaks", action="store_const", const="allow",
+                       help="keep pairs found in two splits; every report on the dataset says so")
     dsub.add_parser("list", parents=[common])
     chk = dsub.add_parser("check", parents=[common],
                           help="check a dataset folder (pairs, skipped files, pairs shared between splits); "
@@ -403,18 +392,17 @@ def _dataset_check(args: argparse.Namespace) -> int:
     """`dataset check PATH [--json]`: the folder only (no store, no broker, no settings)."""
     import json
 
-    from services.datasets import apply_leak_policy, check_dataset, leakage_line
+    from services.datasets import check_dataset, leak_record, leakage_line
 
     check = check_dataset(args.path)
     if args.json:
         print(json.dumps(check.to_json(), indent=1))
         return OK
-    _, leakage = apply_leak_policy(check, "allow")
     splits = ", ".join(f"{split} {len(pairs)}" for split, pairs in check.pairs.items())
     print(f"{args.path}: {check.layout} layout; pairs: {splits}; checked in {check.seconds:.1f} s")
     for s in check.skipped:
         print(f"  skipped ({s['split']}): {s['path']}: {s['why']}")
-    print(f"splits: {leakage_line({**leakage, 'status': 'found'} if check.duplicates else leakage)}")
+    print(f"splits: {leakage_line(leak_record(check))}")
     for d in check.duplicates:
         (a, b), (pa, pb) = d.splits, d.pairs
         print(f"  {d.kind:5s} {d.score:.3f}  {a} {pa}  =  {b} {pb}")

@@ -131,12 +131,25 @@ def _relative(path: Path, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
 
+def leak_record(check: DatasetCheck) -> dict[str, Any]:
+    """What a check found between splits, before any policy: {"policy": None, "status": "clean"|"found",
+    "duplicates": [...], "dropped": {}, "counts": {"train-test": n, ...}}; `apply_leak_policy` completes
+    it."""
+    counts: dict[str, int] = {}
+    for d in check.duplicates:
+        key = "-".join(d.splits)
+        counts[key] = counts.get(key, 0) + 1
+    duplicates = [d.to_dict() for d in check.duplicates]
+    return {"policy": None, "status": "found" if duplicates else "clean", "duplicates": duplicates,
+            "dropped": {}, "counts": counts}  # fmt: skip
+
+
 def apply_leak_policy(check: DatasetCheck, policy: str) -> tuple[dict[str, list[Pair]], dict[str, Any]]:
     """The pairs a dataset keeps under a leak policy, and the record of it that its manifest stores.
 
     Returns:
-        (split -> kept pairs, {"policy", "status": "clean"|"dropped"|"allowed", "duplicates": [...],
-        "dropped": {split: {pair: reason}}, "counts": {"train-test": n, ...}}).
+        (split -> kept pairs, `leak_record` with the policy, the status ("clean"|"dropped"|"allowed") and
+        what was dropped: {split: {pair: reason}}).
     Raises:
         DatasetLeak: `refuse` and some pair is in two splits, naming every such pair.
     """
@@ -145,14 +158,11 @@ def apply_leak_policy(check: DatasetCheck, policy: str) -> tuple[dict[str, list[
     if policy not in LEAK_POLICIES:
         raise ValueError(f"leak policy: expected one of {LEAK_POLICIES}, got {policy!r}")
     found = check.duplicates
-    counts: dict[str, int] = {}
-    for d in found:
-        key = "-".join(d.splits)
-        counts[key] = counts.get(key, 0) + 1
+    record = leak_record(check)
     if found and policy == "refuse":
         listed = [f"{a} {pa!r} and {b} {pb!r}: {d.kind} copy (score {d.score:.3f})"
                   for d in found for (a, b), (pa, pb) in [(d.splits, d.pairs)]]  # fmt: skip
-        totals = ", ".join(f"{k} {v}" for k, v in counts.items())
+        totals = ", ".join(f"{k} {v}" for k, v in record["counts"].items())
         raise DatasetLeak(
             f"{check.root}: {len(found)} pair(s) appear in more than one split ({totals}), so a test score "
             f"would be partly a training score and the selection could pick on test; {LEAK_HELP}",
@@ -164,9 +174,7 @@ def apply_leak_policy(check: DatasetCheck, policy: str) -> tuple[dict[str, list[
         for split, pairs in check.pairs.items()
     }
     status = "clean" if not found else ("dropped" if policy == "drop" else "allowed")
-    record = {"policy": policy, "status": status, "duplicates": [d.to_dict() for d in found],
-              "dropped": drops, "counts": counts}  # fmt: skip
-    return kept, record
+    return kept, record | {"policy": policy, "status": status, "dropped": drops}
 
 
 def leakage_line(leakage: dict[str, Any] | None) -> str:

@@ -235,8 +235,7 @@ class RunPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunPlan:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        return cls(**data)  # a plan recorded before `resolved` existed gets its default, {}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,17 @@ def _to_bytes(image: torch.Tensor) -> torch.Tensor:
     return image.mul(255.0).round_().to(torch.uint8)
 
 
+def sized(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(C, H, W) in [0, 1] as a run reads it at `image_size` (RunConfig.image_size): area-averaged to
+    image_size x image_size (a downscale without aliasing) and rounded to 8 bits, as a resized file would
+    be; unchanged for 0 or an image of that size already."""
+    if not image_size or image.shape[-2:] == (image_size, image_size):
+        return image
+    size = (image_size, image_size)
+    small = torch.nn.functional.interpolate(image[None], size=size, mode="area")[0].clamp_(0, 1)
+    return _to_float(_to_bytes(small))
+
+
 def _to_float(image: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 in [0, 1], bit-identical to what load_image returned."""
     return image.float().div_(255.0)
@@ -66,7 +77,7 @@ class PairedDataset(Dataset):
         self._images: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         if preload:
             self._images = [
-                (_to_bytes(self._sized(nir)), _to_bytes(self._sized(rgb)))
+                (_to_bytes(sized(nir, image_size)), _to_bytes(sized(rgb, image_size)))
                 for _, nir, rgb in iter_pairs(self.pairs)
             ]
 
@@ -108,22 +119,16 @@ class PairedDataset(Dataset):
     def _bytes(self, index: int) -> torch.Tensor:
         """Pair `index` as uint8 (4, H, W): the preloaded bytes as they are, or read from disk."""
         if self._images is None:
-            return torch.cat([_to_bytes(self._sized(image)) for image in load_pair(self.pairs[index])])
+            images = load_pair(self.pairs[index])
+            return torch.cat([_to_bytes(sized(image, self.image_size)) for image in images])
         return torch.cat(self._images[index])
-
-    def _sized(self, image: torch.Tensor) -> torch.Tensor:
-        """(C, H, W) at the dataset's `image_size` (area averaging: a downscale without aliasing)."""
-        if not self.image_size or image.shape[-2:] == (self.image_size, self.image_size):
-            return image
-        size = (self.image_size, self.image_size)
-        return torch.nn.functional.interpolate(image[None], size=size, mode="area")[0].clamp_(0, 1)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def _read(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._images is None:
-            nir, rgb = (_to_float(_to_bytes(self._sized(image))) for image in load_pair(self.pairs[index]))
+            nir, rgb = (sized(image, self.image_size) for image in load_pair(self.pairs[index]))
             return nir, rgb
         nir, rgb = self._images[index]
         return _to_float(nir), _to_float(rgb)
