@@ -24,11 +24,22 @@ Methods, each giving one verdict per (variant, metric) at alpha 0.05:
     welch_unpaired    Welch t on each configuration's per-seed means (seeds not paired), Holm
     t_seed_means      services.stats.paired_interval (t on per-seed mean differences), Holm
 
+The study's question (services/report/collect.py, the rule reports use): Holm over the primary metric's
+comparisons only (each variant against the baseline on PSNR), every other metric exploratory at the raw
+p < 0.05. For seeds 3 / 5 / 8 x seed noise 0.05 / 0.3 dB x effect 0 / 0.5 / 1 / 2 dB (variant 1 better by
+the effect on every metric, the others equal to the baseline): the share of studies with a false verdict
+on the question, the share in which variant 1 is called better on PSNR (power), and the minimum detectable
+effect the report states for variant 1's PSNR row (median over studies) beside the one computed from the
+true variances.
+
 Lines: {"bench": "report_stats_null", method, variants, seed_sd, shared_seed_corr, noisy_factor, fwer
 (share of studies with at least one false verdict), fwer_se (its binomial standard error), per_comparison
 (share of false verdicts among all), studies}, then {"bench": "report_stats_power", method, seeds, effect,
 seed_sd, shared_seed_corr, found_psnr (variant 1 called better on its first metric), found_any (on at
-least one metric), studies}.
+least one metric), studies}, then {"bench": "report_stats_question", seeds, seed_sd, effect,
+false_question (share of studies with a false verdict among the question's rows: a non-effect variant
+called better or worse, or variant 1 called worse), false_exploratory_row (share of the other metrics'
+rows of the non-effect variants with a verdict), found_psnr, mde_reported_median, mde_true, studies}.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.stats import holm, paired_interval
+from services.stats import VarianceParts, holm, minimum_detectable_effect, paired_interval, variance_parts
 
 ALPHA = 0.05
 
@@ -172,6 +183,35 @@ def power(method: str, rng: np.random.Generator, studies: int, resamples: int, *
             "found_any": round(float(better.any(axis=1).mean()), 4), "studies": studies}  # fmt: skip
 
 
+QUESTION_SEEDS = (3, 5, 8)
+QUESTION_SEED_SD = (0.05, 0.3)
+QUESTION_EFFECTS = (0.0, 0.5, 1.0, 2.0)
+
+
+def question_rule(rng: np.random.Generator, studies: int, *, seeds: int, seed_sd: float, effect: float,
+                  noise_sd: float = 0.35, images: int = 18) -> dict:  # fmt: skip
+    """The report's rule on simulated studies: Holm over the variants' PSNR rows (metric 0), the other
+    metrics exploratory at raw p < ALPHA; variant 1 is `effect` better on every metric."""
+    y = simulate(rng, studies, seeds=seeds, seed_sd=seed_sd, effect=effect, noise_sd=noise_sd, images=images)
+    d = differences(y)  # (studies, variants, metrics, seeds, images)
+    res = paired_interval(d, 1 - ALPHA)
+    question = holm(res.p_value[:, :, 0]) < ALPHA  # (studies, variants)
+    up = res.mean[:, :, 0] > 0
+    false_question = (question[:, 1:].any(axis=1)) | (question[:, 0] & ~up[:, 0])
+    exploratory = res.p_value[:, 1:, 1:] < ALPHA  # the non-effect variants' other metrics
+    m = d.shape[1]
+    reported = [minimum_detectable_effect(variance_parts(study[0, 0]), seeds, images, ALPHA / m)
+                for study in d[: min(studies, 400)]]  # fmt: skip
+    # the true parts of a paired difference: each run's offset and per-image noise, twice
+    true = VarianceParts(2 * seed_sd**2, 2 * noise_sd**2)
+    return {"false_question": round(float(false_question.mean()), 4),
+            "false_exploratory_row": round(float(exploratory.mean()), 4),
+            "found_psnr": round(float((question[:, 0] & up[:, 0]).mean()), 4),
+            "mde_reported_median": round(float(np.median(reported)), 3),
+            "mde_true": round(minimum_detectable_effect(true, seeds, images, ALPHA / m), 3),
+            "studies": studies}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--studies", type=int, default=4000, help="simulated studies (t and Welch methods)")
@@ -193,6 +233,12 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({"bench": "report_stats_power", "method": method, "seeds": seeds,
                               "effect": effect, "seed_sd": seed_sd, "shared_seed_corr": shared, **out}),
                   flush=True)  # fmt: skip
+    for seeds in QUESTION_SEEDS:
+        for seed_sd in QUESTION_SEED_SD:
+            for effect in QUESTION_EFFECTS:
+                out = question_rule(rng, args.studies, seeds=seeds, seed_sd=seed_sd, effect=effect)
+                print(json.dumps({"bench": "report_stats_question", "seeds": seeds, "seed_sd": seed_sd,
+                                  "effect": effect, **out}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

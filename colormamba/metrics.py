@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from colormamba.imaging import normalize_per_image
+from colormamba.metric_names import METRIC_NAMES as METRIC_NAMES  # re-exported beside the metrics
 
 if TYPE_CHECKING:
     from colormamba.lpips_score import LPIPSScore
 
 PROTOCOLS = ("colormamba", "plain")
-METRIC_NAMES = ("psnr", "ssim", "ae", "mae", "lpips")
 AE_REFERENCE_EPS = 1e-6  # in the denominator of the reference's AE, on [0, 1] pixel vectors
 # what the `ae` column is under each protocol, in words (metrics.json carries it)
 AE_DEFINITIONS = {

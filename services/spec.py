@@ -53,6 +53,7 @@ from pydantic import (
 )
 
 from colormamba.config import ConfigError, RunConfig, field_types
+from colormamba.metric_names import METRIC_NAMES
 from colormamba.storage import CHECKPOINT_KINDS, check_name
 from colormamba.suggest import unknown
 
@@ -186,6 +187,19 @@ class Configuration(_Strict):
         return self
 
 
+DEFAULT_FAMILY = "against the baseline"  # the one family of a spec that names none
+
+
+class Question(_Strict):
+    """What the study asks (docs/evaluation.md, "The study's question"): one primary metric, and the
+    configurations compared with the baseline on it, in named families (each reported in a table of its own).
+    Holm's correction runs over these comparisons only; every other metric, and any configuration in no
+    family, is exploratory: shown, uncorrected, and marked so. Default: PSNR, every configuration."""
+
+    metric: Literal[METRIC_NAMES] = "psnr"
+    families: dict[str, list[str]] | None = None
+
+
 class StudySpec(_Strict):
     study: str
     description: str = ""
@@ -196,6 +210,7 @@ class StudySpec(_Strict):
     recipe: Recipe = Field(default_factory=Recipe)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     configurations: dict[str, Configuration] = Field(min_length=1)
+    question: Question = Field(default_factory=Question)
     # a folder dataset (`--local`) whose splits share pairs: refused, the later copies dropped, or kept
     # and flagged in every report (services.datasets.LEAK_POLICIES); an upload chose its dataset's
     leaks: Literal["refuse", "drop", "allow"] = "refuse"
@@ -260,6 +275,13 @@ class Study:
     def baseline(self) -> str:
         """The baseline configuration: the spec's, else the first one listed."""
         return self.spec.baseline or next(iter(self.spec.configurations))
+
+    def families(self) -> dict[str, list[str]]:
+        """The question's families of configurations (the spec's, else one of every configuration but the
+        baseline), each in the spec's order."""
+        if self.spec.question.families is not None:
+            return {name: list(members) for name, members in self.spec.question.families.items()}
+        return {DEFAULT_FAMILY: [c for c in self.spec.configurations if c != self.baseline]}
 
     def dataset_ref(self) -> str | SyntheticRef:
         return self.spec.dataset
@@ -440,6 +462,28 @@ def _name_problems(spec: StudySpec) -> list[str]:
         problems.append(
             f"baseline: {spec.baseline!r} is not one of the configurations {sorted(spec.configurations)}"
         )
+    return problems + _question_problems(spec)
+
+
+def _question_problems(spec: StudySpec) -> list[str]:
+    """Each family member must be a configuration other than the baseline, in one family only."""
+    baseline = spec.baseline or next(iter(spec.configurations))
+    problems, seen = [], {}
+    for family, members in (spec.question.families or {}).items():
+        where = f"question.families.{family}"
+        if not members:
+            problems.append(f"{where}: an empty family compares nothing; list configurations or remove it")
+        for name in members:
+            if name not in spec.configurations:
+                what = unknown(f"unknown configuration {name!r}", name, spec.configurations,
+                               listing="configurations")  # fmt: skip
+                problems.append(f"{where}: {what}")
+            elif name == baseline:
+                problems.append(f"{where}: {name!r} is the baseline, which every comparison is against")
+            elif name in seen:
+                problems.append(f"{where}: {name!r} is already in family {seen[name]!r}; a comparison is "
+                                "corrected once")  # fmt: skip
+            seen.setdefault(name, family)
     return problems
 
 

@@ -64,7 +64,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,102 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return out
 
 
-def verdict(mean_diff: float, p_adjusted: float, higher_is_better: bool, alpha: float) -> str:
-    """The verdict of one comparison: "better" or "worse" (by the sign of the mean and the metric's
-    direction) when the adjusted p-value is below alpha, else "no clear difference"; "not testable"
-    without a p-value (one seed and one image)."""
-    if p_adjusted is None or not np.isfinite(p_adjusted):
+VERDICTS = ("better", "worse", "inconclusive")
+POWER = 0.8  # the power at which a comparison's minimum detectable effect is stated
+
+
+def verdict(estimate: float, p: float | None, higher_is_better: bool, alpha: float) -> str:
+    """The verdict of one comparison: "better" or "worse" (by the sign of the estimate and the metric's
+    direction) when its p-value (Holm-adjusted for the study's question, raw for exploratory rows) is
+    below alpha, else "inconclusive": not "no difference", since a design with few seeds misses real
+    effects (the row's `mde` says how large an effect it would have found); "not testable" without a
+    p-value (one seed and one image)."""
+    if p is None or not np.isfinite(p):
         return "not testable"
-    if p_adjusted >= alpha:
-        return "no clear difference"
-    improved = mean_diff > 0 if higher_is_better else mean_diff < 0
+    if p >= alpha:
+        return "inconclusive"
+    improved = estimate > 0 if higher_is_better else estimate < 0
     return "better" if improved else "worse"
+
+
+def detectable_shift(df: int, alpha: float, power: float = POWER) -> float:
+    """The true mean, in standard errors, that a two-sided t test at level `alpha` on `df` degrees of freedom
+    rejects with probability `power`.
+
+    The t statistic of a true mean delta * se is noncentral t with noncentrality delta; the test rejects
+    when |T| > t_{df, 1 - alpha/2}, so delta solves P(T > c) + P(T < -c) = power (scipy.stats.nct). With many
+    degrees of freedom this is the familiar z_{1-alpha/2} + z_{power} (2.80 at 5 % and 80 %); with 2 df and
+    a Holm threshold it is far larger (the price of three seeds).
+    """
+    if df < 1 or not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"need df >= 1 and alpha, power in (0, 1); got {df}, {alpha}, {power}")
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(delta: float) -> float:
+        return stats.nct.sf(crit, df, delta) + stats.nct.sf(crit, df, -delta) - power  # P(T < -c) by symmetry
+
+    high = crit + 4.0
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-10))
+
+
+@dataclass(frozen=True)
+class VarianceParts:
+    """The two sources of noise in a paired difference, in the metric's units squared.
+
+    seed: the variance of a seed's mean difference beyond what its images explain (run-to-run training
+        noise of both configurations); NaN with one seed, where it cannot be estimated.
+    image: the variance of one image's difference within a seed (pooled over seeds).
+    """
+
+    seed: float
+    image: float
+
+    def unit_sd(self, n_seeds: int, n_images: int) -> float:
+        """The standard deviation of one unit of the t test for a design: a seed's mean over n_images
+        images with several seeds, one image's difference with one seed."""
+        if n_seeds >= 2:
+            return float(np.sqrt(max(self.seed, 0.0) + self.image / n_images))
+        return float(np.sqrt(self.image))
+
+
+def variance_parts(diffs: np.ndarray) -> VarianceParts:
+    """Seed and image variance of (n_seeds, n_images) paired differences (one-way random effects, the
+    method of moments): image = mean over seeds of the within-seed sample variance; seed = the variance of
+    the seed means minus image / n_images, floored at 0."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    n_seeds, n_images = diffs.shape
+    image = float(diffs.var(axis=1, ddof=1).mean()) if n_images >= 2 else 0.0
+    if n_seeds < 2:
+        return VarianceParts(float("nan"), image)
+    seed = float(diffs.mean(axis=1).var(ddof=1)) - image / n_images
+    return VarianceParts(max(seed, 0.0), image)
+
+
+def minimum_detectable_effect(parts: VarianceParts, n_seeds: int, n_images: int, alpha: float,
+                              power: float = POWER) -> float | None:  # fmt: skip
+    """The smallest true difference a design finds with probability `power`, in the metric's units.
+
+    The design is this module's test: the t test on per-seed mean differences (n_seeds - 1 df) with several
+    seeds, on per-image differences with one (which leaves training noise out, so the figure then speaks
+    for these trained networks only). `alpha` is the level the row is tested at: for the question's
+    comparisons under Holm, alpha / m (Holm's first step, so an effect of this size is found at least this
+    often whatever the other comparisons do). None where the test has fewer than two units.
+    """
+    n_units = n_seeds if n_seeds >= 2 else n_images
+    if n_units < 2 or not np.isfinite(parts.image):
+        return None
+    se = parts.unit_sd(n_seeds, n_images) / np.sqrt(n_units)
+    return float(detectable_shift(n_units - 1, alpha, power) * se)
+
+
+def seeds_needed(parts: VarianceParts, n_images: int, effect: float, alpha: float, power: float = POWER,
+                 most: int = 100) -> int | None:  # fmt: skip
+    """The fewest seeds (>= 2) whose design detects `effect` with probability `power` at level `alpha`;
+    None if even `most` seeds do not."""
+    for n_seeds in range(2, most + 1):
+        mde = minimum_detectable_effect(parts, n_seeds, n_images, alpha, power)
+        if mde is not None and mde <= abs(effect):
+            return n_seeds
+    return None

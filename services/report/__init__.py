@@ -9,7 +9,8 @@ data and the runs' sample images. A study still running gives a partial report, 
 Outputs under `reports/<study>/` (colormamba.storage.report_prefix): report.json (everything, the trivial
 references' rows included), report.csv (one row per configuration variant, with whether it beats each
 trivial reference), runs.csv, per_image.csv, differences.csv (paired differences against
-the baseline with 95% intervals over seeds and images, Holm-adjusted verdicts: services/stats.py),
+the baseline with 95% intervals over seeds and images, verdicts Holm-adjusted over the study's question,
+minimum detectable effects: services/stats.py),
 curves.png, scatter.png, samples.png, report.md and report.html (one self-contained page).
 """
 
@@ -25,6 +26,7 @@ from services.report.names import CI_LEVEL, HIGHER_IS_BETTER, LABELS, METRICS, R
 from services.report.plots import curves_figure, png, samples_figure, scatter_figure
 from services.report.render import (
     DIFFERENCE_COLUMNS,
+    difference_csv_rows,
     render_html,
     render_markdown,
     summary_csv_rows,
@@ -51,7 +53,7 @@ def build_report(store: Storage, study_name: str) -> dict[str, Any]:
         "report.csv": to_csv(summary_csv_rows(data)),
         "runs.csv": to_csv(data["runs"]),
         "per_image.csv": to_csv(data["per_image"], ["variant", "seed", "run", "name", *METRICS]),
-        "differences.csv": to_csv(data["differences"], DIFFERENCE_COLUMNS),
+        "differences.csv": to_csv(difference_csv_rows(data), DIFFERENCE_COLUMNS),
         "report.md": render_markdown(data).encode(),
         **{name: payload for name, payload in figures.items() if payload is not None},
     }

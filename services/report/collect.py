@@ -32,8 +32,8 @@ from services.report.names import (
     TRIVIAL_LABELS,
 )
 from services.runs import DONE, now, read_status
-from services.spec import RunPlan, Study
-from services.stats import holm, paired_interval, verdict
+from services.spec import DEFAULT_FAMILY, RunPlan, Study
+from services.stats import POWER, holm, minimum_detectable_effect, paired_interval, variance_parts, verdict
 
 TRAINING_STATES = ("succeeded", "running", "lost")  # runs whose history.csv the curves show
 # How far two runs' scores of one trivial reference may differ and still count as the same computation: the
@@ -163,7 +163,10 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
     for row in summary:
         row |= beats_trivial(row, trivial["rows"])
     baseline_variant = next(p.variant for p in study.runs if p.configuration == study.baseline)
-    differences = paired_differences(per_image, baseline_variant, variants)
+    question = study.spec.question
+    family_of = {p.variant: family for family, members in study.families().items()
+                 for p in study.runs if p.configuration in members}  # fmt: skip
+    differences = paired_differences(per_image, baseline_variant, variants, question.metric, family_of)
     protocols = sorted({r["protocol"] for r in runs if r.get("protocol")})
     evaluation = study.spec.evaluation
     finished = sum(1 for r in runs if r["state"] in DONE)
@@ -195,7 +198,8 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "differences": differences,
         "per_image": per_image,
         "histories": histories,
-        "ci": ci_summary(differences),
+        "question": {"metric": question.metric, "families": study.families()},
+        "ci": ci_summary(differences, question.metric),
     }
 
 
@@ -375,37 +379,52 @@ def provenance_differences(provenances: dict[str, list[dict[str, Any]]]) -> dict
     return out
 
 
-def paired_differences(
-    per_image: list[dict[str, Any]], baseline: str, variants: list[str]
-) -> list[dict[str, Any]]:
-    """Each variant minus the baseline per metric: interval, Holm-adjusted p-value and verdict.
+def paired_differences(per_image: list[dict[str, Any]], baseline: str, variants: list[str],
+                       primary_metric: str = "psnr", family_of: dict[str, str] | None = None,
+                       ) -> list[dict[str, Any]]:  # fmt: skip
+    """Each variant minus the baseline per metric: estimate, interval, p-values, verdict and the smallest
+    effect the design detects (services/stats.py).
 
     Pairs are (seed, image): the seeds both configurations have (the same seed shares initialisation and
-    data order), and the images every one of those runs scored. The interval resamples seeds, then images
-    (services/stats.py); the verdicts are corrected over every (variant, metric) row of the table.
+    data order), and the images every one of those runs scored. The study's question (`primary_metric`, and
+    `family_of`: variant -> its family; default: every variant in one) decides which rows are corrected:
+    Holm runs over the primary metric's rows of the variants in a family; every other row is exploratory
+    (verdict on its raw p-value, `p_adjusted` None).
     """
     by_variant: dict[str, dict[tuple[int, str], dict[str, Any]]] = defaultdict(dict)
     for p in per_image:
         by_variant[p["variant"]][(p["seed"], p["name"])] = p
     base = by_variant.get(baseline, {})
+    if family_of is None:
+        family_of = {v: DEFAULT_FAMILY for v in variants if v != baseline}
     out = []
     for variant in variants:
         if variant == baseline:
             continue
         other = by_variant.get(variant, {})
+        family = family_of.get(variant)
         for m in METRICS:
             diffs = _paired_matrix(base, other, m)
-            row: dict[str, Any] = {"variant": variant, "baseline": baseline, "metric": m,
+            row: dict[str, Any] = {"variant": variant, "baseline": baseline, "family": family, "metric": m,
+                                   "primary": family is not None and m == primary_metric,
                                    "n_seeds": diffs.shape[0], "n_images": diffs.shape[1]}  # fmt: skip
-            out.append(row | _interval_fields(diffs))
-    tested = [r for r in out if r["p_value"] is not None]
-    adjusted = holm(np.asarray([r["p_value"] for r in tested], dtype=np.float64))
-    for r, p_adj in zip(tested, adjusted, strict=True):
+            out.append(row | _interval_fields(diffs, HIGHER_IS_BETTER[m]))
+    alpha = 1 - CI_LEVEL
+    question = [r for r in out if r["primary"] and r["p_value"] is not None]
+    adjusted = holm(np.asarray([r["p_value"] for r in question], dtype=np.float64))
+    for r, p_adj in zip(question, adjusted, strict=True):
         r["p_adjusted"] = float(p_adj)
     for r in out:
         r.setdefault("p_adjusted", None)
-        r["verdict"] = (verdict(r["mean_diff"], r["p_adjusted"], HIGHER_IS_BETTER[r["metric"]], 1 - CI_LEVEL)
+        r["exploratory"] = not r["primary"]
+        p = r["p_value"] if r["exploratory"] else r["p_adjusted"]
+        r["verdict"] = (verdict(r["estimate"], p, HIGHER_IS_BETTER[r["metric"]], alpha)
                         if r["n_seeds"] else "no paired images")  # fmt: skip
+        # tested at alpha / m by Holm's first step (primary), at alpha (exploratory)
+        r["tested_at"] = alpha / max(len(question), 1) if r["primary"] else alpha
+        parts = r.pop("_parts", None)
+        r["mde"] = (minimum_detectable_effect(parts, r["n_seeds"], r["n_images"], r["tested_at"])
+                    if parts is not None else None)  # fmt: skip
     return out
 
 
@@ -427,12 +446,22 @@ def _paired_matrix(
     )
 
 
-def _interval_fields(diffs: np.ndarray) -> dict[str, Any]:
+def _interval_fields(diffs: np.ndarray, higher_is_better: bool) -> dict[str, Any]:
+    """The interval and p-value, the noise's parts, and how many seeds and images went each way (better:
+    in the metric's direction; images by their mean over the seeds)."""
     if not diffs.size:
-        return {"mean_diff": None, "ci_low": None, "ci_high": None, "p_value": None, "df": None}
+        return {"estimate": None, "ci": None, "p_value": None, "df": None, "seed_variance": None,
+                "image_variance": None, "seeds_better": 0, "seeds_worse": 0, "images_better": 0,
+                "images_worse": 0}  # fmt: skip
     res = paired_interval(diffs, CI_LEVEL)
-    return {"mean_diff": float(res.mean), "ci_low": _finite(res.low), "ci_high": _finite(res.high),
-            "p_value": _finite(res.p_value), "df": res.df}  # fmt: skip
+    parts = variance_parts(diffs)
+    sign = 1.0 if higher_is_better else -1.0
+    seeds, images = sign * diffs.mean(axis=1), sign * diffs.mean(axis=0)
+    return {"estimate": float(res.mean), "ci": [_finite(res.low), _finite(res.high)],
+            "p_value": _finite(res.p_value), "df": res.df, "seed_variance": _finite(parts.seed),
+            "image_variance": _finite(parts.image), "_parts": parts,
+            "seeds_better": int((seeds > 0).sum()), "seeds_worse": int((seeds < 0).sum()),
+            "images_better": int((images > 0).sum()), "images_worse": int((images < 0).sum())}  # fmt: skip
 
 
 def _finite(value: Any) -> float | None:
@@ -440,11 +469,11 @@ def _finite(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def ci_summary(differences: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the differences table did, in words and numbers (report.json's `ci`, shown above the table)."""
-    tested = [d for d in differences if d["p_adjusted"] is not None]
-    variants = len({d["variant"] for d in tested})
-    metrics = len({d["metric"] for d in tested})
+def ci_summary(differences: list[dict[str, Any]], primary_metric: str = "psnr") -> dict[str, Any]:
+    """What the differences tables did, in words and numbers (report.json's `ci`, shown above them)."""
+    tested = [d for d in differences if d["p_value"] is not None]
+    question = [d for d in tested if d["primary"]]
+    families = list(dict.fromkeys(d["family"] for d in question))
     seeds = sorted({d["n_seeds"] for d in tested})
     several = [s for s in seeds if s >= 2]
     parts = []
@@ -461,15 +490,20 @@ def ci_summary(differences: list[dict[str, Any]]) -> dict[str, Any]:
             "trained networks only"
         )
     method = "; ".join(parts) or "no paired differences yet"
-    plural = "s" * (variants != 1)
-    correction = (f"Holm over the table's {len(tested)} comparisons ({variants} configuration{plural} x "
-                  f"{metrics} metrics), family-wise error rate {1 - CI_LEVEL:.2f}")  # fmt: skip
+    alpha = 1 - CI_LEVEL
+    plural = "s" * (len(question) != 1)
+    named = ", ".join(f"`{f}`" for f in families) or "none"
+    correction = (f"Holm over the question's {len(question)} comparison{plural} ({primary_metric.upper()}, "
+                  f"families {named}), family-wise error rate {alpha:.2f}")  # fmt: skip
     return {
         "level": CI_LEVEL,
         "method": method,
         "p_value": "two-sided, from the same t statistic as the interval",
-        "comparisons": len(tested),
+        "primary_metric": primary_metric,
+        "comparisons": len(question),
+        "exploratory": len(tested) - len(question),
         "correction": correction,
+        "power": POWER,
         "seed_noise_included": bool(tested) and 1 not in seeds,
     }
 

@@ -3,12 +3,11 @@ intervals' level, and the files it writes (every module of services.report and s
 
 from __future__ import annotations
 
-from colormamba.metrics import METRIC_NAMES
+from colormamba.metric_names import HIGHER_IS_BETTER, METRIC_NAMES
 
 METRICS = METRIC_NAMES  # the order of every table and file
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)",
           "lpips": "LPIPS (AlexNet)"}  # fmt: skip
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ae": False, "mae": False, "lpips": False}
 DIGITS = {"ssim": 4}  # decimals shown per metric (others: 2)
 CI_LEVEL = 0.95  # the intervals' level; verdicts are made at alpha = 1 - CI_LEVEL, family-wise (Holm)
 MAX_PLOTTED_VARIANTS = 8  # curves, scatter and the sample grid show the best-ranked variants (plus baseline)
@@ -24,3 +23,5 @@ BEAT_METRICS = ("psnr",)
 SHOWN_METRICS = ("ssim",)
 REPORT_FILES = ("report.json", "report.csv", "runs.csv", "per_image.csv", "differences.csv", "curves.png",
                 "scatter.png", "samples.png", "report.md", "report.html")  # fmt: skip
+__all__ = ["BEAT_METRICS", "CI_LEVEL", "DIGITS", "HIGHER_IS_BETTER", "LABELS", "MAX_PLOTTED_VARIANTS",
+           "METRICS", "REPORT_FILES", "SHOWN_METRICS", "TRIVIAL_LABELS"]  # fmt: skip

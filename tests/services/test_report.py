@@ -104,14 +104,15 @@ def test_one_seed_pairs_images_and_says_training_noise_is_out(built, tmp_path):
         values[_run_id(study, "original", 0)]["psnr"], 6
     )
     assert (d["n_seeds"], d["n_images"], d["df"]) == (1, len(IMAGES), len(IMAGES) - 1)
-    assert d["mean_diff"] == pytest.approx(diffs.mean())
+    assert d["estimate"] == pytest.approx(diffs.mean())
     low, high, p = _t_interval(diffs)
-    assert (d["ci_low"], d["ci_high"], d["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
-    assert d["verdict"] == "better"
+    assert (*d["ci"], d["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
+    assert d["verdict"] == "better" and d["primary"] and d["p_adjusted"] == pytest.approx(p), "one question"
     ae = next(x for x in data["differences"] if x["metric"] == "ae")
-    assert ae["mean_diff"] < 0 and ae["verdict"] == "better", "lower AE is better"
+    assert ae["estimate"] < 0 and ae["verdict"] == "better", "lower AE is better"
+    assert ae["exploratory"] and ae["p_adjusted"] is None, "AE is not the question's metric"
     lpips = next(x for x in data["differences"] if x["metric"] == "lpips")
-    assert lpips["mean_diff"] < 0 and lpips["verdict"] == "better", "lower LPIPS is better"
+    assert lpips["estimate"] < 0 and lpips["verdict"] == "better", "lower LPIPS is better"
     assert not data["ci"]["seed_noise_included"] and "NOT in the interval" in data["ci"]["method"]
     download_report(store, study.name, tmp_path / "dl")
     for name in ("report.md", "report.html"):
@@ -120,7 +121,7 @@ def test_one_seed_pairs_images_and_says_training_noise_is_out(built, tmp_path):
         assert "these particular trained networks only" in text, name
 
 
-def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seeds, tmp_path):
+def test_several_seeds_resample_seeds_and_correct_only_the_question(built_all_seeds, tmp_path):
     store, study, values, data = built_all_seeds
     rows = data["differences"]
     assert [r["metric"] for r in rows] == list(METRICS)
@@ -132,29 +133,37 @@ def test_several_seeds_resample_seeds_and_holm_corrects_the_table(built_all_seed
             for s in (0, 1)
         ])  # fmt: skip
         assert (r["n_seeds"], r["n_images"], r["df"]) == (2, len(IMAGES), 1)
-        assert r["mean_diff"] == pytest.approx(per_seed.mean())
+        assert r["estimate"] == pytest.approx(per_seed.mean())
         low, high, p = _t_interval(per_seed)
-        assert (r["ci_low"], r["ci_high"], r["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
-    expected = _holm([r["p_value"] for r in rows])
-    assert [r["p_adjusted"] for r in rows] == pytest.approx(expected)
-    for r, p_adj in zip(rows, expected, strict=True):
-        improved = r["mean_diff"] > 0 if HIGHER_IS_BETTER[r["metric"]] else r["mean_diff"] < 0
-        assert r["verdict"] == ("no clear difference" if p_adj >= 0.05 else "better" if improved else "worse")
-    assert {r["verdict"] for r in rows} == {"better", "no clear difference"}, "both kinds in this table"
-    assert data["ci"]["comparisons"] == len(METRICS) and "Holm" in data["ci"]["correction"]
+        assert (*r["ci"], r["p_value"]) == pytest.approx((low, high, p), rel=1e-6)
+        sign = 1 if HIGHER_IS_BETTER[m] else -1
+        assert r["seeds_better"] == int((sign * per_seed > 0).sum()), m
+        assert r["seeds_better"] + r["seeds_worse"] == 2, m
+    # the question is PSNR of the one configuration: a family of one comparison, Holm leaves its p as is
+    (question,) = [r for r in rows if r["primary"]]
+    assert question["metric"] == "psnr" and question["family"] == "against the baseline"
+    assert question["p_adjusted"] == pytest.approx(question["p_value"]) and question["tested_at"] == pytest.approx(0.05)
+    for r in rows:
+        p = r["p_adjusted"] if r["primary"] else r["p_value"]
+        assert r["exploratory"] is (not r["primary"]) and (r["p_adjusted"] is None) is r["exploratory"]
+        improved = r["estimate"] > 0 if HIGHER_IS_BETTER[r["metric"]] else r["estimate"] < 0
+        assert r["verdict"] == ("inconclusive" if p >= 0.05 else "better" if improved else "worse")
+        assert r["mde"] is not None and r["mde"] > 0
+    assert data["ci"]["comparisons"] == 1 and data["ci"]["exploratory"] == len(METRICS) - 1
+    assert data["question"] == {"metric": "psnr", "families": {"against the baseline": ["histogram"]}}
     assert data["ci"]["seed_noise_included"]
     download_report(store, study.name, tmp_path / "dl")
     table = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "differences.csv").read_text())))
-    assert list(table[0])[:11] == ["variant", "baseline", "metric", "n_seeds", "n_images", "mean_diff",
-                                   "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"]  # fmt: skip
-    assert [float(t["p_adjusted"]) for t in table] == pytest.approx(expected)
+    assert list(table[0])[:8] == ["variant", "baseline", "family", "metric", "primary", "n_seeds", "n_images",
+                                  "estimate"]  # fmt: skip
+    assert [float(t["ci_low"]) for t in table] == pytest.approx([r["ci"][0] for r in rows])
+    assert [t["p_adjusted"] for t in table][1:] == [""] * (len(METRICS) - 1), "exploratory: uncorrected"
     md = (tmp_path / "dl" / "report.md").read_text()
-    n = len(METRICS)
-    assert f"Holm over the table's {n} comparisons (1 configuration x {n} metrics)" in md
-    assert "training noise is inside the interval" in md
+    assert "Holm over the question's 1 comparison (PSNR, families `against the baseline`)" in md
+    assert "training noise is inside the interval" in md and "no clear difference" not in md
     assert "not in their intervals" not in md
     html_text = (tmp_path / "dl" / "report.html").read_text()
-    assert 'id="differences"' in html_text and "p (Holm)" in html_text
+    assert 'id="differences"' in html_text and "(Holm)" in html_text and "(raw)" in html_text
 
 
 def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
@@ -291,19 +300,23 @@ def test_pairs_keep_shared_seeds_and_images_and_holm_spans_the_table():
                     continue  # an image this run did not score
                 rows.append({"variant": variant, "seed": seed, "run": f"{variant}{seed}", "name": name,
                              **{m: float(rng.normal()) for m in ("psnr", "ssim", "ae", "mae")}})  # fmt: skip
-    diffs = paired_differences(rows, "base", ["base", "a", "b", "c"])
+    diffs = paired_differences(rows, "base", ["base", "a", "b", "c"], "psnr")
     by = {(d["variant"], d["metric"]): d for d in diffs}
     assert (by["a", "psnr"]["n_seeds"], by["a", "psnr"]["n_images"]) == (3, len(IMAGES) - 1)
     assert (by["b", "psnr"]["n_seeds"], by["b", "psnr"]["n_images"]) == (1, len(IMAGES)), "seed 7: no pair"
     assert by["c", "psnr"]["verdict"] == "no paired images" and by["c", "psnr"]["p_adjusted"] is None
     base0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "base0"}
     b0 = {r["name"]: r["psnr"] for r in rows if r["run"] == "b0"}
-    assert by["b", "psnr"]["mean_diff"] == pytest.approx(np.mean([b0[n] - base0[n] for n in IMAGES]))
+    assert by["b", "psnr"]["estimate"] == pytest.approx(np.mean([b0[n] - base0[n] for n in IMAGES]))
     tested = [d for d in diffs if d["p_value"] is not None]
     assert len(tested) == 8
-    assert [d["p_adjusted"] for d in tested] == pytest.approx(_holm([d["p_value"] for d in tested]))
-    summary = ci_summary(diffs)
-    assert summary["comparisons"] == 8 and "2 configurations x 4 metrics" in summary["correction"]
+    question = [d for d in tested if d["primary"]]
+    assert [(d["variant"], d["metric"]) for d in question] == [("a", "psnr"), ("b", "psnr")]
+    assert [d["p_adjusted"] for d in question] == pytest.approx(_holm([d["p_value"] for d in question]))
+    assert all(d["tested_at"] == pytest.approx(0.025) for d in question), "Holm's first step: 0.05 / 2"
+    summary = ci_summary(diffs, "psnr")
+    assert (summary["comparisons"], summary["exploratory"]) == (2, 6)
+    assert "Holm over the question's 2 comparisons (PSNR" in summary["correction"]
     assert "several seeds (3)" in summary["method"] and "with one seed" in summary["method"]
     assert not summary["seed_noise_included"]
 

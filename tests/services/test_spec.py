@@ -362,3 +362,25 @@ def test_a_configuration_s_own_recipe_value_is_reported_there_and_the_study_s_el
         "recipe.lr: must be > 0, got -1.0",
     ]
 
+
+
+def test_the_question_defaults_to_psnr_of_every_configuration_and_lists_its_problems():
+    study = parse_spec(demo_data())
+    assert study.spec.question.metric == "psnr"
+    assert study.families() == {"against the baseline": ["histogram"]}
+    data = demo_data()
+    data["configurations"]["vgg"] = {"loss": "vgg"}
+    data["question"] = {"metric": "ssim", "families": {"a": ["histogram"], "b": ["vgg"]}}
+    asked = parse_spec(data)
+    assert asked.spec.question.metric == "ssim" and asked.families() == {"a": ["histogram"], "b": ["vgg"]}
+    assert Study.from_dict(json.loads(json.dumps(asked.to_dict()))).families() == asked.families()
+    data["question"] = {"metric": "psnrr", "families": {"a": ["histogran", "original"], "b": ["vgg", "vgg"],
+                                                       "c": []}}  # fmt: skip
+    with pytest.raises(SpecError) as exc:
+        parse_spec(data)
+    text = "\n".join(exc.value.problems)
+    assert "question.metric" in text
+    assert "question.families.a: unknown configuration 'histogran'; did you mean 'histogram'?" in text
+    assert "question.families.a: 'original' is the baseline" in text
+    assert "question.families.b: 'vgg' is already in family 'b'" in text
+    assert "question.families.c: an empty family" in text
