@@ -3,6 +3,7 @@
 
     python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all] [--dataset D] [--dry-run]   queue its runs
     python jobs/submit.py --local SPEC.yaml [--runs-per-gpu K]       the whole study here, no Redis/MinIO
+    python jobs/submit.py plan SPEC.yaml [--noise-from PILOT] [--target-effect X]   detectable effect, seeds
     python jobs/submit.py status STUDY [--watch [--timeout S]] [--full-ids | --json]   per-run progress
     python jobs/submit.py cancel STUDY | STUDY/RUN                   stop queued and running runs
     python jobs/submit.py report STUDY -o DIR [--rebuild]            download the comparison report
@@ -37,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite li
 # Only light modules here: `--help`, `status` and `list` must not pay for torch
 # (tests/jobs/test_cli_fast.py); each command imports what it needs.
 from colormamba.env import redact_text
-from colormamba.storage import StorageError, report_prefix
+from colormamba.storage import ObjectNotFound, StorageError, report_prefix
 from colormamba.suggest import closest
 from services.runs import DONE, RERUN_CHOICES
 
 OK, ERROR, INVALID, UNREACHABLE, NOT_FOUND, NOT_CONFIRMED, RUNS_FAILED, WATCH_TIMEOUT = range(8)
-SUBCOMMANDS = ("submit", "status", "cancel", "report", "list", "dataset", "checkpoint")
+SUBCOMMANDS = ("submit", "plan", "status", "cancel", "report", "list", "dataset", "checkpoint")
 DEFAULT_MAX_RUNS = 20
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -92,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
                    help="with --local: train K runs at once, each in its own process "
                         "(default: COLORMAMBA_RUNS_PER_GPU, else 1)")  # fmt: skip
+
+    pl = sub.add_parser("plan", parents=[common],
+                        help="before running: the smallest effect the spec's seeds detect, seeds a target "
+                             "effect needs, runs and time")  # fmt: skip
+    pl.add_argument("spec", type=Path)
+    pl.add_argument("--noise-from", metavar="PILOT", default=None,
+                    help="a finished study (>= 2 seeds) whose report measured the noise and the time per "
+                         "epoch")  # fmt: skip
+    pl.add_argument("--seed-noise", type=float, default=None, metavar="X",
+                    help="without a pilot: one run's spread between seeds in the metric's unit (default 0.3)")
+    pl.add_argument("--images", type=int, default=None, metavar="N",
+                    help="without a pilot: images of the reporting split (default 20)")
+    pl.add_argument("--target-effect", type=float, action="append", default=[], metavar="X",
+                    help="how many seeds find this true difference with 80%% power (repeatable)")
 
     st = sub.add_parser("status", parents=[common], help="progress of a study's runs")
     st.add_argument("study")
@@ -215,6 +230,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             why = f" (new: {reasons[run.run_id]})" if run.run_id in reasons else ""
             print(f"  {run.run_id}{why}")
     if args.dry_run:
+        from services.planning import Noise, plan_lines
+
+        print("\n".join(plan_lines(study, Noise.assumed())[1:]))  # the first line repeats the run count
+        print(f"plan with a measured noise: python jobs/submit.py plan {args.spec} --noise-from PILOT")
         return OK
     if args.local:
         return _submit_local(args, store, study, runs_at_once)
@@ -249,6 +268,37 @@ def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once
     print(f"report: {where}")
     bad = [f for f in finals if f.get("state") != "succeeded"]
     return RUNS_FAILED if bad else OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from services.planning import ASSUMED_IMAGES, ASSUMED_SEED_NOISE, Noise, noise_from_report, plan_lines
+    from services.spec import load_spec
+    from services.studies import NotFound, find_study
+
+    study = load_spec(args.spec)
+    if args.noise_from is None:
+        for name, value in (("--seed-noise", args.seed_noise), ("--images", args.images)):
+            if value is not None and value <= 0:
+                raise Exit(INVALID, f"{name} must be positive, got {value}")
+        noise = Noise.assumed(args.seed_noise or ASSUMED_SEED_NOISE, args.images or ASSUMED_IMAGES)
+    else:
+        if args.seed_noise is not None or args.images is not None:
+            raise Exit(INVALID, "--noise-from measures the noise and the images: leave out --seed-noise and "
+                       "--images")  # fmt: skip
+        store = _store(args)
+        find_study(store, args.noise_from)  # NotFound names the studies there
+        try:
+            report = json.loads(store.get_bytes(f"{report_prefix(args.noise_from)}/report.json"))
+        except ObjectNotFound:
+            why = f"study {args.noise_from!r} has no report yet: plan from a finished pilot"
+            raise NotFound(why) from None
+        noise = noise_from_report(report)
+    if any(t <= 0 for t in args.target_effect):
+        raise Exit(INVALID, f"--target-effect must be positive, got {args.target_effect}")
+    print("\n".join(plan_lines(study, noise, tuple(args.target_effect))))
+    return OK
 
 
 def _runs_at_once(args: argparse.Namespace) -> int:
@@ -422,8 +472,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return OK
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "report": cmd_report,
-            "list": cmd_list, "dataset": cmd_dataset, "checkpoint": cmd_checkpoint}  # fmt: skip
+COMMANDS = {"submit": cmd_submit, "plan": cmd_plan, "status": cmd_status, "cancel": cmd_cancel,
+            "report": cmd_report, "list": cmd_list, "dataset": cmd_dataset,
+            "checkpoint": cmd_checkpoint}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
