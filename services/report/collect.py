@@ -23,6 +23,7 @@ from colormamba.config import RunConfig
 from colormamba.losses import resolve_loss_config
 from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
+from services.departures import departure_rows, study_departures
 from services.report.names import (
     BEAT_METRICS,
     CI_LEVEL,
@@ -189,6 +190,7 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         "finished": finished,
         "partial": finished < len(runs),
         "recipes": {p.variant: recipe(p) for p in study.runs},
+        "departures": departure_rows(study_departures(study)),  # services/departures.py
         "summary": summary,
         "trivial": trivial["rows"],
         "trivial_from": trivial["from"],

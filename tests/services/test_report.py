@@ -20,6 +20,7 @@ from scipy import stats as scipy_stats
 
 from colormamba.losses import LOSS_PRESETS
 from colormamba.storage import LocalStorage, RunLocation
+from services.departures import departure_rows, study_departures
 from services.report import (
     HIGHER_IS_BETTER,
     METRICS,
@@ -142,7 +143,8 @@ def test_several_seeds_resample_seeds_and_correct_only_the_question(built_all_se
     # the question is PSNR of the one configuration: a family of one comparison, Holm leaves its p as is
     (question,) = [r for r in rows if r["primary"]]
     assert question["metric"] == "psnr" and question["family"] == "against the baseline"
-    assert question["p_adjusted"] == pytest.approx(question["p_value"]) and question["tested_at"] == pytest.approx(0.05)
+    assert question["p_adjusted"] == pytest.approx(question["p_value"])
+    assert question["tested_at"] == pytest.approx(0.05)
     for r in rows:
         p = r["p_adjusted"] if r["primary"] else r["p_value"]
         assert r["exploratory"] is (not r["primary"]) and (r["p_adjusted"] is None) is r["exploratory"]
@@ -175,6 +177,12 @@ def test_every_file_is_written_and_failures_are_marked(built, tmp_path):
     assert "angular" in md and "protocol `colormamba`" in md
     assert data["generator_steps_per_batch"] == [2] and "Generator updates per batch: 2 " in md
     assert "not a reproduction of the published ColorMamba" in md
+    weights = data["recipes"]["original"]["weights"]
+    assert "Baseline `original`: " + " + ".join(f"{w:g} {t}" for t, w in weights.items()) in md, "generated"
+    expected = departure_rows(study_departures(study))
+    assert data["departures"] == expected and expected[0]["configuration"] == "every configuration"
+    assert "## Departures from the reference objective and from the seed" in md
+    assert "`histogram` distance W1 between soft CDFs; the seed names KL or chi-squared" in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "dl" / "report.csv").read_text())))
     assert len(rows) == 2, "one row per configuration"
     html_text = (tmp_path / "dl" / "report.html").read_text()
