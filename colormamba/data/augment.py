@@ -1,7 +1,15 @@
-"""Training-pair augmentation (docs/evaluation.md's recipe): flip, crop-and-resize, contrast jitter.
+"""Training-pair augmentation (docs/evaluation.md's recipe): contrast jitter, then flip and crop-and-resize.
 
-The geometry (flip, crop) is shared by NIR and RGB: both are stacked into one (4, H, W) tensor and
-transformed together, so a pixel of the input always lands where its colour lands.
+The order is the reference's (its `data_loader.py`): the contrast jitter of the full-size images first,
+then the geometry (flip, crop resized back), shared by the NIR, the RGB and the NIR G_B reads as HSV: they
+are stacked into one tensor and transformed together, so a pixel of the input always lands where its
+colour lands. Jittering first makes PIL's mean luma the whole image's, not the crop's, and puts its 8-bit
+rounding before the resize. The reference flips before its jitter; a mirror keeps the mean luma, so the
+two commute. What remains different: the reference crops and resizes 8-bit PIL images, and PIL's bicubic
+resampling rounds and clips to 8 bits after each of its two passes (horizontal, then vertical), so its
+results lie on the 8-bit grid and its overshoot next to saturated pixels is clipped between the passes
+(G_B's HSV image is PIL's 8-bit conversion of that result); ours resizes the floats in one go and keeps
+them, clamped to [0, 1] at the end.
 
 Contrast jitter as the reference does it (docs/evaluation.md, docs/architecture.md): PIL's
 `ImageEnhance.Contrast` with one factor per item, applied to the target RGB and to the NIR *read as RGB*,
@@ -124,11 +132,15 @@ def augment_batch(
     """Apply each item's augmentation to a batch, on whatever device the batch is on.
 
     One code path for one item and for a batch on the GPU (the training loop keeps the split there), so
-    both give the same pixels: a flip, then the crop resized back with bicubic interpolation, antialias
-    on (for upsampling that is PIL's bicubic kernel, a = -0.5, which the reference's PIL-based transforms
-    use; antialias off would switch to the sharper a = -0.75 kernel), clamped to [0, 1] because bicubic
-    overshoots; then the contrast jitter (`pil_contrast`, one factor per item) on the target and on the
-    NIR that G_B reads as HSV, and on the grey NIR only with `nir_contrast` (see the module docstring).
+    both give the same pixels. In the reference's order (its `data_loader.py`): first the contrast jitter
+    (`pil_contrast`, one factor per item) of the full-size images, on the target and on the NIR that G_B
+    reads as HSV, and on the grey NIR only with `nir_contrast` (see the module docstring), so that PIL's
+    mean luma is the whole image's and its 8-bit rounding comes before the resize; then one geometry for
+    all of them, stacked: a flip, then the crop resized back with bicubic interpolation, antialias on (for
+    upsampling that is PIL's bicubic kernel, a = -0.5, which the reference's PIL-based transforms use;
+    antialias off would switch to the sharper a = -0.75 kernel), clamped to [0, 1] because bicubic
+    overshoots. The flip commutes with the jitter (a mirror keeps the mean luma), so flipping after it
+    is still the reference's result, which flips first.
 
     Args:
         nir: (B, 1, H, W) in [0, 1].
@@ -141,28 +153,27 @@ def augment_batch(
     """
     if len(params) != nir.shape[0]:
         raise ValueError(f"augment_batch: {len(params)} params for a batch of {nir.shape[0]}")
-    nir, rgb = _geometry(nir, rgb, params)
-    hsv_nir = nir
     jittered = [i for i, p in enumerate(params) if p.contrast is not None]
+    # G_B's NIR needs channels of its own only where it differs from the grey NIR G_A reads
+    separate = bool(jittered) and not nir_contrast
+    stack = torch.cat([nir, rgb, nir] if separate else [nir, rgb], dim=1)  # (B, 5 or 4, H, W), a new tensor
     if jittered:
         factors = torch.tensor([params[i].contrast for i in jittered], dtype=torch.float32)
-        rgb, hsv_nir = rgb.clone(), nir.clone()
-        rgb[jittered] = pil_contrast(rgb[jittered], factors)
-        hsv_nir[jittered] = pil_contrast(nir[jittered], factors)
-        if nir_contrast:
-            nir = hsv_nir
-    return AugmentedPair(nir, rgb, hsv_nir)
+        stack[jittered, 1:4] = pil_contrast(rgb[jittered], factors)
+        hsv_channel = 4 if separate else 0  # with nir_contrast, the grey NIR is G_B's jittered one
+        stack[jittered, hsv_channel : hsv_channel + 1] = pil_contrast(nir[jittered], factors)
+    stack = _geometry(stack, params)
+    nir = stack[:, :1]
+    return AugmentedPair(nir, stack[:, 1:4], stack[:, 4:] if separate else nir)
 
 
-def _geometry(
-    nir: torch.Tensor, rgb: torch.Tensor, params: Sequence[AugmentParams]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The flips and crops of `augment_batch`, one geometry for input and target."""
-    height, width = nir.shape[-2:]
-    both = torch.cat([nir, rgb], dim=1)  # (B, 4, H, W)
+def _geometry(images: torch.Tensor, params: Sequence[AugmentParams]) -> torch.Tensor:
+    """The flips and crops of `augment_batch` on (B, C, H, W) images (NIR, RGB and G_B's NIR stacked, so
+    one geometry for input and target), in place where it can; returns the result."""
+    height, width = images.shape[-2:]
     flipped = [i for i, p in enumerate(params) if p.flip]
     if flipped:
-        both[flipped] = both[flipped].flip(-1)
+        images[flipped] = images[flipped].flip(-1)
     crop_sizes = {p.crop[2:] for p in params}
     if len(crop_sizes) != 1:
         raise ValueError(f"augment_batch: the items' crops must share one size, got {sorted(crop_sizes)}")
@@ -171,12 +182,12 @@ def _geometry(
         corners = [p.crop[:2] for p in params]
         crops = [
             item[:, top : top + crop_h, left : left + crop_w]
-            for item, (top, left) in zip(both, corners, strict=True)
+            for item, (top, left) in zip(images, corners, strict=True)
         ]
-        both = F.interpolate(
+        images = F.interpolate(
             torch.stack(crops), size=(height, width), mode="bicubic", align_corners=False, antialias=True
         ).clamp_(0.0, 1.0)
-    return both[:, :1], both[:, 1:]
+    return images
 
 
 def apply_params(

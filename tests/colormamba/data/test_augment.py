@@ -1,5 +1,5 @@
-"""Augmentation: shared geometry, the reference's contrast jitter (PIL's, on the target and on G_B's HSV
-reading of the NIR), determinism in (seed, epoch, index)."""
+"""Augmentation: the reference's contrast jitter (PIL's, on the target and on G_B's HSV reading of the NIR)
+on the full-size images, then the shared geometry; determinism in (seed, epoch, index)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from colormamba.data.augment import (
     AugmentConfig,
     AugmentParams,
     apply_params,
+    augment_batch,
     augment_pair,
     item_generator,
     pil_contrast,
@@ -126,6 +127,92 @@ def test_contrast_jitter_reaches_the_target_and_gbs_hsv_input_not_the_grey_nir()
         stronger = augment_pair(nir, rgb, AugmentConfig(**{**vars(cfg), "nir_contrast": True}), 0, 0, index)
         assert torch.equal(stronger.nir, out.hsv_nir) and torch.equal(stronger.hsv_nir, out.hsv_nir)
         assert torch.equal(stronger.rgb, out.rgb)
+
+
+def _flip_crop_resize(image: torch.Tensor, flip: bool, crop: tuple[int, int, int, int]) -> torch.Tensor:
+    """The documented geometry, written out: (C, H, W) -> flipped, cropped, resized back with antialiased
+    bicubic interpolation, clamped to [0, 1]."""
+    top, left, crop_h, crop_w = crop
+    image = image.flip(-1) if flip else image
+    region = image[None, :, top : top + crop_h, left : left + crop_w]
+    size = image.shape[-2:]
+    return F.interpolate(region, size, mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
+def test_the_jitter_uses_the_whole_images_mean_luma_before_the_crop() -> None:
+    """The reference jitters the full-size image, then crops and resizes: PIL's mean luma is the whole
+    image's, not the crop's. The crop here is dark and the rest bright, so the two means differ."""
+    h = w = 32
+    params = AugmentParams(flip=True, crop=(2, 3, 24, 24), contrast=0.6)
+    in_crop = torch.zeros(h, w, dtype=torch.bool)
+    in_crop[2:26, 3:27] = True  # where the crop lies in the flipped image
+    in_crop = in_crop.flip(-1)
+    g = torch.Generator().manual_seed(4)
+    dark = torch.randint(20, 80, (3, h, w), generator=g)
+    bright = torch.randint(170, 240, (3, h, w), generator=g)
+    rgb_bytes = torch.where(in_crop, dark, bright).to(torch.uint8)  # (3, H, W)
+    nir_bytes = torch.where(in_crop, dark[:1], bright[:1]).to(torch.uint8)
+    luma = (rgb_bytes.long() * torch.tensor([19595, 38470, 7471]).view(3, 1, 1)).sum(0).add(32768) >> 16
+    assert luma.float().mean() - luma[in_crop].float().mean() > 50  # the whole image's mean vs the crop's
+
+    out = apply_params(nir_bytes / 255, rgb_bytes / 255, params)
+    jittered_rgb = _to_tensor(_contrast_from_the_math(rgb_bytes.permute(1, 2, 0).numpy(), 0.6))[0]
+    jittered_nir = _to_tensor(_contrast_from_the_math(nir_bytes[0].numpy(), 0.6))[0]
+    torch.testing.assert_close(out.rgb, _flip_crop_resize(jittered_rgb, True, params.crop))
+    torch.testing.assert_close(out.hsv_nir, _flip_crop_resize(jittered_nir, True, params.crop))
+    torch.testing.assert_close(out.nir, _flip_crop_resize(nir_bytes / 255, True, params.crop))
+
+    # the other order (crop, then jitter with the crop's mean) is off by (1 - 0.6) x the means' gap
+    factor = torch.tensor([0.6])
+    old_rgb = pil_contrast(_flip_crop_resize(rgb_bytes / 255, True, params.crop)[None], factor)[0]
+    old_hsv_nir = pil_contrast(_flip_crop_resize(nir_bytes / 255, True, params.crop)[None], factor)[0]
+    assert (out.rgb - old_rgb).abs().mean() > 20 / 255
+    assert (out.hsv_nir - old_hsv_nir).abs().mean() > 20 / 255
+
+
+def test_the_flip_commutes_with_the_jitter() -> None:
+    """The reference flips, then jitters; we jitter, then flip: a mirror keeps the mean luma, so both
+    orders give the same pixels (here without a crop, and with clipping: factor above 1)."""
+    g = torch.Generator().manual_seed(5)
+    nir = torch.randint(0, 256, (1, 16, 20), generator=g) / 255
+    rgb = torch.randint(0, 256, (3, 16, 20), generator=g) / 255
+    cfg = AugmentConfig(hflip_p=1.0, crop_fraction=1.0, contrast_p=1.0)
+    params = sample_params(cfg, 16, 20, item_generator(0, 0, 0))
+    assert params.flip and params.crop == (0, 0, 16, 20)
+    params = AugmentParams(flip=True, crop=params.crop, contrast=1.3)
+    out = apply_params(nir, rgb, params)
+
+    def jitter(image: torch.Tensor) -> torch.Tensor:
+        return pil_contrast(image[None], torch.tensor([1.3]))[0]
+
+    for got, image in ((out.rgb, rgb), (out.hsv_nir, nir)):
+        assert torch.equal(got, jitter(image).flip(-1)) and torch.equal(got, jitter(image.flip(-1)))
+        assert not torch.equal(got, jitter(image))  # the flip did something
+    assert torch.equal(out.nir, nir.flip(-1))
+
+
+@pytest.mark.parametrize("nir_contrast", [False, True])
+def test_a_batch_is_its_items_and_unjittered_items_give_gb_the_grey_nir(nir_contrast: bool) -> None:
+    g = torch.Generator().manual_seed(6)
+    nir = torch.randint(0, 256, (4, 1, 24, 24), generator=g) / 255
+    rgb = torch.randint(0, 256, (4, 3, 24, 24), generator=g) / 255
+    params = [
+        AugmentParams(flip=False, crop=(0, 0, 18, 18), contrast=None),
+        AugmentParams(flip=True, crop=(6, 2, 18, 18), contrast=0.7),
+        AugmentParams(flip=True, crop=(3, 6, 18, 18), contrast=None),
+        AugmentParams(flip=False, crop=(1, 4, 18, 18), contrast=1.4),
+    ]
+    out = augment_batch(nir, rgb, params, nir_contrast)
+    for i, p in enumerate(params):
+        item = apply_params(nir[i], rgb[i], p, nir_contrast)
+        assert all(torch.equal(batched[i], alone) for batched, alone in zip(out, item, strict=True))
+        if p.contrast is None:
+            assert torch.equal(out.hsv_nir[i], out.nir[i])
+            assert torch.equal(out.nir[i], _flip_crop_resize(nir[i], p.flip, p.crop))
+        else:
+            assert torch.equal(out.hsv_nir[i], out.nir[i]) == nir_contrast
+    unjittered = augment_batch(nir, rgb, [params[0], params[2], params[0], params[2]], nir_contrast)
+    assert unjittered.hsv_nir is unjittered.nir
 
 
 def test_min_max_normalisation_undoes_the_targets_jitter_but_not_gbs() -> None:
