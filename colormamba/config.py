@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # imported by resolve_device; reading a configuration does wi
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # the generator forward's autocast, see `RunConfig.precision`
+# The `histogram` loss term's distances (colormamba.losses.histogram computes them and imports this tuple):
+# here, so that checking a configuration's choice needs no torch
+HISTOGRAM_DISTANCES = ("w1", "kl", "chi2")
 # The splits a run selects its checkpoint on and reports on (the training split is augmented and trained on)
 EVAL_SPLITS = tuple(split for split in SPLITS if split != "train")
 MAX_SAMPLES = 64  # sample images a run writes for the report's grid
@@ -63,6 +66,7 @@ class RunConfig:
     loss: str | dict[str, float] = "original"  # preset name or {term: weight}
     loss_weights: dict[str, float] = field(default_factory=dict)  # per-term overrides of the preset
     vgg_weights: str = "pretrained"  # "pretrained" | "random" | path to vgg19-dcbb9e9d.pth
+    histogram_distance: str = "w1"  # the `histogram` term's distance: one of HISTOGRAM_DISTANCES
     # recipe (the reference: Adam 1e-4, betas 0.5/0.999, lr halved every 25 epochs, 50 epochs, batch 8)
     epochs: int = 50
     batch_size: int = 8
@@ -210,6 +214,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "scan_backend": tuple(backend_names()),
         "protocol": PROTOCOLS,
         "precision": PRECISIONS,
+        "histogram_distance": HISTOGRAM_DISTANCES,
     }
 
 

@@ -226,7 +226,8 @@ def build_parts(cfg: RunConfig, device: torch.device) -> TrainingParts:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
         log.info("compiled %d blocks", compile_blocks(model))
-    loss_fn = build_loss(cfg.loss, cfg.loss_weights, vgg_weights=cfg.vgg_weights).to(device)
+    loss_fn = build_loss(cfg.loss, cfg.loss_weights, vgg_weights=cfg.vgg_weights,
+                         histogram_distance=cfg.histogram_distance).to(device)
     optimizer = make_adam(model.parameters(), cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     parts = TrainingParts(cfg, model, loss_fn, optimizer, scheduler, provenance=run_provenance(cfg, device))

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from colormamba.imaging import rgb_to_hsv
 from colormamba.losses.adversarial import DiscriminatorOutputs, lsgan_generator_loss
-from colormamba.losses.histogram import histogram_loss
+from colormamba.losses.histogram import HISTOGRAM_DISTANCES, histogram_loss
 from colormamba.losses.terms import cosine_loss, hsv_loss, mse_loss, msssim_loss
 from colormamba.losses.vgg import DEFAULT_VGG_LAYERS, VGGPerceptualLoss
 from colormamba.suggest import unknown
@@ -118,8 +118,8 @@ def resolve_loss_config(config: str | Mapping[str, float],
     return weights
 
 
-# terms that are functions of (pred_rgb, target_rgb) only
-_RGB_TERMS = {"mse": mse_loss, "cosine": cosine_loss, "msssim": msssim_loss, "histogram": histogram_loss}
+# terms that are functions of (pred_rgb, target_rgb) only (and `histogram`, which also takes its distance)
+_RGB_TERMS = {"mse": mse_loss, "cosine": cosine_loss, "msssim": msssim_loss}
 
 
 class CompositeLoss(nn.Module):
@@ -132,11 +132,17 @@ class CompositeLoss(nn.Module):
         weights: a loss configuration (see `resolve_loss_config`).
         vgg_weights: "pretrained", "random" (tests only) or a path to the VGG-19 weights file.
         vgg_layers: VGG-19 layers of the perceptual term.
+        histogram_distance: the `histogram` term's distance, one of HISTOGRAM_DISTANCES.
     """
 
     def __init__(self, weights: str | Mapping[str, float], vgg_weights: str | os.PathLike[str] = "pretrained",
-                 vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS) -> None:
+                 vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS, histogram_distance: str = "w1") -> None:
         super().__init__()
+        if histogram_distance not in HISTOGRAM_DISTANCES:
+            what = unknown(f"unknown distance {histogram_distance!r}", histogram_distance,
+                           HISTOGRAM_DISTANCES, listing="known distances")  # fmt: skip
+            raise ValueError(f"histogram_distance: {what}")
+        self.histogram_distance = histogram_distance
         self.weights = resolve_loss_config(weights)
         self.active = {term: w for term, w in self.weights.items() if w > 0}
         self.vgg = VGGPerceptualLoss(vgg_weights, vgg_layers) if "vgg" in self.active else None
@@ -147,7 +153,10 @@ class CompositeLoss(nn.Module):
         return "adversarial" in self.active
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{term}={w:g}" for term, w in self.active.items())
+        shown = [f"{term}={w:g}" for term, w in self.active.items()]
+        if "histogram" in self.active and self.histogram_distance != "w1":
+            shown.append(f"histogram_distance={self.histogram_distance}")
+        return ", ".join(shown)
 
     def forward(self, pred_rgb: torch.Tensor, pred_hsv: torch.Tensor | None, target_rgb: torch.Tensor,
                 target_hsv: torch.Tensor | None = None,
@@ -186,6 +195,8 @@ class CompositeLoss(nn.Module):
                 elif term == "vgg":
                     assert self.vgg is not None  # built in __init__ whenever vgg is active
                     values[term] = self.vgg(pred_rgb, target_rgb)
+                elif term == "histogram":
+                    values[term] = histogram_loss(pred_rgb, target_rgb, distance=self.histogram_distance)
                 else:
                     values[term] = _RGB_TERMS[term](pred_rgb, target_rgb)
             total = sum((self.active[t] * v for t, v in values.items()), start=pred_rgb.new_zeros(()))
@@ -195,7 +206,8 @@ class CompositeLoss(nn.Module):
 
 def build_loss(config: str | Mapping[str, float], overrides: Mapping[str, float] | None = None,
                vgg_weights: str | os.PathLike[str] = "pretrained",
-               vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS) -> CompositeLoss:
+               vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS, histogram_distance: str = "w1",
+               ) -> CompositeLoss:
     """The one constructor: resolve a preset or mapping (plus overrides) and build the composite loss.
 
     Args:
@@ -204,8 +216,10 @@ def build_loss(config: str | Mapping[str, float], overrides: Mapping[str, float]
         vgg_weights: "pretrained" (looked up locally, never downloaded), "random" (only when a spec says
             so explicitly), or a path to `vgg19-dcbb9e9d.pth`.
         vgg_layers: VGG-19 layers of the perceptual term.
+        histogram_distance: the `histogram` term's distance, one of HISTOGRAM_DISTANCES
+            (colormamba.losses.histogram); ignored unless `histogram` is active.
     Raises:
-        ValueError: bad configuration (see `resolve_loss_config`).
+        ValueError: bad configuration (see `resolve_loss_config`) or unknown histogram distance.
         VGGWeightsNotFoundError: `vgg` active, pretrained weights asked for and not on this machine.
     """
-    return CompositeLoss(resolve_loss_config(config, overrides), vgg_weights, vgg_layers)
+    return CompositeLoss(resolve_loss_config(config, overrides), vgg_weights, vgg_layers, histogram_distance)
