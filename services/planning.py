@@ -92,7 +92,8 @@ def plan_lines(study: Study, noise: Noise, targets: tuple[float, ...] = ()) -> l
     ]
     detect = [(n, minimum_detectable_effect(noise.parts, n, noise.n_images, alpha))
               for n in dict.fromkeys((seeds, *SHOWN_SEEDS))]  # fmt: skip
-    shown = "; ".join(f"{n} seeds {effect(v, metric)}" + (" (this spec)" if n == seeds else "")
+    shown = "; ".join(f"{n} seed{'s' * (n > 1)} {effect(v, metric)}" + (" (this spec)" if n == seeds else "")
+                      + (" over images only, training noise not in it" if n == 1 else "")
                       for n, v in detect if v is not None)  # fmt: skip
     lines.append(f"smallest true {metric.upper()} difference found with {int(POWER * 100)}% power: {shown}")
     if seeds < 2:

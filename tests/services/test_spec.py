@@ -23,7 +23,7 @@ def demo_data() -> dict:
 def test_loss_study_spec_is_the_seed_study():
     study = load_spec(SPECS / "loss_study.yaml")
     assert study.name == "loss_study"
-    configurations = ["original", "vgg", "histogram", "combined"]
+    configurations = ["original", "original+vgg", "original+histogram", "vgg", "histogram", "combined"]
     assert sorted({r.configuration for r in study.runs}) == sorted(configurations)
     # three seeds per configuration: run-to-run noise inside the report's intervals
     assert sorted((r.configuration, r.seed) for r in study.runs) == sorted(
