@@ -170,21 +170,6 @@ def output_gradients(
     return {term: grads[term].detach() for term in order if term in grads}
 
 
-def output_gradient_norms(
-    pred_rgb: torch.Tensor,
-    pred_hsv: torch.Tensor | None,
-    target_rgb: torch.Tensor,
-    terms: Iterable[str] = TERMS,
-    vgg_weights: str | os.PathLike[str] | VGGPerceptualLoss = "pretrained",
-    histogram_distances: Sequence[str] = (),
-    normalize_target: bool = True,
-) -> dict[str, float]:
-    """The L2 norm of each gradient of `output_gradients` (same arguments, same keys, REFERENCE included)."""
-    grads = output_gradients(pred_rgb, pred_hsv, target_rgb, terms, vgg_weights, histogram_distances,
-                             normalize_target)  # fmt: skip
-    return {term: float(g.double().norm()) for term, g in grads.items()}
-
-
 @dataclass(frozen=True)
 class GradientSample:
     """One batch's output gradients, kept as what the rule needs of them.

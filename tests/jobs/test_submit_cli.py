@@ -77,9 +77,15 @@ def test_dry_run_lists_the_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     runs = load_spec(DEMO).runs
     assert f"{len(runs)} run(s); {len(runs)} to run" in out.stdout
-    dataset, _, *listed = out.stdout.splitlines()
+    dataset, _, *rest = out.stdout.splitlines()
     assert dataset.startswith("dataset synthetic-") and "pairs train 32, val 8, test 16" in dataset
+    listed, plan = rest[: len(runs)], rest[len(runs) :]
     assert [line.strip() for line in listed] == [r.run_id for r in runs]
+    # then the plan with the assumed noise: the question and the smallest effect the seeds detect
+    assert plan[0].startswith("question: PSNR; 1 comparison(s) against `original`")
+    assert any(line.startswith("smallest true PSNR difference found with 80% power: 3 seeds")
+               for line in plan)
+    assert plan[-1].startswith("plan with a measured noise: python jobs/submit.py plan")
 
 
 def test_dataset_upload_refuses_a_corrupt_image_naming_it(tmp_path):

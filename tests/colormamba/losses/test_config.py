@@ -26,6 +26,8 @@ STUDY_TERMS = {
     "vgg": {"vgg", "hsv"},
     "histogram": {"histogram", "hsv"},
     "combined": {"vgg", "histogram", "cosine", "hsv"},
+    "original+vgg": {"mse", "cosine", "msssim", "vgg", "hsv"},
+    "original+histogram": {"mse", "cosine", "msssim", "histogram", "hsv"},
 }
 
 
