@@ -22,6 +22,7 @@ from services.report.names import (
     SHOWN_METRICS,
     TRIVIAL_LABELS,
 )
+from services.spec import DEFAULT_FAMILY
 
 BEATS_COLUMN = "beats references"  # the configurations table's column on the trivial references
 REFERENCE_RANK = "reference"  # the rank cell of a trivial reference's row: shown, never ranked
@@ -266,7 +267,8 @@ def difference_tables(data: dict[str, Any]) -> list[tuple[str, list[dict[str, An
             title = (f"Exploratory: configurations outside the question (uncorrected), against "
                      f"`{data['baseline']}`")  # fmt: skip
         else:
-            title = (f"Family `{family}` against `{data['baseline']}`: {metric.upper()} answers the question "
+            named = "Configurations" if family == DEFAULT_FAMILY else f"Family `{family}`"
+            title = (f"{named} against `{data['baseline']}`: {metric.upper()} answers the question "
                      f"(Holm-corrected), the other metrics are exploratory")  # fmt: skip
         tables.append((title, [_difference_row(d) for d in members]))
     return tables
