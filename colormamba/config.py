@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, Any
 from colormamba.data.augment_config import augment_problems
 from colormamba.data.layouts import LAYOUTS, SPLITS
 from colormamba.suggest import unknown
+from colormamba.vocabulary import HISTOGRAM_DISTANCES
 
 if TYPE_CHECKING:  # imported by resolve_device; reading a configuration does without torch
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # the generator forward's autocast, see `RunConfig.precision`
-# The `histogram` loss term's distances (colormamba.losses.histogram computes them and imports this tuple):
-# here, so that checking a configuration's choice needs no torch
-HISTOGRAM_DISTANCES = ("w1", "kl", "chi2")
 # The splits a run selects its checkpoint on and reports on (the training split is augmented and trained on)
 EVAL_SPLITS = tuple(split for split in SPLITS if split != "train")
 MAX_SAMPLES = 64  # sample images a run writes for the report's grid

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from colormamba.imaging import normalize_per_image
-from colormamba.metric_names import METRIC_NAMES as METRIC_NAMES  # re-exported beside the metrics
+from colormamba.vocabulary import METRIC_NAMES as METRIC_NAMES  # re-exported beside the metrics
 
 if TYPE_CHECKING:
     from colormamba.lpips_score import LPIPSScore

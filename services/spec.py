@@ -53,9 +53,9 @@ from pydantic import (
 )
 
 from colormamba.config import ConfigError, RunConfig, field_types
-from colormamba.metric_names import METRIC_NAMES
 from colormamba.storage import CHECKPOINT_KINDS, check_name
 from colormamba.suggest import unknown
+from colormamba.vocabulary import METRIC_NAMES
 
 MAX_RUN_ID = 128
 # RunConfig fields that a spec sets in places of its own, and where ("{c}": the configuration's name); the

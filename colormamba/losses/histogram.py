@@ -31,9 +31,9 @@ import math
 import torch
 from torch import nn
 
-from colormamba.config import HISTOGRAM_DISTANCES
 from colormamba.losses.terms import check_pair
 from colormamba.suggest import unknown
+from colormamba.vocabulary import HISTOGRAM_DISTANCES
 
 HISTOGRAM_BINS = 64
 HISTOGRAM_BANDWIDTH_BINS = 1.0  # Gaussian sigma in bin widths

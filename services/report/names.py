@@ -3,7 +3,7 @@ intervals' level, and the files it writes (every module of services.report and s
 
 from __future__ import annotations
 
-from colormamba.metric_names import HIGHER_IS_BETTER, METRIC_NAMES
+from colormamba.vocabulary import HIGHER_IS_BETTER, METRIC_NAMES
 
 METRICS = METRIC_NAMES  # the order of every table and file
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ae": "AE (deg, angular)", "mae": "MAE (0-255)",
