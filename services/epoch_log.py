@@ -47,11 +47,17 @@ def log_epoch(run: str, event: dict[str, Any]) -> None:
 
 
 class _StdoutLines(logging.Handler):
-    """Prints each record to the stdout of the moment (not the one at set-up: pytest swaps it)."""
+    """Prints each record to the stdout of the moment (not the one at set-up: pytest swaps it).
+
+    One `write` of the whole line, newline included: the runs of `--local --runs-per-gpu K` share one
+    stdout, and unbuffered (PYTHONUNBUFFERED, as submit.py runs) `print` writes the text and its newline
+    separately, so two processes' lines could join on one line and the next be left empty; a single write
+    of a line under the pipe's atomic size is never split."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(f"  {self.format(record)}", file=sys.stdout, flush=True)
+            sys.stdout.write(f"  {self.format(record)}\n")
+            sys.stdout.flush()
         except Exception:
             self.handleError(record)
 
