@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from services.report.names import ALPHA
 from services.spec import Study
 from services.stats import POWER, VarianceParts, minimum_detectable_effect, seeds_needed
 
@@ -25,7 +26,6 @@ from services.stats import POWER, VarianceParts, minimum_detectable_effect, seed
 ASSUMED_SEED_NOISE = 0.3
 ASSUMED_IMAGE_NOISE = 0.35
 ASSUMED_IMAGES = 20
-ALPHA = 0.05
 SHOWN_SEEDS = (3, 5, 8, 10)
 
 
@@ -76,8 +76,7 @@ def plan_lines(study: Study, noise: Noise, targets: tuple[float, ...] = ()) -> l
     spec = study.spec
     metric = spec.question.metric
     families = study.families()
-    asked = {c for members in families.values() for c in members}
-    m = len({r.variant for r in study.runs if r.configuration in asked})  # a sweep point is a comparison
+    m = len(study.variant_families())  # a sweep point is a comparison of its own
     alpha = ALPHA / max(m, 1)
     seeds = len(spec.seeds)
     configurations = len({r.variant for r in study.runs})

@@ -283,6 +283,12 @@ class Study:
             return {name: list(members) for name, members in self.spec.question.families.items()}
         return {DEFAULT_FAMILY: [c for c in self.spec.configurations if c != self.baseline]}
 
+    def variant_families(self) -> dict[str, str]:
+        """variant -> its family, for every variant of a configuration the question asks about (a sweep's
+        points are comparisons of their own); the report corrects these, `plan` counts them."""
+        family_of = {c: family for family, members in self.families().items() for c in members}
+        return {r.variant: family_of[r.configuration] for r in self.runs if r.configuration in family_of}
+
     def dataset_ref(self) -> str | SyntheticRef:
         return self.spec.dataset
 

@@ -52,14 +52,13 @@ from typing import Any
 import torch
 
 from colormamba.imaging import normalize_per_image, rgb_to_hsv
-from colormamba.losses.config import HSV_WEIGHT, LOSS_PRESETS
+from colormamba.losses.config import HSV_WEIGHT, LOSS_PRESETS, RGB_TERMS, rgb_term
 from colormamba.losses.config import RGB_HSV_RATIO as REFERENCE_RGB_WEIGHT
-from colormamba.losses.histogram import HISTOGRAM_DISTANCES, histogram_distance, histogram_loss
-from colormamba.losses.terms import cosine_loss, hsv_loss, mse_loss, msssim_loss
+from colormamba.losses.histogram import HISTOGRAM_DISTANCES, histogram_distance
+from colormamba.losses.terms import hsv_loss
 from colormamba.losses.vgg import VGGPerceptualLoss
 
 BASELINE_TERMS = ("mse", "cosine", "msssim")  # the reference's RGB terms, the study's `original`
-RGB_TERMS = ("mse", "cosine", "msssim", "vgg", "histogram")
 TERMS = (*RGB_TERMS, "hsv")
 REFERENCE = "reference"  # key of the reference RGB objective's gradient, 20 (mse + cosine + msssim)
 HISTOGRAM_PREFIX = "histogram:"  # `histogram:<distance>`: that distance's raw value (scale 1)
@@ -78,21 +77,11 @@ def histogram_term(distance: str) -> str:
 
 def _rgb_term_value(term: str, pred: torch.Tensor, target: torch.Tensor,
                     vgg: VGGPerceptualLoss | None) -> torch.Tensor:
-    """One RGB term's value, with the project's own term functions."""
-    if term == "mse":
-        return mse_loss(pred, target)
-    if term == "cosine":
-        return cosine_loss(pred, target)
-    if term == "msssim":
-        return msssim_loss(pred, target)
-    if term == "histogram":
-        return histogram_loss(pred, target)
-    if term == "vgg":
-        assert vgg is not None
-        return vgg(pred, target)
+    """One RGB term's value as training computes it (`rgb_term`, `histogram` at its default w1), or a
+    histogram distance's raw value (`histogram:<distance>`, no HISTOGRAM_DISTANCE_SCALE)."""
     if term.startswith(HISTOGRAM_PREFIX):
         return histogram_distance(pred, target, term.removeprefix(HISTOGRAM_PREFIX))
-    raise ValueError(f"unknown term {term!r}; known: {list(TERMS)} and {HISTOGRAM_PREFIX}<distance>")
+    return rgb_term(term, pred, target, vgg)
 
 
 def _vgg_module(vgg_weights: str | os.PathLike[str] | VGGPerceptualLoss,

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from colormamba.imaging import rgb_to_hsv
 from colormamba.losses.adversarial import DiscriminatorOutputs, lsgan_generator_loss
-from colormamba.losses.histogram import HISTOGRAM_DISTANCES, histogram_loss
+from colormamba.losses.histogram import check_distance, histogram_loss
 from colormamba.losses.terms import cosine_loss, hsv_loss, mse_loss, msssim_loss
 from colormamba.losses.vgg import DEFAULT_VGG_LAYERS, VGGPerceptualLoss
 from colormamba.suggest import unknown
@@ -125,8 +125,28 @@ def resolve_loss_config(config: str | Mapping[str, float],
     return weights
 
 
-# terms that are functions of (pred_rgb, target_rgb) only (and `histogram`, which also takes its distance)
-_RGB_TERMS = {"mse": mse_loss, "cosine": cosine_loss, "msssim": msssim_loss}
+# terms that are functions of (pred_rgb, target_rgb) only (`rgb_term` adds `vgg` and `histogram`)
+_PIXEL_TERMS = {"mse": mse_loss, "cosine": cosine_loss, "msssim": msssim_loss}
+RGB_TERMS = (*_PIXEL_TERMS, "vgg", "histogram")  # the terms on G_A's RGB output
+
+
+def rgb_term(term: str, pred_rgb: torch.Tensor, target_rgb: torch.Tensor,
+             vgg: VGGPerceptualLoss | None = None, histogram_distance: str = "w1") -> torch.Tensor:
+    """The unweighted value of one term of RGB_TERMS: the one place that maps a term's name to its function
+    (CompositeLoss sums them; colormamba.losses.calibration differentiates them one by one).
+
+    Raises:
+        ValueError: a term that is not an RGB term, or `vgg` without its network.
+    """
+    if term == "vgg":
+        if vgg is None:
+            raise ValueError("vgg: the vgg term needs its VGGPerceptualLoss")
+        return vgg(pred_rgb, target_rgb)
+    if term == "histogram":
+        return histogram_loss(pred_rgb, target_rgb, distance=histogram_distance)
+    if term not in _PIXEL_TERMS:
+        raise ValueError(f"{term!r} is not one of the RGB terms {list(RGB_TERMS)}")
+    return _PIXEL_TERMS[term](pred_rgb, target_rgb)
 
 
 class CompositeLoss(nn.Module):
@@ -145,10 +165,10 @@ class CompositeLoss(nn.Module):
     def __init__(self, weights: str | Mapping[str, float], vgg_weights: str | os.PathLike[str] = "pretrained",
                  vgg_layers: Sequence[str] = DEFAULT_VGG_LAYERS, histogram_distance: str = "w1") -> None:
         super().__init__()
-        if histogram_distance not in HISTOGRAM_DISTANCES:
-            what = unknown(f"unknown distance {histogram_distance!r}", histogram_distance,
-                           HISTOGRAM_DISTANCES, listing="known distances")  # fmt: skip
-            raise ValueError(f"histogram_distance: {what}")
+        try:  # at construction, naming the field: a run fails before it trains
+            check_distance(histogram_distance)
+        except ValueError as exc:
+            raise ValueError(f"histogram_distance: {exc}") from None
         self.histogram_distance = histogram_distance
         self.weights = resolve_loss_config(weights)
         self.active = {term: w for term, w in self.weights.items() if w > 0}
@@ -199,13 +219,8 @@ class CompositeLoss(nn.Module):
                         raise ValueError("disc_fake_outputs: the adversarial term is active but no "
                                          "discriminator outputs were given")
                     values[term] = lsgan_generator_loss(disc_fake_outputs)
-                elif term == "vgg":
-                    assert self.vgg is not None  # built in __init__ whenever vgg is active
-                    values[term] = self.vgg(pred_rgb, target_rgb)
-                elif term == "histogram":
-                    values[term] = histogram_loss(pred_rgb, target_rgb, distance=self.histogram_distance)
                 else:
-                    values[term] = _RGB_TERMS[term](pred_rgb, target_rgb)
+                    values[term] = rgb_term(term, pred_rgb, target_rgb, self.vgg, self.histogram_distance)
             total = sum((self.active[t] * v for t, v in values.items()), start=pred_rgb.new_zeros(()))
         return total, {term: value.detach() for term, value in values.items()}
 

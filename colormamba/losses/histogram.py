@@ -134,6 +134,14 @@ def soft_histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS,
     return mass.mean(dim=2)
 
 
+def check_distance(distance: str) -> None:
+    """Refuse a distance that is not one of HISTOGRAM_DISTANCES (ValueError, the closest name suggested)."""
+    if distance not in HISTOGRAM_DISTANCES:
+        known = ", ".join(HISTOGRAM_DISTANCES)
+        raise ValueError(unknown(f"unknown histogram distance {distance!r} (known: {known})", distance,
+                                 HISTOGRAM_DISTANCES))  # fmt: skip
+
+
 def histogram_distance(pred: torch.Tensor, target: torch.Tensor, distance: str = "w1",
                        bins: int = HISTOGRAM_BINS, max_pixels: int = HISTOGRAM_MAX_PIXELS) -> torch.Tensor:
     """The raw (unscaled) distance between soft colour histograms, mean over images and channels.
@@ -162,10 +170,7 @@ def histogram_distance(pred: torch.Tensor, target: torch.Tensor, distance: str =
     Raises:
         ValueError: unknown distance, bins < 2, or a bad pair of images.
     """
-    if distance not in HISTOGRAM_DISTANCES:
-        known = ", ".join(HISTOGRAM_DISTANCES)
-        raise ValueError(unknown(f"unknown histogram distance {distance!r} (known: {known})", distance,
-                                 HISTOGRAM_DISTANCES))  # fmt: skip
+    check_distance(distance)
     check_pair(pred, target)
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins}")

@@ -25,6 +25,7 @@ from colormamba.provenance import COMPARED
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.departures import departure_rows, study_departures
 from services.report.names import (
+    ALPHA,
     BEAT_METRICS,
     CI_LEVEL,
     HIGHER_IS_BETTER,
@@ -34,7 +35,15 @@ from services.report.names import (
 )
 from services.runs import DONE, now, read_status
 from services.spec import DEFAULT_FAMILY, RunPlan, Study
-from services.stats import POWER, holm, minimum_detectable_effect, paired_interval, variance_parts, verdict
+from services.stats import (
+    POWER,
+    VarianceParts,
+    holm,
+    minimum_detectable_effect,
+    paired_interval,
+    variance_parts,
+    verdict,
+)
 
 TRAINING_STATES = ("succeeded", "running", "lost")  # runs whose history.csv the curves show
 # How far two runs' scores of one trivial reference may differ and still count as the same computation: the
@@ -165,9 +174,8 @@ def collect(store: Storage, study: Study) -> dict[str, Any]:
         row |= beats_trivial(row, trivial["rows"])
     baseline_variant = next(p.variant for p in study.runs if p.configuration == study.baseline)
     question = study.spec.question
-    family_of = {p.variant: family for family, members in study.families().items()
-                 for p in study.runs if p.configuration in members}  # fmt: skip
-    differences = paired_differences(per_image, baseline_variant, variants, question.metric, family_of)
+    differences = paired_differences(per_image, baseline_variant, variants, question.metric,
+                                     study.variant_families())  # fmt: skip
     protocols = sorted({r["protocol"] for r in runs if r.get("protocol")})
     evaluation = study.spec.evaluation
     finished = sum(1 for r in runs if r["state"] in DONE)
@@ -411,7 +419,6 @@ def paired_differences(per_image: list[dict[str, Any]], baseline: str, variants:
                                    "primary": family is not None and m == primary_metric,
                                    "n_seeds": diffs.shape[0], "n_images": diffs.shape[1]}  # fmt: skip
             out.append(row | _interval_fields(diffs, HIGHER_IS_BETTER[m]))
-    alpha = 1 - CI_LEVEL
     question = [r for r in out if r["primary"] and r["p_value"] is not None]
     adjusted = holm(np.asarray([r["p_value"] for r in question], dtype=np.float64))
     for r, p_adj in zip(question, adjusted, strict=True):
@@ -420,13 +427,15 @@ def paired_differences(per_image: list[dict[str, Any]], baseline: str, variants:
         r.setdefault("p_adjusted", None)
         r["exploratory"] = not r["primary"]
         p = r["p_value"] if r["exploratory"] else r["p_adjusted"]
-        r["verdict"] = (verdict(r["estimate"], p, HIGHER_IS_BETTER[r["metric"]], alpha)
+        r["verdict"] = (verdict(r["estimate"], p, HIGHER_IS_BETTER[r["metric"]], ALPHA)
                         if r["n_seeds"] else "no paired images")  # fmt: skip
         # tested at alpha / m by Holm's first step (primary), at alpha (exploratory)
-        r["tested_at"] = alpha / max(len(question), 1) if r["primary"] else alpha
-        parts = r.pop("_parts", None)
-        r["mde"] = (minimum_detectable_effect(parts, r["n_seeds"], r["n_images"], r["tested_at"])
-                    if parts is not None else None)  # fmt: skip
+        r["tested_at"] = ALPHA / max(len(question), 1) if r["primary"] else ALPHA
+        if r["image_variance"] is None:
+            r["mde"] = None
+        else:  # from the variances the row stores (a seed variance is None with one seed)
+            parts = VarianceParts(_nan_for_none(r["seed_variance"]), r["image_variance"])
+            r["mde"] = minimum_detectable_effect(parts, r["n_seeds"], r["n_images"], r["tested_at"])
     return out
 
 
@@ -461,9 +470,13 @@ def _interval_fields(diffs: np.ndarray, higher_is_better: bool) -> dict[str, Any
     seeds, images = sign * diffs.mean(axis=1), sign * diffs.mean(axis=0)
     return {"estimate": float(res.mean), "ci": [_finite(res.low), _finite(res.high)],
             "p_value": _finite(res.p_value), "df": res.df, "seed_variance": _finite(parts.seed),
-            "image_variance": _finite(parts.image), "_parts": parts,
+            "image_variance": _finite(parts.image),
             "seeds_better": int((seeds > 0).sum()), "seeds_worse": int((seeds < 0).sum()),
             "images_better": int((images > 0).sum()), "images_worse": int((images < 0).sum())}  # fmt: skip
+
+
+def _nan_for_none(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _finite(value: Any) -> float | None:
@@ -492,11 +505,10 @@ def ci_summary(differences: list[dict[str, Any]], primary_metric: str = "psnr") 
             "trained networks only"
         )
     method = "; ".join(parts) or "no paired differences yet"
-    alpha = 1 - CI_LEVEL
     plural = "s" * (len(question) != 1)
     named = ", ".join(f"`{f}`" for f in families) or "none"
     correction = (f"Holm over the question's {len(question)} comparison{plural} ({primary_metric.upper()}, "
-                  f"families {named}), family-wise error rate {alpha:.2f}")  # fmt: skip
+                  f"families {named}), family-wise error rate {ALPHA:.2f}")  # fmt: skip
     return {
         "level": CI_LEVEL,
         "method": method,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.report.names import (
+    ALPHA,
     BEAT_METRICS,
     CI_LEVEL,
     DIGITS,
@@ -306,7 +307,7 @@ def _difference_notes(data: dict[str, Any]) -> list[str]:
         f"lower is better. {level}% interval: {ci['method']}.",
         f"The question: {metric} of each configuration in a family against the baseline. Verdicts: p-values "
         f"{ci['p_value']}; correction: {ci['correction']}. Every other row is exploratory: its verdict uses "
-        f"the raw p-value below {1 - CI_LEVEL:.2f}, so about one exploratory row in twenty may be called by "
+        f"the raw p-value below {ALPHA:.2f}, so about one exploratory row in twenty may be called by "
         f"chance. The interval beside a verdict is the uncorrected {level}% one.",
         f"`detects >=`: the smallest true difference this design (its seeds and images, the seed and image "
         "variance observed in the row, and the level the row is tested at: Holm's first step alpha/m for "

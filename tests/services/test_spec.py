@@ -374,6 +374,9 @@ def test_the_question_defaults_to_psnr_of_every_configuration_and_lists_its_prob
     asked = parse_spec(data)
     assert asked.spec.question.metric == "ssim" and asked.families() == {"a": ["histogram"], "b": ["vgg"]}
     assert Study.from_dict(json.loads(json.dumps(asked.to_dict()))).families() == asked.families()
+    data["configurations"]["vgg"] = {"loss": "vgg", "weights": {"vgg": [1.0, 2.0]}}  # two comparisons
+    swept = parse_spec(data)
+    assert swept.variant_families() == {"histogram": "a", "vgg+vgg=1": "b", "vgg+vgg=2": "b"}
     data["question"] = {"metric": "psnrr", "families": {"a": ["histogran", "original"], "b": ["vgg", "vgg"],
                                                        "c": []}}  # fmt: skip
     with pytest.raises(SpecError) as exc:
