@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -86,41 +87,77 @@ class Lease:
 
     `lost` becomes set when a renewal finds the lease gone or Redis unreachable for a whole TTL: from
     then on another worker may own the run, so the holder must stop without writing anything.
+
+    Why `confirm` as well as the heartbeat: the heartbeat notices a takeover up to a third of a TTL late,
+    and a worker that wrote its record in that gap would put `running` over the `lost` the reaper wrote
+    (or an old checkpoint over the new owner's). Every write of a leased execution goes through
+    `confirm` first (services.exclusive.FencedStore): the lease renewed and found ours in one Redis call,
+    or, with Redis unreachable, still ours for at least `WRITE_MARGIN` of a TTL by our own clock, which
+    the write has to land in before the reaper could even see the run without a lease.
     """
+
+    WRITE_MARGIN = 1 / 3  # of a TTL: how long a write may take after its lease was last known good
 
     def __init__(self, client: redis.Redis, key: str, token: str, ttl: float) -> None:
         self.client, self.key, self.token, self.ttl = client, key, token, ttl
+        self.run = key.removeprefix(PREFIX + "lease:")
         self.lost = threading.Event()
         self.reason = ""  # why `lost` was set: what the holder's LeaseLost message says
+        self.valid_until = time.monotonic() + ttl  # our lease cannot have expired before this instant
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease {key}", daemon=True)
         self._thread.start()
 
-    def _beat(self) -> None:
-        import time
+    def _renew(self) -> bool:
+        """One renewal; True while the lease is ours (it then lives a TTL from the call's start)."""
+        asked = time.monotonic()
+        if not self.client.eval(_RENEW, 1, self.key, self.token, int(self.ttl * 1000)):
+            return False
+        self.valid_until = max(self.valid_until, asked + self.ttl)
+        return True
 
-        last_ok = time.monotonic()
+    def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                if not self.client.eval(_RENEW, 1, self.key, self.token, int(self.ttl * 1000)):
+                if not self._renew():
                     self._lose("its lease expired or was taken over; another worker may own the run now")
                     return
-                last_ok = time.monotonic()
             except redis.RedisError as exc:
                 log.warning("lease %s: renewal failed (%s)", self.key, exc)
-                down = time.monotonic() - last_ok
-                if down >= self.ttl:
-                    self._lose(
-                        f"Redis unreachable for {down:.0f} s, a whole lease TTL ({self.ttl:g} s), so another "
-                        f"worker may own the run now (last error: {exc}); once Redis answers, the reaper "
-                        "queues the run again and it resumes from its last checkpoint"
-                    )
+                if time.monotonic() >= self.valid_until:
+                    self._lose(self._unreachable(exc))
                     return
 
+    def _unreachable(self, exc: Exception) -> str:
+        down = self.ttl - (self.valid_until - time.monotonic())
+        return (
+            f"Redis unreachable for {down:.0f} s, too close to the lease's TTL ({self.ttl:g} s) to write, so "
+            f"another worker may own the run now (last error: {exc}); once Redis answers, the reaper queues "
+            "the run again and it resumes from its last checkpoint"
+        )
+
     def _lose(self, reason: str) -> None:
-        self.reason = reason
-        log.error("lease %s lost: %s", self.key, reason)
-        self.lost.set()
+        if not self.lost.is_set():
+            self.reason = reason
+            log.error("lease %s lost: %s", self.key, reason)
+            self.lost.set()
+
+    def check(self) -> None:
+        """Raise LeaseLost if the heartbeat found the lease gone (no Redis call)."""
+        if self.lost.is_set():
+            raise LeaseLost(f"{self.run}: stopped without recording anything: {self.reason}")
+
+    def confirm(self) -> None:
+        """Before a write: raise LeaseLost unless the lease is ours now (renewed in this call) or, with
+        Redis unreachable, surely ours for WRITE_MARGIN of a TTL more."""
+        self.check()
+        try:
+            if not self._renew():
+                self._lose("its lease expired or was taken over; another worker may own the run now")
+        except redis.RedisError as exc:
+            if self.valid_until - time.monotonic() < self.ttl * self.WRITE_MARGIN:
+                self._lose(self._unreachable(exc))
+        self.check()
 
     def release(self) -> None:
         self._stop.set()

@@ -13,7 +13,7 @@ import redis
 
 from colormamba.env import redact_text
 from colormamba.storage import Storage
-from services.coord import Coordinator, LeaseLost, run_key
+from services.coord import Coordinator, Lease, LeaseLost, run_key
 from services.runner import execute_run
 from services.runs import DONE, mark_cancelled, read_status
 from services.studies import load_plan
@@ -82,10 +82,11 @@ def execute_exclusively(
     return final
 
 
-def _execute_leased(store: Storage, coord: Coordinator, lease: Any, study: str, run: str, worker: str,
+def _execute_leased(store: Storage, coord: Coordinator, lease: Lease, study: str, run: str, worker: str,
                     on_status: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:  # fmt: skip
     """execute_exclusively's work once the lease is held and the run marked started."""
     key = run_key(study, run)
+    store = FencedStore(store, lease)
     status = read_status(store, study, run)
     if status is None:  # a message sent without submit.py's record: nothing to resume, nothing to say
         log.error("%s: no status.json (never submitted?); this delivery ends here", key)
@@ -101,8 +102,7 @@ def _execute_leased(store: Storage, coord: Coordinator, lease: Any, study: str, 
     plan = load_plan(store, study, run)
 
     def should_cancel() -> bool:
-        if lease.lost.is_set():
-            raise LeaseLost(f"{key}: stopped without recording anything: {lease.reason}")
+        lease.check()
         try:
             return coord.cancel_requested(key)
         except redis.RedisError as exc:
@@ -117,11 +117,44 @@ def _execute_leased(store: Storage, coord: Coordinator, lease: Any, study: str, 
         except Exception as exc:  # status.json has been written; the live copy can miss a beat
             log.warning("%s: progress not published (%s)", key, exc)
 
-    final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})", should_cancel=should_cancel,
-                        on_status=report)  # fmt: skip
+    final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})",
+                        should_cancel=should_cancel, on_status=report)  # fmt: skip
     if final.get("state") in DONE:
         coord.mark_done(key)
     return final
+
+
+class FencedStore:
+    """The store as a leased execution sees it: every write (its status.json, checkpoints, results) is
+    made only after `Lease.confirm` found the lease still ours, so a worker that lost its run never
+    writes over the record or the checkpoints of the run's next owner (or over the reaper's `lost`); it
+    raises LeaseLost instead, which ends the execution without recording anything. Reads pass through."""
+
+    def __init__(self, store: Storage, lease: Lease) -> None:
+        self.store, self.lease = store, lease
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.lease.confirm()
+        self.store.put_bytes(key, data)
+
+    def delete(self, key: str) -> None:
+        self.lease.confirm()
+        self.store.delete(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.store.get_bytes(key)
+
+    def exists(self, key: str) -> bool:
+        return self.store.exists(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.store.list(prefix)
+
+    def __getattr__(self, name: str) -> Any:  # the store's own extras (a folder store's `path`...)
+        return getattr(self.store, name)
+
+    def __repr__(self) -> str:
+        return repr(self.store)
 
 
 def _record_error(coord: Coordinator, key: str, worker: str, exc: BaseException) -> None:

@@ -177,7 +177,8 @@ def execute_run(
         record_provenance(writer, where, previous, run_provenance(cfg, resolve_device(cfg.device)))
         result = train(cfg, store, where, on_progress=writer.progress, should_cancel=should_cancel)
         writer.write(phase="evaluate", step=None, eta_s=None)
-        ev = evaluate(cfg, store, where, which=plan.get("checkpoint", "best"), on_progress=writer.progress)
+        ev = evaluate(cfg, store, where, which=plan.get("checkpoint", "best"),
+                      on_progress=_stoppable(writer.progress, should_cancel, f"{study}/{run}"))  # fmt: skip
     except RunCancelled as exc:
         return writer.write(state="cancelled", reason=str(exc), finished_at=now(), eta_s=None)
     except (Exception, KeyboardInterrupt) as exc:
@@ -192,7 +193,10 @@ def execute_run(
         try:
             writer.write(state=state, reason=_reason(exc) if state == "failed" else "interrupted",
                          traceback=tail, finished_at=now(), eta_s=None)  # fmt: skip
-        except Exception:  # the store itself is down: leave the run unfinished, to be taken up again
+        except Exception as write_error:
+            if _owned_elsewhere(write_error):  # the lease went while it failed: the run is not ours
+                raise write_error from None
+            # the store itself is down: leave the run unfinished, to be taken up again
             log.exception("%s/%s: could not record the failure", study, run)
             raise exc from None
         if isinstance(exc, KeyboardInterrupt):
@@ -214,6 +218,21 @@ def execute_run(
         select_metrics=selection_metrics(result.history, ev.checkpoint_epoch),
         metrics={k: v["mean"] for k, v in ev.summary.items()},
     )
+
+
+def _stoppable(progress: Callable[[dict[str, Any]], None], should_cancel: Callable[[], bool] | None,
+               name: str) -> Callable[[dict[str, Any]], None]:  # fmt: skip
+    """Evaluation's progress hook that also honours a cancel (and a lost lease) after each image, as
+    training does every few steps: a cancel that comes while the run evaluates stops it `cancelled`
+    (nothing of the evaluation written; submitting again resumes after the last epoch and evaluates)."""
+
+    def hook(event: dict[str, Any]) -> None:
+        progress(event)
+        if should_cancel is not None and should_cancel():
+            raise RunCancelled(f"{name} cancelled while evaluating, after image {event.get('step')} of "
+                               f"{event.get('steps')}")  # fmt: skip
+
+    return hook
 
 
 def selection_metrics(history: list[dict[str, Any]], epoch: int) -> dict[str, float | None]:
