@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The job suite's command line: submit a study, watch it, cancel it, fetch its report, manage datasets.
 
-    python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all] [--dataset D] [--dry-run]   queue its runs
+    python jobs/submit.py SPEC.yaml [--yes] [--rerun failed|all [--fresh]] [--dataset D] [--dry-run]   queue
     python jobs/submit.py --local SPEC.yaml [--runs-per-gpu K]       the whole study here, no Redis/MinIO
     python jobs/submit.py plan SPEC.yaml [--noise-from PILOT] [--target-effect X]   detectable effect, seeds
     python jobs/submit.py status STUDY [--watch [--timeout S]] [--full-ids | --json]   per-run progress
@@ -14,8 +14,8 @@
 
 Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments);
 3 Redis or the store unreachable; 4 not found (study, run, report); 5 not confirmed (more runs than
---max-runs without --yes); 6 `--local` finished but some runs failed or were cancelled; 7 `status --watch
---timeout` gave up while runs were still queued or running.
+--max-runs, or --fresh, without --yes); 6 `--local` finished but some runs failed or were cancelled;
+7 `status --watch --timeout` gave up while runs were still queued or running.
 
 Environment (services/settings.py lists every variable with its default): COLORMAMBA_REDIS_URL,
 COLORMAMBA_S3_ENDPOINT, COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or
@@ -83,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--yes", "-y", action="store_true", help="do not ask before queuing many runs")
     s.add_argument("--max-runs", type=int, default=DEFAULT_MAX_RUNS, help="ask before queuing more runs")
     s.add_argument("--rerun", choices=RERUN_CHOICES, default="none",
-                   help="run finished runs again: 'failed' ones or 'all' (from scratch)")  # fmt: skip
+                   help="run finished runs again: 'failed' ones or 'all', resumed from their last "
+                        "checkpoint")  # fmt: skip
+    s.add_argument("--fresh", action="store_true",
+                   help="with --rerun: delete those runs' checkpoints and train them from scratch (asks "
+                        "first; --yes confirms)")  # fmt: skip
     s.add_argument("--dry-run", action="store_true",
                    help="check the spec and its dataset (every split read, counts shown), list the runs, "
                         "queue nothing")  # fmt: skip
@@ -204,6 +208,8 @@ def _store(args: argparse.Namespace, create_bucket: bool = False) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.runs_per_gpu is not None and not args.local:
         raise Exit(INVALID, "--runs-per-gpu is for --local; GPU workers read COLORMAMBA_RUNS_PER_GPU")
+    if args.fresh and args.rerun == "none":
+        raise Exit(INVALID, "--fresh is for --rerun failed|all: it deletes the checkpoints of those runs")
     from services.datasets import dataset_line
     from services.spec import load_spec
     from services.studies import new_run_reasons, prepare_dataset, select_runs
@@ -235,14 +241,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("\n".join(plan_lines(study, Noise.assumed())[1:]))  # the first line repeats the run count
         print(f"plan with a measured noise: python jobs/submit.py plan {args.spec} --noise-from PILOT")
         return OK
+    if args.fresh and not args.yes:
+        from services.submission import confirm_fresh_start
+
+        confirm_fresh_start(store, study, start, input if sys.stdin.isatty() else None)
     if args.local:
         return _submit_local(args, store, study, runs_at_once)
     from services.submission import confirm_queueing, queue_study
 
     if not args.yes:
         confirm_queueing(len(start), args.max_runs, input if sys.stdin.isatty() else None)
-    done = queue_study(store, coord, study, start, args.rerun)
-    print(f"queued {done.queued} run(s)" + (f", {done.running} running already" if done.running else ""))
+    done = queue_study(store, coord, study, start, args.rerun, fresh=args.fresh)
+    print(f"queued {done.queued} run(s)" + (f", {done.running} running already" if done.running else "")
+          + (f", {done.already} queued already (nothing sent for them)" if done.already else ""))
     print(f"watch: python jobs/submit.py status {study.name} --watch")
     print(f"report: python jobs/submit.py report {study.name} -o ./report")
     return OK
@@ -256,7 +267,8 @@ def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once
             print(f"  {status['run']}: {_ended(status)}", flush=True)
 
     try:
-        finals = local_run_study(store, study, args.rerun, on_status=on_status, runs_at_once=runs_at_once)
+        finals = local_run_study(store, study, args.rerun, on_status=on_status, runs_at_once=runs_at_once,
+                                 fresh=args.fresh)  # fmt: skip
     except KeyboardInterrupt:
         raise Exit(ERROR, "interrupted; checkpoints are kept, submit again to resume") from None
     _print_report(store, study.name)
@@ -339,11 +351,17 @@ def _ended(s: dict[str, Any]) -> str:
     return f"{line}; {row['note']}" if row["note"] else line
 
 
+WATCH_OUTAGE_LIMIT_S = 300.0  # `status --watch` rides out a store outage this long (README), then exits 3
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """The study's runs, once or (`--watch`) until every run has ended. A watch rides out a store outage
+    (a line says since when, the table stays) for WATCH_OUTAGE_LIMIT_S; only a first read that fails,
+    a longer outage or `--timeout` ends it."""
     import json
 
+    from services.status_view import StoreOutage, heading, status_table, summary
     from services.status_view import console as make_console
-    from services.status_view import heading, status_table, summary
     from services.studies import find_study, study_statuses
 
     if args.interval <= 0 or (args.timeout is not None and args.timeout < 0):
@@ -353,30 +371,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = make_console()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     hint = f"report: python jobs/submit.py report {study.name} -o DIR"
+    statuses: list[dict[str, Any]] | None = None  # the last read (kept on screen through an outage)
+    outage: StoreOutage | None = None
     try:
         while True:
-            statuses = study_statuses(store, study)
-            if args.json:
+            try:
+                statuses, outage = study_statuses(store, study), None
+            except StorageError as exc:
+                if not args.watch:
+                    raise
+                outage = _outage_seen(outage, exc)
+            if args.json and statuses is not None:
                 print(json.dumps(statuses, indent=1, default=str), flush=True)
                 return OK
             if args.watch and console.is_terminal:
                 console.clear()
-            console.print(
-                heading(study.name, statuses), status_table(statuses, full_ids=args.full_ids), sep="\n"
-            )  # one write: a reader never sees a heading without its table
+            if statuses is not None and (outage is None or console.is_terminal):  # a file: the line alone
+                console.print(
+                    heading(study.name, statuses), status_table(statuses, full_ids=args.full_ids), sep="\n"
+                )  # one write: a reader never sees a heading without its table
+            if outage is not None:
+                console.print(outage.line(), soft_wrap=True, markup=False)
             sys.stdout.flush()
-            if not args.watch or all(s["state"] in DONE for s in statuses):
+            if outage is None and statuses is not None and (
+                not args.watch or all(s["state"] in DONE for s in statuses)
+            ):
                 if args.watch:
                     print(hint, flush=True)
                 return OK
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:  # the table above is the state at the deadline
-                raise Exit(WATCH_TIMEOUT, f"--timeout {args.timeout:g} s reached; not every run has ended "
-                           f"({summary(statuses)})")  # fmt: skip
+                state = f" ({summary(statuses)})" if statuses is not None else ""
+                still = f"; {outage.line().removesuffix('; retrying')}" if outage is not None else ""
+                raise Exit(WATCH_TIMEOUT, f"--timeout {args.timeout:g} s reached; not every run has ended"
+                           f"{state}{still}")  # fmt: skip
             time.sleep(args.interval if left is None else min(args.interval, left))
     except KeyboardInterrupt:  # the way out of --watch: the runs go on
         print(f"\nstopped watching; the runs go on. {hint}", flush=True)
         return OK
+
+
+def _outage_seen(outage: Any, exc: StorageError) -> Any:
+    """The watch's outage (a StoreOutage) after another failed read; Exit(UNREACHABLE) once it has lasted
+    WATCH_OUTAGE_LIMIT_S."""
+    from services.status_view import StoreOutage
+
+    outage = outage or StoreOutage.begin()
+    outage.reason = getattr(exc, "reason", None) or str(exc)
+    if outage.seconds >= WATCH_OUTAGE_LIMIT_S:
+        raise Exit(UNREACHABLE, f"the store has been unreachable for {outage.seconds:.0f} s, longer than the "
+                   f"{WATCH_OUTAGE_LIMIT_S:.0f} s a watch waits: {exc}")  # fmt: skip
+    return outage
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -388,7 +433,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     runs = cancel_targets(find_study(store, study_name), run)
     for done in cancel_runs(store, user_coordinator(), study_name, runs):
         if done.was is None:
-            print(f"{done.run}: cancel requested; it stops within a few training steps")
+            print(f"{done.run}: cancel requested; it stops within a few training steps, or images if it "
+                  "is evaluating, and ends cancelled with its checkpoints kept")  # fmt: skip
         else:
             print(f"{done.run}: cancelled (was {done.was})")
     return OK
@@ -511,12 +557,14 @@ def _explain(exc: Exception) -> tuple[int, str]:
     """The exit code and the one message of an error that reached the top (passwords redacted)."""
     from services.coord import BrokerUnreachable
     from services.studies import NotFound
-    from services.submission import NotConfirmed, RebuildFailed
+    from services.submission import FreshNotConfirmed, NotConfirmed, RebuildFailed
 
     if isinstance(exc, Exit):
         return exc.code, redact_text(str(exc))
     if isinstance(exc, NotFound):
         return NOT_FOUND, redact_text(str(exc))
+    if isinstance(exc, FreshNotConfirmed):
+        return NOT_CONFIRMED, f"{exc}; nothing was deleted or queued"
     if isinstance(exc, NotConfirmed):
         if exc.asked:
             return NOT_CONFIRMED, "nothing queued"

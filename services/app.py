@@ -16,7 +16,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from colormamba.storage import Storage
-from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
+from services.celeryconfig import AGGREGATE_TASK, FRESH_PRIORITY, RESUMED_PRIORITY, RUN_TASK
 from services.settings import settings
 
 app = Celery("colormamba", include=["services.tasks"])
@@ -61,7 +61,7 @@ def _start_reaper(sender=None, **_kwargs) -> None:
 
 def requeue_lost(store: Storage, coord, study: str, run: str) -> None:
     """The reaper's action on a run whose worker is gone: record it `lost` with the reason (the error the
-    last execution left, if any), then send it to the run queue again, by task name.
+    last execution left, if any), then send it to the run queue again, by task name, ahead of fresh runs.
 
     A run that has ended meanwhile is only forgotten in Redis. A store that cannot be written raises
     (services.coord.Coordinator.reap tries again next round): no message goes out while the record would
@@ -76,14 +76,16 @@ def requeue_lost(store: Storage, coord, study: str, run: str) -> None:
         coord.mark_done(key)
         return
     mark_lost(store, study, run, status, lost_reason(status.get("worker"), coord.last_error(key)))
-    queue_run(study, run)
+    queue_run(study, run, resumes=True)
 
 
-def queue_run(study: str, run: str, task_id: str | None = None) -> str:
+def queue_run(study: str, run: str, task_id: str | None = None, resumes: bool = False) -> str:
     """Send one run to the GPU queue by task name (the sender needs none of the task's imports); returns
     the task id (chosen by the caller when it records the id before sending, so that nothing is written
-    about the run after a worker may have taken it)."""
-    return app.send_task(RUN_TASK, args=[study, run], task_id=task_id).id
+    about the run after a worker may have taken it). A run that `resumes` (it was taken up before) goes
+    ahead of fresh ones (services.celeryconfig.RESUMED_PRIORITY)."""
+    priority = RESUMED_PRIORITY if resumes else FRESH_PRIORITY
+    return app.send_task(RUN_TASK, args=[study, run], task_id=task_id, priority=priority).id
 
 
 def queue_aggregate(study: str) -> str:

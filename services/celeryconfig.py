@@ -34,7 +34,8 @@ from __future__ import annotations
 from services.settings import settings
 
 _settings = settings()  # read once; every value below comes from services.settings
-REDIS_URL = _settings.redis_url
+# Every public name here is a Celery setting, shown by `celery inspect conf` and Flower's worker page with
+# only broker_url and result_backend masked: the Redis URL (its password) goes into those two alone.
 RUN_QUEUE = _settings.run_queue
 AGGREGATE_QUEUE = _settings.aggregate_queue
 VISIBILITY_TIMEOUT_S = _settings.visibility_timeout_s
@@ -45,8 +46,15 @@ RUNS_PER_GPU = _settings.runs_per_gpu
 RUN_TASK = "services.tasks.run"
 AGGREGATE_TASK = "services.tasks.aggregate"
 
-broker_url = REDIS_URL
-result_backend = REDIS_URL
+# Run messages' priorities. kombu's Redis transport keeps one list per priority step and a worker pops
+# the lowest number first, so a run that resumes from its checkpoint (queued again by the reaper, or
+# resubmitted after a stop) is taken before every fresh one: its finished epochs are not left waiting
+# behind a sweep. A message without a priority counts as 0, so fresh runs carry a number of their own.
+RESUMED_PRIORITY = 0
+FRESH_PRIORITY = 3
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 5
 broker_transport_options = {
@@ -54,6 +62,7 @@ broker_transport_options = {
     "socket_connect_timeout": 5,
     "socket_timeout": 30,
     "health_check_interval": 25,
+    "priority_steps": [RESUMED_PRIORITY, FRESH_PRIORITY],  # senders and workers read the same steps
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 10.0}}
 redis_socket_connect_timeout = 5

@@ -47,6 +47,8 @@ _RENEW = (
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# a submission claims a run: active unless it was already, and then its cancel flag is cleared
+_QUEUE = "if redis.call('sadd', KEYS[1], ARGV[1]) == 1 then redis.call('del', KEYS[2]) return 1 end return 0"
 # the reaper takes an orphan: clear its started flag, unless an execution took the lease meanwhile
 _CLAIM = "if redis.call('exists', KEYS[2]) == 0 then return redis.call('del', KEYS[1]) end return 0"
 
@@ -185,12 +187,16 @@ class Coordinator:
         value = self.client.get(PREFIX + "lease:" + key)
         return value.decode() if value is not None else None
 
-    def mark_queued(self, key: str) -> None:
-        """A submission queued the run: it is active and no longer cancelled."""
-        pipe = self.client.pipeline()
-        pipe.sadd(PREFIX + "active", key)
-        pipe.delete(PREFIX + "cancel:" + key)
-        pipe.execute()
+    def mark_queued(self, key: str) -> bool:
+        """A submission claims the run to queue it: True when the run was not active (nobody queued it
+        since it last ended), and it is now active and no longer cancelled; False when it is active
+        already (queued, running or waiting for the reaper: a message for it is out), which this leaves
+        alone. One Redis call, so of two submissions racing for a run exactly one sends it."""
+        return bool(self.client.eval(_QUEUE, 2, PREFIX + "active", PREFIX + "cancel:" + key, key))
+
+    def unmark_queued(self, key: str) -> None:
+        """Undo `mark_queued` when the message could not be sent (a later submission may send it)."""
+        self.client.srem(PREFIX + "active", key)
 
     def mark_started(self, key: str) -> None:
         """An execution took the run up: from now on, the run without a lease is the reaper's."""

@@ -20,14 +20,16 @@ from services.studies import load_plan, prepare_dataset, reset_for_rerun, save_s
 
 
 def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir: Any = None,
-                    on_status: Any = None, runs_at_once: int = 1) -> list[dict[str, Any]]:  # fmt: skip
+                    on_status: Any = None, runs_at_once: int = 1,
+                    fresh: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """`--local`: the study's runs on this machine, `runs_at_once` at a time, then its report.
 
     The same records as the queue (spec.json, run.json, status.json) and the same `execute_run`, so the
     folder this writes is exactly what workers would have written to the bucket. One at a time, the runs
     execute in this process; more, each in a spawned process of its own, as a worker's pool processes
     with COLORMAMBA_RUNS_PER_GPU (they share the GPU, or split the CPU's cores between them). Every run
-    prints one line per epoch to stdout, the line a worker logs (services.epoch_log).
+    prints one line per epoch to stdout, the line a worker logs (services.epoch_log). A rerun resumes
+    from the run's checkpoints, or starts from scratch with `fresh` (services.studies.reset_for_rerun).
     """
     from services.report import build_report  # here: the spawned run processes need no matplotlib
 
@@ -42,7 +44,7 @@ def local_run_study(store: Storage, study: Study, rerun: str = "none", cache_dir
     for run in start:
         status = read_status(store, study.name, run.run_id)
         if rerun != "none" and status is not None and status.get("state") in FINAL:
-            reset_for_rerun(store, study.name, run.run_id)
+            reset_for_rerun(store, study.name, run.run_id, fresh)
             status = None
         if runs_at_once > 1:  # all wait at once; one at a time, each is queued just before it runs
             record_queued(store, study.name, run, status)

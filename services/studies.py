@@ -8,7 +8,9 @@ plan: immutable, its id is a hash of its content), `runs/<study>/<run>/status.js
 services.runs alone writes: its states and their moves are there).
 
 `succeeded` and `failed` are final: a resubmission does not run them again unless asked
-(`--rerun failed|all`). `cancelled` keeps its checkpoint and is resumed by submitting the study again.
+(`--rerun failed|all`), and then resumes them from their last checkpoint (a failed run's finished epochs
+are hours of GPU time; a succeeded one is evaluated again); only `--fresh` deletes the checkpoints and
+trains from scratch. `cancelled` keeps its checkpoint and is resumed by submitting the study again.
 """
 
 from __future__ import annotations
@@ -147,12 +149,15 @@ def should_start(status: dict[str, Any] | None, rerun: str) -> bool:
     return state not in FINAL or rerun == "all" or (rerun == "failed" and state == "failed")
 
 
-def reset_for_rerun(store: Storage, study: str, run: str) -> None:
-    """Forget a run's results and checkpoints so that it trains from scratch."""
+def reset_for_rerun(store: Storage, study: str, run: str, fresh: bool = False) -> None:
+    """Forget a finished run's record and results so that it runs again: resumed from its checkpoints
+    (kept, with the history of their epochs), or from scratch when `fresh` (checkpoints deleted too)."""
     where = RunLocation(study, run)
-    for prefix in (where.checkpoint_prefix, where.artifact_prefix):
+    kept = {where.plan_key} if fresh else {where.plan_key, where.artifact("history.csv")}
+    prefixes = (where.checkpoint_prefix, where.artifact_prefix) if fresh else (where.artifact_prefix,)
+    for prefix in prefixes:
         for key in store.list(prefix):
-            if key != where.plan_key:
+            if key not in kept:
                 store.delete(key)
 
 

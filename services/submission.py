@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from colormamba.storage import ObjectNotFound, RunLocation, Storage
 from services.runs import DONE, FINAL, State, mark_cancelled, mark_queued, read_status
@@ -62,18 +62,43 @@ def confirm_queueing(count: int, limit: int, ask: Callable[[str], str] | None) -
 
 @dataclass(frozen=True)
 class Queued:
-    """What `queue_study` did: runs sent to the queue, and runs left alone because a worker holds them."""
+    """What `queue_study` did: runs sent to the queue, runs left alone because a worker holds them, and
+    runs left alone because a message for them is out already (another submission queued them)."""
 
     queued: int
     running: int
+    already: int = 0
+
+
+def confirm_fresh_start(store: Storage, study: Study, start: Iterable[RunPlan],
+                        ask: Callable[[str], str] | None) -> None:  # fmt: skip
+    """`--fresh` deletes the checkpoints of the finished runs among `start` (hours of training, maybe):
+    it needs a yes, like a large queueing. Raises FreshNotConfirmed."""
+    runs = sum(1 for r in start if (read_status(store, study.name, r.run_id) or {}).get("state") in FINAL)
+    if runs == 0:
+        return
+    if ask is None or ask(f"delete the checkpoints of {runs} run(s) and train them from scratch? [y/N] "
+                          ).strip().lower() not in ("y", "yes"):  # fmt: skip
+        raise FreshNotConfirmed(runs, asked=ask is not None)
+
+
+class FreshNotConfirmed(Exception):
+    """`--fresh` without a yes: nothing was deleted or queued."""
+
+    def __init__(self, runs: int, asked: bool) -> None:
+        super().__init__(f"--fresh would delete the checkpoints of {runs} run(s)" + ("; the answer was no"
+                         if asked else "; pass --yes to confirm without a terminal"))  # fmt: skip
+        self.runs, self.asked = runs, asked
 
 
 def queue_study(store: Storage, coord: Coordinator, study: Study, start: Iterable[RunPlan],
-                rerun: str) -> Queued:  # fmt: skip
+                rerun: str, fresh: bool = False) -> Queued:  # fmt: skip
     """Queue the runs `start` (services.studies.select_runs' choice) of `study`: the dataset made
     available to workers (a local folder refused), the study's records saved, then each run that no
-    worker holds and that `rerun` still starts (its status read afresh: it may have ended since) reset
-    if it had ended, recorded `queued` and sent.
+    worker holds and that `rerun` still starts (its status read afresh: it may have ended since) claimed
+    in Redis (services.coord.Coordinator.mark_queued: of two submissions at once, one sends it), reset
+    if it had ended (resumed from its checkpoints, or from scratch when `fresh`), recorded `queued` and
+    sent, ahead of fresh runs when it resumes.
 
     `queued` is written before the message goes out: once it is sent, only the worker writes the status,
     so a run that starts and ends at once is never set back to `queued`.
@@ -81,7 +106,6 @@ def queue_study(store: Storage, coord: Coordinator, study: Study, start: Iterabl
     Raises:
         ValueError: the dataset is missing, a local folder, or lacks a split (nothing was queued).
     """
-    from services.app import queue_run
     from services.coord import run_key
 
     if not study.dataset_info:  # bound by the caller when it showed the dataset's check already
@@ -92,7 +116,7 @@ def queue_study(store: Storage, coord: Coordinator, study: Study, start: Iterabl
         chosen = {(r.variant, r.seed) for r in start}  # the same runs, under their bound ids
         start = [r for r in study.runs if (r.variant, r.seed) in chosen]
     save_study(store, study)
-    queued = running = 0
+    queued = running = already = 0
     for run in start:
         key = run_key(study.name, run.run_id)
         if coord.holder(key) is not None:  # a worker has it right now; nothing to send
@@ -101,16 +125,30 @@ def queue_study(store: Storage, coord: Coordinator, study: Study, start: Iterabl
         status = read_status(store, study.name, run.run_id)
         if not should_start(status, rerun):
             continue
-        if status is not None and status.get("state") in FINAL:
-            reset_for_rerun(store, study.name, run.run_id)
-            status = None
-        task_id = str(uuid.uuid4())
-        mark_queued(store, study.name, run.run_id, status, task_id=task_id, variant=run.variant,
-                    seed=run.seed)  # fmt: skip
-        coord.mark_queued(key)
-        queue_run(study.name, run.run_id, task_id=task_id)
+        if not coord.mark_queued(key):
+            already += 1
+            continue
+        try:
+            _send(store, study.name, run, status, fresh)
+        except BaseException:
+            coord.unmark_queued(key)
+            raise
         queued += 1
-    return Queued(queued, running)
+    return Queued(queued, running, already)
+
+
+def _send(store: Storage, study: str, run: RunPlan, status: dict[str, Any] | None, fresh: bool) -> None:
+    """Reset a finished run, record the run `queued` and send its message (the caller claimed it)."""
+    from services.app import queue_run
+
+    ended = status is not None and status.get("state") in FINAL
+    resumes = bool(status and status.get("checkpoint_saved_epoch")) and not (fresh and ended)
+    if ended:
+        reset_for_rerun(store, study, run.run_id, fresh)
+        status = None
+    task_id = str(uuid.uuid4())
+    mark_queued(store, study, run.run_id, status, task_id=task_id, variant=run.variant, seed=run.seed)
+    queue_run(study, run.run_id, task_id=task_id, resumes=resumes)
 
 
 def cancel_targets(study: Study, run: str | None = None) -> list[str]:
@@ -196,8 +234,11 @@ class Download:
 
 def download_checkpoint(store: Storage, study: str, run: str, which: str, out: Path) -> Download:
     """A run's `best` or `last` checkpoint (checksum-verified by the store) written atomically to `out`,
-    or to `out/RUN-WHICH.pt` when `out` is a folder. NotFound when the run has no such checkpoint (saying
-    whether it has the other one)."""
+    or to `out/RUN-WHICH.pt` when `out` is a folder: a failed write (LocalWriteError, naming the file)
+    leaves no partial file. NotFound when the run has no such checkpoint (saying whether it has the other
+    one)."""
+    from colormamba.storage import write_files_atomically
+
     location = RunLocation(study, run)
     try:
         data = store.get_bytes(location.checkpoint(which))
@@ -206,8 +247,5 @@ def download_checkpoint(store: Storage, study: str, run: str, which: str, out: P
         hint = f"; it has a {other}.pt (--{other})" if store.exists(location.checkpoint(other)) else ""
         raise NotFound(f"run {study}/{run} has no {which}.pt in {store!r}{hint}") from None
     path = out / f"{run}-{which}.pt" if out.is_dir() else out
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_bytes(data)
-    part.replace(path)
+    write_files_atomically({path: data})
     return Download(location.checkpoint(which), path, len(data))

@@ -10,6 +10,7 @@ import yaml
 
 from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage
+from services.runs import read_status
 from services.spec import load_spec
 from tests.support.servers import free_port, queued_tasks
 from tests.support.submit import DEMO, submit
@@ -152,3 +153,30 @@ def test_many_runs_need_confirmation(tmp_path, redis_server):
     n = 3 * len(load_spec(DEMO).runs)
     assert f"{n} runs is more than --max-runs 5; pass --yes" in out.stderr
     assert not Path(tmp_path / "st" / "studies").exists()
+
+
+def test_rerun_fresh_deletes_checkpoints_only_when_confirmed(tmp_path, redis_url):
+    """`--rerun failed` resumes a failed run (its checkpoint kept); `--fresh` deletes the checkpoint, and
+    only with a yes: with nobody at a terminal and no --yes it changes nothing and exits 5."""
+    from colormamba.storage import RunLocation
+    from services.coord import Coordinator, connect, run_key
+    from tests.support.records import record_status
+
+    env = {"COLORMAMBA_REDIS_URL": redis_url, "COLORMAMBA_STORE": str(tmp_path / "store")}
+    assert submit(str(DEMO), "--yes", env=env).returncode == 0
+    store, run = LocalStorage(tmp_path / "store"), load_spec(DEMO).runs[0].run_id
+    record_status(store, "demo", run, {"state": "failed", "reason": "S3 down", "checkpoint_saved_epoch": 2})
+    Coordinator(connect(redis_url)).mark_done(run_key("demo", run))  # what the worker that failed it did
+    last = RunLocation("demo", run).checkpoint("last")
+    store.put_bytes(last, b"epoch 2")
+
+    out = submit(str(DEMO), "--fresh", env=env)
+    assert out.returncode == 2 and "--fresh is for --rerun" in out.stderr
+    out = submit(str(DEMO), "--rerun", "failed", "--fresh", env=env)
+    assert out.returncode == 5, out.stderr
+    assert "--fresh would delete the checkpoints of 1 run(s)" in out.stderr and "--yes" in out.stderr
+    assert store.exists(last) and read_status(store, "demo", run)["state"] == "failed", "nothing changed"
+    out = submit(str(DEMO), "--rerun", "failed", env=env)
+    assert out.returncode == 0 and "queued 1 run(s)" in out.stdout, out.stdout + out.stderr
+    assert store.get_bytes(last) == b"epoch 2", "resumed, not retrained"
+    assert queued_tasks(redis_url, "gpu")[0] == ("services.tasks.run", ["demo", run]), "ahead of the rest"

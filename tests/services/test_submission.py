@@ -4,7 +4,13 @@ a checkpoint download. The command line's messages and exit codes: tests/jobs/."
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,7 @@ import yaml
 
 import services.app
 from colormamba.storage import LocalStorage, RunLocation, spec_key
+from services.celeryconfig import broker_transport_options
 from services.coord import Coordinator, connect, run_key
 from services.runs import read_status
 from services.spec import Study, load_spec, parse_spec
@@ -28,6 +35,7 @@ from services.submission import (
     queue_study,
 )
 from tests.support.records import RUNNING, record_status
+from tests.support.servers import REPO, queued_tasks
 from tests.support.submit import DEMO, demo_with_seeds
 
 
@@ -83,10 +91,11 @@ def test_queueing_sends_the_runs_still_to_start_each_recorded_queued_before_its_
     demo: tuple[LocalStorage, Study], coord: Coordinator, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Of the runs select_runs chose: one a worker holds is left to it, one that ended meanwhile is not
-    sent, a failed one under `--rerun failed` is reset (its checkpoint gone) and sent, a new one is sent."""
+    sent, a failed one under `--rerun failed` is reset (its checkpoint kept: it resumes, ahead of fresh
+    runs) and sent, a new one is sent."""
     store, study = demo
     held, ended, fresh, failed = (r.run_id for r in study.runs)
-    record_status(store, "demo", failed, {"state": "failed", "reason": "TrainingDiverged"})
+    record_status(store, "demo", failed, {"state": "failed", "reason": "S3", "checkpoint_saved_epoch": 3})
     store.put_bytes(RunLocation("demo", failed).checkpoint("last"), b"weights")
     start, keep = select_runs(store, study, "failed")
     assert (len(start), keep) == (4, [])
@@ -94,9 +103,11 @@ def test_queueing_sends_the_runs_still_to_start_each_recorded_queued_before_its_
     lease = Coordinator(connect(redis_url)).acquire(run_key("demo", held), "gpu9")
     assert lease is not None
     sent: list[tuple[str, str | None, dict[str, Any] | None]] = []
+    resumed: list[str] = []
 
-    def record_send(study_name: str, run: str, task_id: str | None = None) -> str:
+    def record_send(study_name: str, run: str, task_id: str | None = None, resumes: bool = False) -> str:
         sent.append((run, task_id, read_status(store, study_name, run)))
+        resumed.extend([run] if resumes else [])
         return task_id or ""
 
     monkeypatch.setattr(services.app, "queue_run", record_send)
@@ -111,8 +122,70 @@ def test_queueing_sends_the_runs_still_to_start_each_recorded_queued_before_its_
         assert run_key("demo", run) in coord.active()
     assert read_status(store, "demo", ended)["state"] == "succeeded"
     assert read_status(store, "demo", held) is None, "the held run's record is its worker's"
-    assert not store.exists(RunLocation("demo", failed).checkpoint("last")), "a rerun starts from scratch"
+    assert store.get_bytes(RunLocation("demo", failed).checkpoint("last")) == b"weights", "kept to resume"
+    assert resumed == [failed]
     assert store.exists(spec_key("demo"))
+
+
+def test_a_fresh_rerun_deletes_the_checkpoints_and_results_and_sends_the_run_as_fresh(
+    demo: tuple[LocalStorage, Study], coord: Coordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, study = demo
+    failed = study.runs[0].run_id
+    where = RunLocation("demo", failed)
+    record_status(store, "demo", failed, {"state": "failed", "reason": "NaN", "checkpoint_saved_epoch": 3})
+    for key in (where.checkpoint("last"), where.artifact("history.csv"), where.artifact("per_image.csv")):
+        store.put_bytes(key, b"x")
+    resumed: list[bool] = []
+    monkeypatch.setattr(services.app, "queue_run", lambda *_, resumes=False, **__: resumed.append(resumes))
+    start, _ = select_runs(store, study, "failed")
+    assert queue_study(store, coord, study, start, "failed", fresh=True).queued == 4
+    assert store.list(where.checkpoint_prefix) == [], "from scratch"
+    assert sorted(store.list(where.artifact_prefix)) == [where.plan_key, where.status_key]
+    assert resumed == [False] * 4
+
+
+def test_two_submissions_at_once_send_each_run_once(
+    demo: tuple[LocalStorage, Study], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read every run as unsubmitted, then race: each run is claimed in one Redis call, so exactly
+    one of them records and sends it, and the other counts it as queued already."""
+    store, study = demo
+    sent: list[str] = []
+    monkeypatch.setattr(services.app, "queue_run", lambda _study, run, **_: sent.append(run))
+    start, _ = select_runs(store, study)
+    barrier = threading.Barrier(2)
+
+    def submission() -> Queued:
+        coord = Coordinator(connect(redis_url))  # each its own connection, like two processes
+        barrier.wait()
+        return queue_study(store, coord, study, start, "none")
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [f.result(60) for f in [pool.submit(submission) for _ in range(2)]]
+    assert sorted(sent) == sorted(r.run_id for r in study.runs), "each run sent exactly once"
+    assert sum(r.queued for r in results) == 4 and sum(r.already for r in results) == 4, results
+    again = queue_study(store, Coordinator(connect(redis_url)), study, start, "none")
+    assert again == Queued(queued=0, running=0, already=4) and len(sent) == 4
+
+
+def test_a_resumed_run_is_taken_before_fresh_runs_queued_earlier(tmp_path: Path, redis_url: str) -> None:
+    """Four fresh runs are queued, then a lost one is queued again (the reaper's send): a worker's next
+    message is the resumed run. The messages go through the real app, broker and kombu transport."""
+    sender = (
+        "from services.app import queue_run\n"
+        "for i in range(4): queue_run('s', f'fresh{i}')\n"
+        "queue_run('s', 'lost', resumes=True)\n"
+    )
+    env = {**os.environ, "COLORMAMBA_REDIS_URL": redis_url}
+    subprocess.run([sys.executable, "-c", sender], check=True, env=env, cwd=REPO, timeout=120)
+    assert [args[1] for _, args in queued_tasks(redis_url, "gpu")] == ["lost", "fresh0", "fresh1", "fresh2",
+                                                                       "fresh3"]  # fmt: skip
+    from kombu import Connection
+
+    with Connection(redis_url, transport_options=broker_transport_options) as conn:
+        taken = conn.SimpleQueue("gpu", no_ack=True).get(timeout=5)
+    assert taken.headers["task"] == "services.tasks.run" and json.loads(taken.body)[0] == ["s", "lost"]
 
 
 def test_a_local_folder_dataset_queues_nothing(demo, coord, monkeypatch) -> None:

@@ -59,18 +59,24 @@ def tail(log: Path | None, chars: int = 3000) -> str:
 
 
 def queued_tasks(redis_url: str, queue: str) -> list[tuple[str, list]]:
-    """(task name, args) of each message waiting in a Celery queue of the Redis broker (a list under the
-    queue's name; a message a worker has taken is no longer there)."""
+    """(task name, args) of each message waiting in a Celery queue of the Redis broker, in the order a
+    worker takes them: kombu keeps a list per priority step (the queue's name, then `NAME\x06\x16STEP`),
+    pushes on the left and pops on the right, lowest step first; a message a worker has taken is no
+    longer there."""
     import base64
     import json
 
     import redis
 
+    from services.celeryconfig import broker_transport_options
+
+    client = redis.Redis.from_url(redis_url)
     out = []
-    for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1):
-        message = json.loads(raw)
-        args = json.loads(base64.b64decode(message["body"]))[0]
-        out.append((message["headers"]["task"], args))
+    for step in broker_transport_options["priority_steps"]:
+        for raw in reversed(client.lrange(f"{queue}\x06\x16{step}" if step else queue, 0, -1)):
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            out.append((message["headers"]["task"], args))
     return out
 
 
