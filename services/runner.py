@@ -24,7 +24,7 @@ from colormamba.evaluate import METRIC_NAMES, evaluate
 from colormamba.provenance import run_provenance
 from colormamba.storage import RunLocation, Storage
 from colormamba.train import RunCancelled, train
-from services.datasets import fetch_dataset
+from services.datasets import CacheFull, fetch_dataset
 from services.epoch_log import log_epoch
 from services.runs import DONE, now, read_status, transition
 from services.settings import settings
@@ -182,7 +182,7 @@ def execute_run(
     except RunCancelled as exc:
         return writer.write(state="cancelled", reason=str(exc), finished_at=now(), eta_s=None)
     except (Exception, KeyboardInterrupt) as exc:
-        if _owned_elsewhere(exc):
+        if _not_the_runs_fault(exc):
             raise
         if isinstance(exc, KeyboardInterrupt):
             log.warning("%s/%s interrupted", study, run)
@@ -194,7 +194,7 @@ def execute_run(
             writer.write(state=state, reason=_reason(exc) if state == "failed" else "interrupted",
                          traceback=tail, finished_at=now(), eta_s=None)  # fmt: skip
         except Exception as write_error:
-            if _owned_elsewhere(write_error):  # the lease went while it failed: the run is not ours
+            if _not_the_runs_fault(write_error):  # the lease went while it failed: the run is not ours
                 raise write_error from None
             # the store itself is down: leave the run unfinished, to be taken up again
             log.exception("%s/%s: could not record the failure", study, run)
@@ -256,8 +256,10 @@ def record_provenance(
     writer.write(provenance=provenance, provenance_earlier=earlier or None)
 
 
-def _owned_elsewhere(exc: BaseException) -> bool:
-    """Errors that mean "not yours any more": recorded by nobody (the new owner writes the status)."""
+def _not_the_runs_fault(exc: BaseException) -> bool:
+    """Errors recorded by nobody here: "not yours any more" (a lost lease: the new owner writes the
+    status), and "this worker cannot take runs" (its dataset cache is full: the run is handed back, the
+    reaper queues it again for another worker, services.tasks stops this one taking more)."""
     from services.coord import LeaseLost
 
-    return isinstance(exc, LeaseLost)
+    return isinstance(exc, LeaseLost | CacheFull)

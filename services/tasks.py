@@ -4,6 +4,7 @@ read from the store. Senders queue them by name (services.app), without importin
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,13 @@ from colormamba.storage_s3 import open_store
 from services.app import app, queue_aggregate
 from services.celeryconfig import AGGREGATE_TASK, RUN_TASK
 from services.coord import BrokerUnreachable, Coordinator, connect
+from services.datasets import CacheFull
 from services.exclusive import NotTakenUp, execute_exclusively
 from services.runs import State
-from services.settings import settings
+from services.settings import DATA_CACHE, settings
 from services.studies import store_url
+
+log = logging.getLogger(__name__)
 
 PROGRESS_FIELDS = (
     *("state", "phase", "epoch", "epochs", "step", "steps", "loss", "eta_s"),
@@ -100,9 +104,27 @@ def run_task(self, study: str, run: str) -> dict[str, Any]:
                                     on_end=queue_aggregate)  # fmt: skip
     except (BrokerUnreachable, NotTakenUp) as exc:  # back to the queue, not dropped: nobody took the run up
         raise Reject(str(exc), requeue=True) from exc
+    except CacheFull as exc:
+        return hand_back(worker, study, run, exc)
     if final.get("state") == State.FAILED:
         raise RunFailed(f"{study}/{run} failed: {redact_text(str(final.get('reason')))}")
     return task_result(study, run, final)
+
+
+def hand_back(worker: str, study: str, run: str, exc: CacheFull) -> dict[str, Any]:
+    """This worker's dataset cache is full: the run was left to the reaper (recorded `lost` with the reason
+    and queued again, ahead of fresh runs, for another worker) and this worker stops taking runs (its
+    consumer of the run queue cancelled) until it is restarted with room: one line says which folder and
+    variable."""
+    queue = settings().run_queue
+    log.error("worker %s takes no more runs: %s; free space there or set %s to a larger disk, then "
+              "restart the worker. %s/%s goes back to the queue.", worker, exc, DATA_CACHE.name, study,
+              run)  # fmt: skip
+    try:
+        app.control.cancel_consumer(queue, destination=[worker])
+    except Exception as err:  # the broker is down too: the next run it takes ends the same way
+        log.warning("worker %s: could not stop consuming %s (%s)", worker, queue, err)
+    return {"state": "handed back", "study": study, "run": run, "reason": str(exc)}
 
 
 def task_result(study: str, run: str, final: dict[str, Any]) -> dict[str, Any]:

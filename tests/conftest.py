@@ -4,8 +4,9 @@ per session, on first use; see tests/support/servers.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,20 @@ def redis_url(redis_server: RedisServer) -> str:
     url = f"redis://127.0.0.1:{redis_server.port}/15"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int | str], Path]]:
+    """`small_disk(size)`: a fresh folder on a tmpfs of `size` bytes (or "64k"), unmounted after the test:
+    a real full disk (tests/support/disks.py). Skips where mounting is refused (not root)."""
+    from tests.support.disks import MountRefused, tmpfs
+
+    with contextlib.ExitStack() as mounts:
+
+        def mount(size: int | str) -> Path:
+            try:
+                return mounts.enter_context(tmpfs(tmp_path / f"disk{uuid.uuid4().hex[:6]}", size))
+            except MountRefused as exc:
+                pytest.skip(str(exc))
+
+        yield mount

@@ -457,3 +457,43 @@ def test_a_worker_with_two_runs_per_gpu_trains_two_runs_at_once(stack):
     assert a["worker"] != b["worker"], "each run in a pool process of its own"
     threads = max(1, (os.cpu_count() or 1) // 2)
     assert stack.logs().count(f"2 runs at once: {threads} CPU threads each") >= 2  # the cores shared out
+
+
+def test_a_worker_whose_dataset_cache_is_full_hands_its_run_back_and_takes_no_more(
+    tmp_path, redis_server, seaweed, small_disk
+):
+    """A GPU worker whose COLORMAMBA_DATA_CACHE is a full disk: the run it takes is handed back (never
+    `failed`), it says which folder and variable, and it takes no second run; a worker with room then
+    trains both runs."""
+    from services.spec import load_spec
+    from tests.support.disks import fill
+
+    stack = make_stack(tmp_path, redis_server, seaweed)
+    full = small_disk("256k")
+    fill(full)
+    try:
+        spec = write_spec(tmp_path, "cachefull", dataset=LONG_DATASET, recipe={**LONG_RECIPE, "epochs": 1},
+                          seeds=[0, 1], configurations={"original": {"loss": "original"}})  # fmt: skip
+        stuck = stack.worker("gpufull", env={"COLORMAMBA_DATA_CACHE": str(full)})
+        stack.worker("agg", "aggregate")
+        assert submit(str(spec), "--yes", env=stack.env).returncode == 0
+        runs = [r.run_id for r in load_spec(spec).runs]
+        wait_until("the worker gave up its run", lambda: "takes no more runs" in stuck.log.read_text(), 120,
+                   0.2, stack.logs)  # fmt: skip
+        said = next(line for line in stuck.log.read_text().splitlines() if "takes no more runs" in line)
+        assert str(full) in said and "COLORMAMBA_DATA_CACHE" in said, said
+        handed = wait_until("the run shown waiting again",
+                            lambda: next((s for r in runs if (s := stack.status("cachefull", r) or {})
+                                          .get("state") == "lost"), None), 60, 0.2, stack.logs)  # fmt: skip
+        assert "CacheFull" in handed["reason"] and str(full) in handed["reason"], handed["reason"]
+        time.sleep(2 * 8)  # two reaper periods (lease TTL 6 s + a 2 s round): time to take another run
+        received = [line for line in stuck.log.read_text().splitlines() if "Task services.tasks.run[" in line
+                    and "received" in line.lower()]  # fmt: skip
+        assert len(received) == 1, received
+        stack.worker("gpu2")
+        data = wait_until("both runs finished", lambda: study_done(stack, "cachefull", 2), 300, 0.5,
+                          stack.logs)  # fmt: skip
+        assert {r["state"] for r in data["runs"]} == {"succeeded"}
+        assert "gpu2" in stack.status("cachefull", handed["run"])["worker"]
+    finally:
+        stop_workers(stack.workers)
