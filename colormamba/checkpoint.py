@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
+import re
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,6 +60,19 @@ def _not_a_checkpoint(data: bytes) -> str | None:
     return f"it is {kind}" if kind else f"it does not start like a zip archive (first bytes {data[:8]!r})"
 
 
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")  # in torch's refusal
+
+
+def _refused(torch_message: str) -> str:
+    """Why the weights-only unpickler refused a file, in this project's terms. torch's own message advises
+    loading again with the unsafe unpickler, which is the one step never to take with a file of unknown
+    origin, so only the name of the object it refused is kept."""
+    found = _UNSUPPORTED_GLOBAL.search(torch_message)  # in a damaged file, a garbled name
+    what = f" ({found.group(1)})" if found else ""
+    return (f"not a checkpoint this project wrote: it holds more than tensors and plain values{what}, or is "
+            "damaged; it was not unpickled (a checkpoint is the best.pt or last.pt of a run)")  # fmt: skip
+
+
 def from_bytes(data: bytes, source: str) -> dict[str, Any]:
     """Load a checkpoint safely (`weights_only=True`); `source` names it in errors, which say what is
     wrong in the user's terms (an image, a truncated download) rather than in torch's."""
@@ -73,11 +88,12 @@ def from_bytes(data: bytes, source: str) -> dict[str, Any]:
         )
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+    except pickle.UnpicklingError as exc:  # refused by the weights-only unpickler; torch's advice left out
+        raise ValueError(f"{source}: {_refused(str(exc))}") from None
+    except Exception as exc:  # torch raises several types for a damaged archive
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
-            f"{source}: not a readable ColorMamba checkpoint: it holds more than tensors and plain values, "
-            f"or is damaged ({first[:200]}); checkpoints are never unpickled"
+            f"{source}: not a readable ColorMamba checkpoint: damaged or of another kind ({first[:200]})"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{source}: not a ColorMamba checkpoint of format {CHECKPOINT_FORMAT}")

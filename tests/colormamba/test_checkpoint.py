@@ -4,6 +4,7 @@ into networks that now use the reference's torch.nn.utils.spectral_norm, and com
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,38 @@ def test_weights_of_another_network_are_refused_naming_the_file() -> None:
 def test_upgrade_leaves_current_keys_alone() -> None:
     weights = SPADEResBlock(4, 2, hidden=8).state_dict()
     assert checkpoint.upgrade_state_dict(weights).keys() == weights.keys()
+
+
+class CreatesAFile:
+    """Unpickled, this object creates the file at `path`: what a hostile "checkpoint" could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize(
+    ("dump", "says"),
+    [
+        (lambda obj, f: torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "model": obj}, f),
+         "not a checkpoint this project wrote: it holds more than tensors and plain values (io.open), or is "
+         "damaged; it was not unpickled"),
+        (lambda obj, f: pickle.dump(obj, f), "not a checkpoint: it is a plain pickle"),
+    ],
+    ids=["torch.save", "pickle"],
+)  # fmt: skip
+def test_a_file_holding_code_is_refused_unpickled_without_torchs_advice(tmp_path: Path, dump, says) -> None:
+    created = tmp_path / "created-by-unpickling"
+    bad = tmp_path / "best.pt"
+    with bad.open("wb") as f:
+        dump(CreatesAFile(created), f)
+    with pytest.raises(ValueError) as info:
+        checkpoint.load_file(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: {says}"), message
+    assert "weights_only" not in message and "can still be loaded" not in message and "\x1b" not in message
+    chained = info.value.__cause__ or (None if info.value.__suppress_context__ else info.value.__context__)
+    assert chained is None, f"torch's advice is not chained either: {chained!r}"
+    assert not created.exists()

@@ -3,6 +3,7 @@ MinIO setup script, and tests over the parsed instructions (BuildKit's own parse
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -109,6 +110,67 @@ def test_hadolint_finds_problems() -> None:
 def test_shellcheck(script: str) -> None:
     proc = subprocess.run([tool("shellcheck"), str(DOCKER / script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- the MinIO setup script -------------------------------------------------------------------------------
+
+# A stand-in for `mc`: records each call's arguments, standard input and MC_* environment, one JSON line each.
+FAKE_MC = """#!{python}
+import json, os, sys
+record = {{"argv": sys.argv[1:], "stdin": sys.stdin.read(),
+          "env": {{k: v for k, v in os.environ.items() if k.startswith("MC_")}}}}
+with open(os.environ["FAKE_MC_LOG"], "a") as log:
+    log.write(json.dumps(record) + "\\n")
+"""
+MINIO_INIT_ENV = {
+    "MINIO_ROOT_USER": "root-user", "MINIO_ROOT_PASSWORD": "root:pass@word/1",
+    "COLORMAMBA_S3_BUCKET": "the-bucket", "COLORMAMBA_S3_ACCESS_KEY": "suite-user",
+    "COLORMAMBA_S3_SECRET_KEY": "s3:se\\cret@key#$1",
+}  # fmt: skip
+
+
+def run_minio_init(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """docker/minio-init.sh under `sh` with the fake mc first on PATH: its result and mc's calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mc").write_text(FAKE_MC.format(python=sys.executable))
+    (bin_dir / "mc").chmod(0o755)
+    log = tmp_path / "mc.jsonl"
+    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), "FAKE_MC_LOG": str(log), **env}
+    proc = subprocess.run(["sh", str(DOCKER / "minio-init.sh")], env=full, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
+
+
+def test_minio_init_passes_no_secret_on_mc_command_lines(tmp_path: Path) -> None:
+    """Arguments are visible to every user of the host (`ps`); mc reads the root password and the suite's
+    secret from its standard input instead (its documented "piped keys" form)."""
+    proc, calls = run_minio_init(tmp_path, MINIO_INIT_ENV)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    secrets = (MINIO_INIT_ENV["MINIO_ROOT_PASSWORD"], MINIO_INIT_ENV["COLORMAMBA_S3_SECRET_KEY"])
+    for call in calls:
+        assert not any(secret in arg for arg in call["argv"] for secret in secrets), call["argv"]
+    assert [call["argv"] for call in calls] == [
+        ["alias", "set", "store", "http://minio:9000"],
+        ["mb", "--ignore-existing", "store/the-bucket"],
+        ["admin", "policy", "create", "store", "colormamba-bucket", str(tmp_path / "colormamba-policy.json")],
+        ["admin", "user", "add", "store", "suite-user"],
+        ["admin", "policy", "attach", "store", "colormamba-bucket", "--user", "suite-user"],
+    ]
+    # `alias set ALIAS URL` reads the access key, then the secret key, a line each; `admin user add ALIAS
+    # ACCESSKEY` the secret key
+    stdin = [call["stdin"] for call in calls]
+    assert stdin == ["root-user\nroot:pass@word/1\n", "", "", "s3:se\\cret@key#$1\n", ""]
+    assert "suite-user" in proc.stdout and not any(secret in proc.stdout + proc.stderr for secret in secrets)
+
+
+@pytest.mark.parametrize("name", ["MINIO_ROOT_PASSWORD", "COLORMAMBA_S3_SECRET_KEY"])
+def test_minio_init_refuses_a_key_of_two_lines_before_calling_mc(tmp_path: Path, name: str) -> None:
+    """mc would read its first line only: the user would get a secret that the workers do not have."""
+    proc, calls = run_minio_init(tmp_path, {**MINIO_INIT_ENV, name: "first-line\nsecond-line"})
+    assert proc.returncode == 1 and calls == []
+    assert proc.stderr == f"minio-init: {name} must be one line\n"
 
 
 # --- bases, stages, users ---------------------------------------------------------------------------------

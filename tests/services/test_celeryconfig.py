@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
 
@@ -49,3 +50,20 @@ def test_the_app_imports_neither_the_tasks_nor_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_no_setting_that_inspect_conf_or_flower_shows_carries_the_redis_password() -> None:
+    """`celery inspect conf` and Flower's worker page show the app's settings censored by Celery, which masks
+    the password of broker_url and result_backend only: no other setting may hold the URL."""
+    password = "s3cr@t:pw-for-the-conf-test"
+    url = f"redis://:{quote(password, safe='')}@localhost:6379/0"
+    code = ("from services.app import app; c = app.conf; "
+            "print(c.humanize(with_defaults=False, censored=True)); "
+            "print(c.table(with_defaults=True))")  # fmt: skip
+    env = {**os.environ, "COLORMAMBA_REDIS_URL": url}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "broker_url: 'redis://:********@localhost:6379/0'" in out.stdout, "the URL is there, masked"
+    for secret in (password, quote(password, safe=""), "s3cr"):
+        assert secret not in out.stdout, [line for line in out.stdout.splitlines() if secret in line]
