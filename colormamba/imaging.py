@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # The reference normalises 8-bit values X in 0..255 as (X - min) / (max - min + 1e-3). Our images are
 # x = X / 255, and (x - min) / (max - min + 1e-3 / 255) is the same number: the epsilon scales with them.
@@ -138,8 +146,56 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
+# The most pixels (width x height) of an image a user gives us (dataset files, `predict` inputs), checked on
+# the header before any pixel is decoded. VCIP2020's frames are 256x256 (0.07 MP) and camera frames are at
+# most a few tens of MP (8K UHD: 33 MP); 40 MP read as RGB is 120 MB of bytes and 480 MB as float32, which
+# any worker holds. PIL's own guard is far above it (a warning only up to 179 MP: a 12000x12000 frame was
+# decoded at 4.2 GB before the reader failed) and is an exception type nobody here catches.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more than MAX_IMAGE_PIXELS pixels: refused before decoding (its
+    message names the file, its size and the limit). A ValueError, like every unreadable image."""
+
+
+def _too_large(path: Path, size: str) -> ImageTooLarge:
+    return ImageTooLarge(
+        f"{path}: {size} pixels is above the limit of {MAX_IMAGE_PIXELS:,} pixels "
+        f"(colormamba.imaging.MAX_IMAGE_PIXELS; VCIP2020's frames are 256x256); refused before decoding"
+    )
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """The one way user images are opened: PIL's `Image.open` (which reads the header only), then the size
+    checked against MAX_IMAGE_PIXELS before the caller decodes anything.
+
+    Raises:
+        ImageTooLarge: more pixels than MAX_IMAGE_PIXELS (also where PIL's own decompression-bomb guard
+            fires first, far above it; its warning is not shown).
+        OSError, SyntaxError: PIL's for a missing, truncated or corrupt file (load_image names the file).
+    """
+    from PIL import Image  # imported here: the model (and GPU images) need no imaging library
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our lower limit says more
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:  # PIL says how many pixels, not the width and height
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(claimed[1]):,}" if claimed else f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
+        raise _too_large(path, pixels) from None
+    with img:
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _too_large(path, f"{width}x{height} = {width * height:,}")
+        yield img
+
+
 def load_image(path: str | Path, channels: int, convert: bool = False) -> torch.Tensor:
-    """Read an 8-bit image file as a float tensor in [0, 1].
+    """Read an 8-bit image file as a float tensor in [0, 1] (opened by `open_image`: size checked first).
 
     Args:
         path: image file.
@@ -149,14 +205,13 @@ def load_image(path: str | Path, channels: int, convert: bool = False) -> torch.
     Returns:
         (channels, H, W) float32.
     Raises:
-        ValueError: unreadable file, or a channel count that does not match.
+        ValueError: unreadable file, a channel count that does not match, or ImageTooLarge.
     """
     import numpy as np
-    from PIL import Image  # imported here: the model (and GPU images) need no imaging library
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             mode = img.mode
             if mode in ("I;16", "I;16B", "I"):

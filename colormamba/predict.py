@@ -1,7 +1,8 @@
 """Colorize NIR frames of any size with a trained checkpoint.
 
-Every input is tried: an unreadable one (missing, corrupt, 16-bit, too large for the device's memory) is
-recorded with its reason and the others are still written, so that one bad frame in a folder of
+Every input is tried: an unreadable one (missing, corrupt, 16-bit, above the pixel limit that
+`colormamba.imaging.open_image` checks on the header, too large for the device's memory) is recorded
+with its reason and the others are still written, so that one bad frame in a folder of
 thousands costs that frame only; the caller lists the failures at the end.
 """
 

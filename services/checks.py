@@ -7,10 +7,16 @@ that cannot write its cache fails every run at its first download. Checked befor
 consumed, the worker exits instead, with one line naming what is wrong and a non-zero status, which
 compose's restart policy and `docker compose ps`/`logs` show (services.app calls `startup_checks` from
 Celery's `worker_init`).
+
+A cache disk with too little room is a warning line only: which datasets the runs will need (and their
+sizes) is not known here, and those the cache holds still serve; `fetch_dataset` refuses each download
+that does not fit (services.datasets.CacheFull), and the run is handed back.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterable
@@ -20,6 +26,7 @@ from colormamba.env import redact_url
 from colormamba.storage import StorageError, probe_key
 from colormamba.storage_s3 import S3CredentialsRefused, open_store
 from services.coord import BrokerUnreachable, connect
+from services.datasets import CACHE_HEADROOM
 from services.settings import DATA_CACHE, HEARTBEAT_FILE, Settings
 from services.studies import store_url
 
@@ -64,6 +71,17 @@ def check_writable_folder(folder: Path, what: str) -> None:
         raise StartupCheckFailed(f"{what} {folder} is not writable ({exc})") from None
 
 
+def cache_room_warning(folder: Path) -> str | None:
+    """A line when the cache's disk has less room than any download leaves free (CACHE_HEADROOM), so that
+    every dataset it does not hold yet will be refused; None otherwise."""
+    free = shutil.disk_usage(folder).free
+    if free >= CACHE_HEADROOM:
+        return None
+    return (f"the dataset cache {folder} ({DATA_CACHE.name}) has {free:,} bytes free, less than the "
+            f"{CACHE_HEADROOM:,} a download leaves free: runs on a dataset it does not hold yet will be "
+            "handed back; free space there or point the variable at a larger disk")  # fmt: skip
+
+
 def startup_checks(config: Settings, queues: Iterable[str], owner: str) -> None:
     """All checks of a worker consuming `queues`, in the order a user would fix them.
 
@@ -78,5 +96,8 @@ def startup_checks(config: Settings, queues: Iterable[str], owner: str) -> None:
     check_store(url, owner)
     if config.run_queue in set(queues):
         check_writable_folder(config.data_cache, f"the dataset cache ({DATA_CACHE.name})")
+        warning = cache_room_warning(config.data_cache)
+        if warning:  # one line on stderr, as services.app prints its start-up lines
+            print(f"colormamba worker {owner}: warning: {warning}", file=sys.stderr, flush=True)
     if config.heartbeat_file:
         check_writable_folder(Path(config.heartbeat_file).parent, f"the folder of {HEARTBEAT_FILE.name}")

@@ -11,23 +11,35 @@ Why names can share files: uploading content that the store already holds under 
 manifest hash) writes only a manifest for the new name, with `files_of` naming the dataset whose
 prefix holds the files; both names read the same objects, and a worker caches them once (by hash).
 A dataset whose files another name uses cannot be replaced (that would change the other one).
+
+Why links are checked: an upload copies what the folder's paths lead to, so a link (a file, or a split
+folder) that leads out of the folder would upload a file the user never put in the dataset. Such links
+are refused, all named, before anything reaches the store; a link that stays inside the folder uploads
+the file it leads to (a split kept in a subfolder and linked into place is still the dataset's own).
+
+Why the cache's room is checked: a worker whose cache disk is full fails every run it takes, at the
+first download. `fetch_dataset` compares the free space with the manifest's sizes before downloading,
+and turns a full disk met during the download into CacheFull, naming the folder and its variable, so
+that the worker hands the run back instead of failing it (services.runner).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colormamba.data import DatasetError, Pair, available_splits, check_pairs, detect_layout, list_split
 from colormamba.storage import DATASETS, ObjectNotFound, Storage, check_name, dataset_prefix, manifest_key
-from services.settings import settings
+from services.settings import DATA_CACHE, settings
 
 if TYPE_CHECKING:
     from colormamba.data.leaks import Duplicate
@@ -37,6 +49,18 @@ MANIFEST_FORMAT = 1
 
 class DatasetConflict(ValueError):
     """A dataset of that name with other content is already in the store."""
+
+
+class CacheFull(OSError):
+    """The worker's dataset cache has no room for a dataset: the run is handed back, not failed, and the
+    worker takes no more runs until the disk is freed (services.runner). Its message names the dataset,
+    the cache folder and its variable (COLORMAMBA_DATA_CACHE), the bytes needed and the bytes free;
+    `folder`, `needed` and `free` hold them. `errno` is ENOSPC, whatever the write met (ENOSPC, EDQUOT)."""
+
+    def __init__(self, message: str, folder: Path | None = None, needed: int = 0, free: int = 0) -> None:
+        super().__init__(message)  # args == (message,): pickled and rebuilt from its message alone
+        self.errno = errno.ENOSPC
+        self.folder, self.needed, self.free = folder, needed, free
 
 
 def files_prefix(manifest: dict[str, Any]) -> str:
@@ -298,10 +322,12 @@ def upload_dataset(
     Returns:
         the manifest.
     Raises:
-        DatasetError naming the bad files (nothing is uploaded), DatasetLeak, DatasetConflict.
+        DatasetError naming the bad files or the links that lead out of the folder (`check_links`;
+        nothing is uploaded), DatasetLeak, DatasetConflict.
     """
     root = Path(root)
     manifest = build_manifest(root, check_name(name, "dataset name"), leaks)
+    check_links(root, manifest["files"])
     stored = list_datasets(store)
     existing = next((d for d in stored if d["name"] == name), None)
     if existing is not None:
@@ -333,6 +359,31 @@ def upload_dataset(
     return manifest
 
 
+def check_links(root: Path, rels: Iterable[str]) -> None:
+    """Refuse to upload through links that lead out of `root`: for each file, the first link on its path
+    (a split folder, a file) whose target resolves outside the folder, named once as `rel -> target`.
+    Links that stay inside are followed (the module's docstring says why).
+
+    Raises:
+        DatasetError: listing every such link.
+    """
+    top = root.resolve()
+    leaving: dict[str, Path] = {}
+    for rel in rels:
+        parts = Path(rel).parts
+        for depth in range(1, len(parts) + 1):
+            path = root.joinpath(*parts[:depth])
+            if path.is_symlink() and not path.resolve().is_relative_to(top):
+                leaving[Path(*parts[:depth]).as_posix()] = path.resolve()
+                break
+    if leaving:
+        raise DatasetError(
+            f"{root}: {len(leaving)} link(s) lead out of the dataset folder; an upload would copy files "
+            "that are not the dataset's. Copy them into the folder (or link inside it); nothing was uploaded",
+            [f"{rel} -> {target}" for rel, target in sorted(leaving.items())],
+        )
+
+
 def dataset_names(store: Storage) -> list[str]:
     """The names of the store's complete datasets (those with a manifest), sorted."""
     return sorted(
@@ -358,6 +409,38 @@ def default_cache_dir() -> Path:
     return settings().data_cache
 
 
+BLOCK = 4096  # a file takes whole blocks of the disk (ext4's and most others' size)
+CACHE_HEADROOM = 64 << 20  # left free after a download, for what else the worker writes on that disk
+
+
+def cache_room_needed(manifest: dict[str, Any]) -> int:
+    """The free bytes a download of the dataset asks for: its files rounded up to whole blocks, and
+    CACHE_HEADROOM (which also covers the folders)."""
+    return sum(-(-meta["size"] // BLOCK) * BLOCK for meta in manifest["files"].values()) + CACHE_HEADROOM
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free bytes of the disk that holds `folder` (or would: its nearest existing parent)."""
+    return shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+
+
+def _cache_full(cache: Path, name: str, needed: int, why: str) -> CacheFull:
+    """CacheFull for dataset `name` in `cache`, with the free space measured now."""
+    free = _free_bytes(cache)
+    return CacheFull(
+        f"the dataset cache {cache} ({DATA_CACHE.name}) has no room for dataset {name!r}: {why}; it needs "
+        f"{needed:,} bytes and {free:,} bytes are free. Free space there or set {DATA_CACHE.name} to a "
+        "folder on a larger disk; the run is handed back, not failed",
+        folder=cache, needed=needed, free=free,
+    )  # fmt: skip
+
+
+def _check_room(cache: Path, name: str, needed: int) -> None:
+    """Raise CacheFull when the disk of `cache` has fewer than `needed` bytes free."""
+    if _free_bytes(cache) < needed:
+        raise _cache_full(cache, name, needed, "checked before downloading")
+
+
 def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None) -> Path:
     """A verified local copy of a stored dataset, downloaded once per manifest hash.
 
@@ -366,11 +449,16 @@ def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None
     Raises:
         ValueError: no such dataset, or a downloaded file whose checksum differs from the manifest
             (named; the partial copy is discarded).
+        CacheFull: the cache's disk has less room than `cache_room_needed` before downloading, or a write
+            of the download met a full disk (ENOSPC) or quota (EDQUOT); the partial copy is removed.
     """
     manifest = read_manifest(store, name)
     prefix = files_prefix(manifest)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    needed = cache_room_needed(manifest)
 
     def download(tmp: Path) -> None:
+        _check_room(cache, name, needed)
         for rel, meta in manifest["files"].items():
             data = store.get_bytes(f"{prefix}/{rel}")
             if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
@@ -382,8 +470,14 @@ def fetch_dataset(store: Storage, name: str, cache_dir: str | Path | None = None
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
 
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return _published(cache, manifest["hash"], download)
+    try:
+        return _published(cache, manifest["hash"], download)  # removes its partial folder on any error
+    except OSError as exc:
+        if isinstance(exc, CacheFull) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        why = (f"a write of the download failed ({os.strerror(exc.errno)}; with bytes free, the disk is out "
+               "of inodes or the quota is reached)")  # fmt: skip
+        raise _cache_full(cache, name, needed, why) from exc
 
 
 def ensure_synthetic(

@@ -87,16 +87,16 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[int | str], Path]]:
-    """`small_disk(size)`: a fresh folder on a tmpfs of `size` bytes (or "64k"), unmounted after the test:
-    a real full disk (tests/support/disks.py). Skips where mounting is refused (not root)."""
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """`small_disk(size, inodes=None)`: a fresh folder on a tmpfs of `size` bytes (or "64k"), unmounted
+    after the test: a real full disk (tests/support/disks.py). Skips where mounting is refused (not root)."""
     from tests.support.disks import MountRefused, tmpfs
 
     with contextlib.ExitStack() as mounts:
 
-        def mount(size: int | str) -> Path:
+        def mount(size: int | str, inodes: int | None = None) -> Path:
             try:
-                return mounts.enter_context(tmpfs(tmp_path / f"disk{uuid.uuid4().hex[:6]}", size))
+                return mounts.enter_context(tmpfs(tmp_path / f"disk{uuid.uuid4().hex[:6]}", size, inodes))
             except MountRefused as exc:
                 pytest.skip(str(exc))
 

@@ -156,3 +156,24 @@ def test_a_progress_bar_for_many_files_on_a_terminal_only(tmp_path: Path) -> Non
 def test_module_entry_point_reports_usage_errors() -> None:
     proc = subprocess.run([sys.executable, "-m", "colormamba", "predict"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--checkpoint" in proc.stderr
+
+
+def test_an_image_above_the_pixel_limit_is_listed_and_the_inputs_after_it_are_written(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from colormamba.imaging import MAX_IMAGE_PIXELS
+    from tests.support.images import png_claiming
+
+    _write_gray(tmp_path / "first.png", 12, 9)
+    bomb = png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    _write_gray(tmp_path / "last.png", 10, 10)
+    out = tmp_path / "out"
+    assert predict(tiny_checkpoint, tmp_path / "first.png", bomb, tmp_path / "last.png", out=out) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["first.png", "last.png"]
+    captured = capsys.readouterr()
+    assert "wrote 2 image(s)" in captured.out
+    listed = captured.err.splitlines()
+    assert listed[-2] == "could not read 1 input(s):", captured.err
+    assert listed[-1].startswith(f"  {bomb}: 10,000,000,000 pixels is above the limit")
+    assert f"limit of {MAX_IMAGE_PIXELS:,} pixels" in listed[-1]
+    assert "Traceback" not in captured.err and "DecompressionBomb" not in captured.err

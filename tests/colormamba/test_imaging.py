@@ -54,3 +54,54 @@ def test_seg_is_opencvs_laplacian_per_image(height: int, width: int) -> None:
 def test_seg_of_a_constant_image_is_zero() -> None:
     out = normalized_laplacian(torch.full((2, 1, 6, 7), 0.4))
     assert torch.isfinite(out).all() and out.abs().max() == 0
+
+
+# --- the pixel limit of every image a user gives (colormamba.imaging.open_image) ------------------------
+
+
+def test_a_header_claiming_100000x100000_is_refused_naming_the_file_its_size_and_the_limit(tmp_path) -> None:
+    from colormamba import imaging
+    from tests.support.images import png_claiming
+
+    bomb = png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    assert bomb.stat().st_size < 1000
+    for channels, convert in ((1, False), (1, True), (3, True)):
+        with pytest.raises(ValueError) as info:
+            imaging.load_image(bomb, channels, convert=convert)
+        message = str(info.value)
+        # PIL's own guard fires first this far up: it tells the pixel count, not the width and height
+        assert message.startswith(f"{bomb}: 10,000,000,000 pixels is above the limit"), message
+        assert f"limit of {imaging.MAX_IMAGE_PIXELS:,} pixels" in message
+        assert isinstance(info.value, imaging.ImageTooLarge)
+
+
+def test_a_header_between_our_limit_and_pils_is_refused_before_decoding_without_pils_warning(
+    tmp_path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """12000x12000 (144 MP): PIL only warns up to 179 MP, then decodes it (4.2 GB for a frame of this size
+    read as RGB floats); 8000x8000 (64 MP) PIL opens without a word."""
+    from colormamba import imaging
+    from tests.support.images import png_claiming
+
+    for side in (12_000, 8_000):
+        frame = png_claiming(tmp_path / f"frame{side}.png", side, side)
+        refused = rf"{side}x{side} = {side * side:,} pixels is above the limit"
+        with pytest.raises(imaging.ImageTooLarge, match=refused):
+            imaging.load_image(frame, 1)
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_the_limit_is_checked_on_the_header_of_real_images(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from colormamba import imaging
+
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "real.png")
+    rgb = imaging.load_image(tmp_path / "real.png", 3)
+    assert rgb.shape == (3, 20, 30) and abs(float(rgb[1, 0, 0]) - 200 / 255) < 1e-6
+    with imaging.open_image(tmp_path / "real.png") as img:
+        assert img.size == (30, 20)
+    monkeypatch.setattr(imaging, "MAX_IMAGE_PIXELS", 599)  # one pixel fewer than the frame's 600
+    refused = r"real.png: 30x20 = 600 pixels is above the limit of 599 pixels"
+    with pytest.raises(imaging.ImageTooLarge, match=refused):
+        imaging.load_image(tmp_path / "real.png", 3)

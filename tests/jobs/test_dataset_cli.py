@@ -78,3 +78,26 @@ def test_the_quick_study_plans_on_the_real_copy(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     dataset = out.stdout.splitlines()[0]
     assert "vcip2020 layout, pairs train 372" in dataset and "skipped" in dataset and "dropped" in dataset
+
+
+def test_upload_refuses_an_image_above_the_pixel_limit_and_links_out_of_the_folder(tmp_path: Path) -> None:
+    from colormamba.imaging import MAX_IMAGE_PIXELS
+    from tests.support.images import png_claiming
+
+    root = make_synthetic_dataset(tmp_path / "data", n_train=3, n_val=2, size=16, seed=5)
+    bomb = png_claiming(list_pairs(root, "val")[0].nir, 100_000, 100_000)
+    env = {"COLORMAMBA_STORE": str(tmp_path / "store")}
+    out = submit("dataset", "upload", str(root), "--name", "bomb", env=env)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert f"{bomb}: 10,000,000,000 pixels is above the limit of {MAX_IMAGE_PIXELS:,} pixels" in out.stderr
+    assert "Traceback" not in out.stderr and "DecompressionBomb" not in out.stderr
+    shutil.copyfile(list_pairs(root, "val")[1].nir, bomb)  # a good image again; then a link that leaves
+    outside = tmp_path / "outside.png"
+    shutil.copyfile(list_pairs(root, "train")[0].rgb, outside)
+    linked = list_pairs(root, "train")[0].rgb
+    linked.unlink()
+    linked.symlink_to(outside)
+    out = submit("dataset", "upload", str(root), "--name", "linked", env=env)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert f"RGB-Registered/{linked.name} -> {outside}" in out.stderr and "nothing was uploaded" in out.stderr
+    assert LocalStorage(tmp_path / "store").list("datasets") == []

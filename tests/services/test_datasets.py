@@ -252,3 +252,133 @@ def test_a_split_whose_pairs_are_all_dropped_is_gone_and_a_study_on_it_refused(t
     store = LocalStorage(tmp_path / "s2")
     with pytest.raises(ValueError, match=r"evaluation.select_split: dataset .* has no 'val' split"):
         prepare_dataset(store, load_spec(spec), allow_local_path=True, materialize=False)
+
+
+# --- what upload reads: images within the pixel limit, files inside the dataset folder ----------------
+
+
+def test_an_image_whose_header_claims_100000x100000_is_refused_at_upload_naming_it(dataset, tmp_path):
+    from colormamba.imaging import MAX_IMAGE_PIXELS
+    from tests.support.images import png_claiming
+
+    bomb = png_claiming(sorted((dataset / "NIR").iterdir())[0], 100_000, 100_000)
+    store = LocalStorage(tmp_path / "store")
+    with pytest.raises(DatasetError) as info:
+        upload_dataset(store, dataset, "bomb")
+    assert f"{bomb}: 10,000,000,000 pixels is above the limit" in str(info.value)
+    assert f"limit of {MAX_IMAGE_PIXELS:,} pixels" in str(info.value)
+    assert store.list("datasets") == [], "nothing may be uploaded from a refused dataset"
+
+
+def test_links_that_leave_the_dataset_folder_are_refused_naming_each_and_nothing_is_uploaded(
+    dataset, tmp_path
+):
+    outside = tmp_path / "elsewhere"  # beside the dataset folder, not under it
+    store = LocalStorage(tmp_path / "store")
+    first = upload_dataset(store, dataset, "mini")  # a refused --replace must leave this one intact
+    shutil.copytree(dataset / "NIR", outside / "NIR")
+    shutil.rmtree(dataset / "NIR")
+    (dataset / "NIR").symlink_to(outside / "NIR", target_is_directory=True)  # a split folder leaves
+    val = sorted((dataset / "Validation").iterdir())[0]
+    (outside / "secret.png").write_bytes(val.read_bytes())
+    val.unlink()
+    val.symlink_to(outside / "secret.png")  # and one file
+    with pytest.raises(DatasetError) as info:
+        upload_dataset(store, dataset, "mini", replace=True)
+    message = str(info.value)
+    assert "2 link(s) lead out of the dataset folder" in message, message
+    assert f"NIR -> {outside / 'NIR'}" in message
+    assert f"Validation/{val.name} -> {outside / 'secret.png'}" in message
+    assert sorted(store.list("datasets")) == sorted(
+        [f"datasets/mini/{rel}" for rel in first["files"]] + ["datasets/mini/manifest.json"]
+    ), "nothing uploaded, nothing replaced"
+    assert read_manifest(store, "mini")["hash"] == first["hash"]
+    with pytest.raises(DatasetError, match="lead out of the dataset folder"):
+        upload_dataset(store, dataset, "other")
+    assert not [k for k in store.list("datasets") if k.startswith("datasets/other")]
+
+
+def test_links_that_stay_inside_the_dataset_folder_are_uploaded_as_their_files(dataset, tmp_path):
+    (dataset / "moved").mkdir()
+    (dataset / "Testing").rename(dataset / "moved" / "Testing")
+    (dataset / "Testing").symlink_to("moved/Testing", target_is_directory=True)
+    store = LocalStorage(tmp_path / "store")
+    manifest = upload_dataset(store, dataset, "linked")
+    assert manifest["splits"]["test"] == 1
+    test_files = [rel for rel in manifest["files"] if rel.startswith("Testing/")]
+    assert len(test_files) == 2
+    for rel in test_files:
+        assert store.get_bytes(f"datasets/linked/{rel}") == (dataset / "moved" / rel).read_bytes()
+
+
+def test_a_dataset_reached_through_a_linked_root_is_not_refused(dataset, tmp_path):
+    link = tmp_path / "link-to-dataset"
+    link.symlink_to(dataset, target_is_directory=True)
+    manifest = upload_dataset(LocalStorage(tmp_path / "store"), link, "via-link")
+    assert manifest["splits"] == {"train": 4, "val": 2, "test": 1}
+
+
+# --- the worker's cache on a real small disk (conftest's small_disk: a tmpfs; mounting one needs root) ---
+
+
+def test_a_cache_without_room_for_the_dataset_refuses_before_downloading(dataset, small_disk, tmp_path):
+    from services.datasets import CacheFull, cache_room_needed
+    from services.settings import DATA_CACHE
+
+    store = LocalStorage(tmp_path / "store")
+    manifest = upload_dataset(store, dataset, "mini")
+    needed = cache_room_needed(manifest)
+    assert needed > sum(f["size"] for f in manifest["files"].values())
+    disk = small_disk(needed + (4 << 20))
+    cache = disk / "cache"
+    filler = disk / "filler"
+    filler.write_bytes(bytes(shutil.disk_usage(disk).free - needed + 4096))  # one block short
+    free = shutil.disk_usage(disk).free
+    assert free < needed
+    with pytest.raises(CacheFull) as info:
+        fetch_dataset(store, "mini", cache)
+    message = str(info.value)
+    for part in (str(cache), DATA_CACHE.name, f"needs {needed:,} bytes", f"{free:,} bytes are free",
+                 "dataset 'mini'", "before downloading"):  # fmt: skip
+        assert part in message, (part, message)
+    assert isinstance(info.value, OSError) and (info.value.folder, info.value.needed) == (cache, needed)
+    assert not cache.exists() or list(cache.iterdir()) == [], "nothing downloaded"
+    filler.unlink()  # room again: the same fetch succeeds, so the check asked for no more than it needs
+    local = fetch_dataset(store, "mini", cache)
+    assert sorted(p.name for p in local.iterdir()) == [".complete", "NIR", "RGB-Registered", "Testing",
+                                                        "Validation"]  # fmt: skip
+
+
+def test_a_write_that_finds_the_disk_full_is_cache_full_and_leaves_no_partial_copy(
+    dataset, small_disk, tmp_path
+):
+    """Room in bytes but not in inodes: the pre-check passes, then creating the files hits ENOSPC."""
+    import errno
+
+    from services.datasets import CacheFull
+    from services.settings import DATA_CACHE
+
+    store = LocalStorage(tmp_path / "store")
+    upload_dataset(store, dataset, "mini")
+    disk = small_disk("256m", inodes=8)
+    with pytest.raises(CacheFull) as info:
+        fetch_dataset(store, "mini", disk)
+    message = str(info.value)
+    assert str(disk) in message and DATA_CACHE.name in message and "No space left on device" in message
+    assert "out of inodes" in message
+    assert info.value.errno == errno.ENOSPC
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+    assert list(disk.iterdir()) == [], "the partial copy is removed"
+
+
+def test_the_start_up_check_warns_of_a_cache_disk_with_no_room_for_any_download(small_disk):
+    from services.checks import cache_room_warning
+    from services.datasets import CACHE_HEADROOM
+    from services.settings import DATA_CACHE
+
+    full = small_disk("1m")
+    warning = cache_room_warning(full)
+    assert warning is not None and str(full) in warning and DATA_CACHE.name in warning
+    assert f"{shutil.disk_usage(full).free:,} bytes free" in warning
+    roomy = small_disk(CACHE_HEADROOM + (1 << 20))
+    assert cache_room_warning(roomy) is None

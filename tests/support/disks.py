@@ -14,11 +14,12 @@ class MountRefused(RuntimeError):
 
 
 @contextlib.contextmanager
-def tmpfs(point: Path, size: int | str) -> Iterator[Path]:
-    """`point` (created) on a fresh tmpfs of `size` bytes (or a mount option such as "64k") while inside;
-    raises MountRefused where mounting is not permitted."""
+def tmpfs(point: Path, size: int | str, inodes: int | None = None) -> Iterator[Path]:
+    """`point` (created) on a fresh tmpfs of `size` bytes (or a mount option such as "64k") and at most
+    `inodes` files and folders, while inside; raises MountRefused where mounting is not permitted."""
     point.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes is not None else "")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
         raise MountRefused(f"cannot mount a tmpfs on {point}: {proc.stderr.strip() or proc.returncode}")
