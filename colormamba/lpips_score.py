@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file
+from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,7 @@ def _build_lpips() -> nn.Module:
 def _load_backbone(net: nn.Module, path: Path) -> None:
     """Load torchvision's AlexNet state dict into the LPIPS network's slices (`sliceK.<i>` holds
     torchvision's `features.<i>`)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"{path}: not a readable weights file ({exc})") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a torchvision AlexNet state dict")
+    state = load_weights(path, "torchvision AlexNet")
     wanted = {}
     for key in net.net.state_dict():
         index_and_name = key.split(".", 1)[1]  # "slice2.3.weight" -> "3.weight"

@@ -85,3 +85,21 @@ def find_weights_file(
         f"`curl -L -o {spec.filename} {spec.url}` (torchvision saves it under $TORCH_HOME/hub/checkpoints/ "
         f"when it downloads it) and copy it over. {spec.without}"
     )
+
+
+def load_weights(path: Path, what: str) -> dict:
+    """A pretrained `what` state dict from `path`, loaded with the weights-only unpickler. A file it
+    refuses holds more than tensors: the error says so and that it was not unpickled, never torch's advice
+    to load it again unsafely (the one step not to take with a file of unknown origin)."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a {what} weights file: it holds more than tensors and plain values, "
+                         "or is damaged; it was not unpickled") from None  # fmt: skip
+    except Exception as exc:  # torch raises several types for a damaged archive
+        raise ValueError(f"{path}: not a readable {what} weights file ({type(exc).__name__})") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a {what} state dict")
+    return state

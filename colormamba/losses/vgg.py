@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from colormamba.env import VGG_WEIGHTS
 from colormamba.losses.terms import check_pair
-from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file
+from colormamba.pretrained import PretrainedFile, WeightsNotFoundError, find_weights_file, load_weights
 
 VGG_WEIGHTS_ENV = VGG_WEIGHTS.name
 VGG19_FILE = PretrainedFile(
@@ -141,7 +141,7 @@ class VGGPerceptualLoss(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def _load(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path, "torchvision VGG-19")
         prefix = "features."
         wanted = {
             key.removeprefix(prefix): value for key, value in state.items()

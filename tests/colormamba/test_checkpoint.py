@@ -16,6 +16,7 @@ from colormamba import checkpoint
 from colormamba.layers import SPADEResBlock
 from colormamba.models import build_discriminator, build_model
 from colormamba.predict import load_generator
+from tests.support.hostile import CreatesAFile
 
 
 def old_layout(model: nn.Module) -> nn.Module:
@@ -88,16 +89,6 @@ def test_weights_of_another_network_are_refused_naming_the_file() -> None:
 def test_upgrade_leaves_current_keys_alone() -> None:
     weights = SPADEResBlock(4, 2, hidden=8).state_dict()
     assert checkpoint.upgrade_state_dict(weights).keys() == weights.keys()
-
-
-class CreatesAFile:
-    """Unpickled, this object creates the file at `path`: what a hostile "checkpoint" could do."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
 
 
 @pytest.mark.parametrize(
