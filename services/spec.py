@@ -35,7 +35,9 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -58,6 +60,25 @@ from colormamba.suggest import unknown
 from colormamba.vocabulary import METRIC_NAMES
 
 MAX_RUN_ID = 128
+# Bounds on what a spec file may ask of the machine that reads it, checked on the YAML event and node
+# stream before any Python value is built: a document of a few hundred bytes can otherwise expand (YAML
+# aliases, "billion laughs") into gigabytes, or nest deep enough to exhaust the stack. Why these numbers:
+# real specs are a few KB (jobs/specs/*.yaml: 1-3 KB, at most ~170 YAML events, nesting 5, no aliases), and
+# the pure-Python YAML parser reads ~20 000 events a second on a CPU core, so each bound stays far above
+# any real spec and keeps a hostile one's refusal well under a second.
+MAX_SPEC_BYTES = 64 * 1024  # the file (20x the largest shipped spec)
+MAX_SPEC_VALUES = 10_000  # scalars, lists and mappings, each alias counted as the size of what it names
+MAX_SPEC_ALIASES = 100  # `*name` references (sharing a block between configurations takes a handful)
+MAX_SPEC_DEPTH = 20  # lists and mappings inside each other, aliases expanded
+# A study's runs, counted before its grid is expanded: planning a run takes ~2 ms and ~3 KB (RunConfig's
+# checks, the resolved model), so the cap keeps an accepted grid's expansion to seconds and tens of MB
+# whatever --yes and --max-runs say; a study of more runs than this is a mistake, or several studies.
+MAX_STUDY_RUNS = 10_000
+# A problem is one line: a value the user wrote is quoted to at most MAX_QUOTED characters, and a whole
+# problem cut to MAX_PROBLEM_CHARS, so that no value (a 5 MB list) is echoed back
+MAX_QUOTED = 80
+MAX_PROBLEM_CHARS = 300
+MAX_PROBLEMS_LISTED = 50  # the message lists these; `SpecError.problems` holds them all
 # RunConfig fields that a spec sets in places of its own, and where ("{c}": the configuration's name); the
 # recipe is every other field.
 SPEC_PLACES = {
@@ -83,9 +104,20 @@ class SpecError(ValueError):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s) in the study spec:\n{lines}")
+        self.problems = [clip(p, MAX_PROBLEM_CHARS) for p in problems]  # a value is never echoed whole
+        lines = [f"  - {p}" for p in self.problems[:MAX_PROBLEMS_LISTED]]
+        if len(problems) > MAX_PROBLEMS_LISTED:
+            lines.append(f"  ... and {len(problems) - MAX_PROBLEMS_LISTED} more")
+        super().__init__(f"{source}: {len(problems)} problem(s) in the study spec:\n" + "\n".join(lines))
+
+
+def clip(text: str, width: int = MAX_QUOTED) -> str:
+    """`text` as one line of at most `width` characters: line breaks become spaces, and a longer text
+    gives up its middle for "…", so that both ends show (a field path's start, a message's hint)."""
+    if len(text) > width:
+        head = (width - 1) * 2 // 3
+        text = text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 class _Strict(BaseModel):
@@ -163,9 +195,9 @@ class Evaluation(_Strict):
     def _report_elsewhere(self) -> Evaluation:
         if self.select_split == self.report_split and self.checkpoint == "best":
             raise ValueError(
-                f"report_split and select_split are both {self.report_split!r} with checkpoint 'best': a "
-                "checkpoint chosen on a split scores too well on it (each run's best-case pick); report "
-                "another split, or set checkpoint: last"
+                f"report_split and select_split are both {clip(repr(self.report_split))} with checkpoint "
+                "'best': a checkpoint chosen on a split scores too well on it (each run's best-case pick); "
+                "report another split, or set checkpoint: last"
             )
         return self
 
@@ -358,7 +390,7 @@ def _fmt(value: Any) -> str:
 def _loc(loc: tuple[Any, ...]) -> str:
     """A pydantic error location as a field path, without the tags it adds for union branches."""
     keep = [
-        str(p)
+        clip(str(p))
         for p in loc
         if not (
             isinstance(p, str)
@@ -418,6 +450,17 @@ def _sweep_axes(conf: Configuration, recipe: dict[str, Any]) -> list[tuple[str, 
     return axes
 
 
+def run_count(spec: StudySpec) -> int:
+    """The runs `expand` plans: each configuration's sweep points (the product of its sweep lists'
+    lengths) times the seeds, counted without building one, so that a grid is refused or confirmed
+    before it is expanded (a configuration `expand` refuses outright still counts)."""
+    points = sum(
+        math.prod(len(values) for _, _, values in _sweep_axes(conf, _recipe_of(spec, conf)))
+        for conf in spec.configurations.values()
+    )
+    return points * len(spec.seeds)
+
+
 def _recipe_of(spec: StudySpec, conf: Configuration) -> dict[str, Any]:
     """The configuration's recipe in the order the spec writes it: the study's, with the configuration's
     own fields on top (a field the study wrote keeps the study's place)."""
@@ -429,8 +472,11 @@ def _recipe_of(spec: StudySpec, conf: Configuration) -> dict[str, Any]:
 
 def _spec_path(problem: str, cname: str, conf: Configuration) -> str:
     """A RunConfig problem ("field.key: message", RunConfig's names) at the place where the spec's author
-    wrote the value: `configurations.X.recipe.lr` or `recipe.lr`, `configurations.X.weights.vgg`, ..."""
+    wrote the value: `configurations.X.recipe.lr` or `recipe.lr`, `configurations.X.weights.vgg`, ...;
+    the value RunConfig quotes ("..., got VALUE") cut to MAX_QUOTED characters."""
     where, message = problem.split(": ", 1)
+    head, got, value = message.partition(", got ")
+    message = head + got + clip(value) if got else message
     field, dot, rest = where.partition(".")
     if field == "loss" and conf.terms is not None:
         place = f"configurations.{cname}.terms"
@@ -466,7 +512,8 @@ def _name_problems(spec: StudySpec) -> list[str]:
             problems.append(f"{path}: {exc}")
     if spec.baseline is not None and spec.baseline not in spec.configurations:
         problems.append(
-            f"baseline: {spec.baseline!r} is not one of the configurations {sorted(spec.configurations)}"
+            f"baseline: {clip(repr(spec.baseline))} is not one of the configurations "
+            f"{sorted(clip(c) for c in spec.configurations)}"
         )
     return problems + _question_problems(spec)
 
@@ -501,9 +548,16 @@ def expand(spec: StudySpec, source: str = "spec", dataset_identity: str | None =
 
     Raises:
         SpecError: every problem found, each at the field path the spec's author wrote, each once
-            (a bad study-level field is one problem, not one per run).
+            (a bad study-level field is one problem, not one per run); a grid of more than
+            MAX_STUDY_RUNS runs before anything is expanded.
     """
     problems = _name_problems(spec)
+    count = run_count(spec)
+    if count > MAX_STUDY_RUNS:
+        too_many = (f"configurations: {count} runs (each configuration's sweep points x {len(spec.seeds)} "
+                    f"seed(s)); a study holds at most {MAX_STUDY_RUNS}: sweep fewer values, or split it into "
+                    "studies")  # fmt: skip
+        raise SpecError(source, [*problems, too_many])
     runs: list[RunPlan] = []
     for cname, conf in spec.configurations.items():
         if any(p.startswith(f"configurations.{cname}:") for p in problems):
@@ -530,8 +584,8 @@ def expand(spec: StudySpec, source: str = "spec", dataset_identity: str | None =
                     problems += [_spec_path(p, cname, conf) for p in exc.problems]
                     continue
                 if len(run.run_id) > MAX_RUN_ID:
-                    problems.append(f"configurations.{cname}: run id {run.run_id!r} is longer than "
-                                    f"{MAX_RUN_ID} characters")  # fmt: skip
+                    problems.append(f"configurations.{cname}: run id {clip(repr(run.run_id))} is longer "
+                                    f"than {MAX_RUN_ID} characters")  # fmt: skip
                 runs.append(run)
     if problems:
         raise SpecError(source, list(dict.fromkeys(problems)))
@@ -588,9 +642,12 @@ def resolved_model(config: dict[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(model)
 
 
-def parse_spec(data: Any, source: str = "spec") -> Study:
+def parse_spec(data: Any, source: str = "spec", check_count: Callable[[int], None] | None = None) -> Study:
     """Validate plain data (a parsed YAML/JSON document) and expand it; raises SpecError listing every
-    problem at once: when the structure is wrong somewhere, the rest is still checked (`_without`)."""
+    problem at once: when the structure is wrong somewhere, the rest is still checked (`_without`).
+
+    `check_count`, given a valid spec, is called with its number of runs (`run_count`) before the grid is
+    expanded, and raises to stop there (`submit.py --max-runs`: a grid too large to list is not listed)."""
     if not isinstance(data, dict):
         raise SpecError(source, ["(top level): expected a mapping of spec fields"])
     problems: list[str] = []
@@ -604,6 +661,9 @@ def parse_spec(data: Any, source: str = "spec") -> Study:
             data = _without(data, [err["loc"] for err in exc.errors()])
             if data is None:  # nothing left to take out (a required field is missing): stop here
                 raise SpecError(source, list(dict.fromkeys(problems))) from None
+    count = run_count(spec)
+    if check_count is not None and not problems and count <= MAX_STUDY_RUNS:
+        check_count(count)  # above MAX_STUDY_RUNS, `expand` refuses without a question
     try:
         study = expand(spec, source)
     except SpecError as exc:
@@ -638,18 +698,107 @@ def _without(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any
     return data if paths else None
 
 
-def load_spec(path: str | Path, dataset: str | None = None) -> Study:
+def load_spec(path: str | Path, dataset: str | None = None,
+              check_count: Callable[[int], None] | None = None) -> Study:  # fmt: skip
     """Read and validate a YAML (or JSON) spec file; raises SpecError naming the file. `dataset`, when
-    given, replaces the spec's dataset (`submit.py --dataset`: a folder with --local, a stored name)."""
+    given, replaces the spec's dataset (`submit.py --dataset`: a folder with --local, a stored name).
+    `check_count`: parse_spec's."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(str(path), [f"(file): cannot read it ({exc.strerror})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [f"(file): not valid YAML ({exc})"]) from None
+    data = _read_document(path)
     if dataset is not None and isinstance(data, dict):
         data = {**data, "dataset": dataset}
-    return parse_spec(data, str(path))
+    return parse_spec(data, str(path), check_count)
+
+
+def _read_document(path: Path) -> Any:
+    """The one YAML (or JSON, which YAML reads) document of a spec file as plain data, within the MAX_SPEC_
+    bounds: the file's size first, then the parser's events (aliases, nesting, values), then the composed
+    nodes with every alias counted as the size of what it names (a "billion laughs" is a few hundred
+    bytes), all before one Python value is built. Raises SpecError naming the file, the bound and the
+    line."""
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(source, [f"(file): cannot read it ({exc.strerror})"]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(source, [f"(file): larger than {MAX_SPEC_BYTES} bytes; a spec is a few KB"])
+    try:
+        _check_events(raw, source)
+        loader = yaml.SafeLoader(raw)
+        try:
+            node = loader.get_single_node()
+            if node is None:  # an empty file
+                return None
+            _measure(node, 0, {}, source)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise SpecError(source, [_yaml_problem(exc)]) from None
+
+
+def _check_events(raw: bytes, source: str) -> None:
+    """The parser's events, read without composing them (composing recurses once per level): at most
+    MAX_SPEC_ALIASES aliases, MAX_SPEC_DEPTH levels and MAX_SPEC_VALUES values as written; the parse stops
+    at the first bound crossed, so a hostile file costs no more than a real spec's bound."""
+    depth = aliases = values = 0
+    for event in yaml.parse(raw, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.NodeEvent):
+            values += 1
+            if values > MAX_SPEC_VALUES:
+                raise SpecError(source, [_too_many_values(line)])
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_SPEC_ALIASES:
+                raise SpecError(source, [f"(file): more than {MAX_SPEC_ALIASES} YAML aliases (*name), the "
+                                         f"first over at line {line}; a spec needs few if any"])  # fmt: skip
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(source, [_too_deep(line)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _measure(node: yaml.Node, outer: int, known: dict[int, tuple[int, int]], source: str) -> tuple[int, int]:
+    """(values, levels) of `node` with its aliases expanded (an alias is the node it names, measured once:
+    `known`), `outer` the levels around it; raises SpecError past MAX_SPEC_VALUES or MAX_SPEC_DEPTH. A
+    value that contains itself (`&a [*a]`) is nested without end: too deep."""
+    line = node.start_mark.line + 1
+    size = known.get(id(node))
+    if size is None:
+        if isinstance(node, yaml.ScalarNode):
+            size = (1, 0)
+        else:
+            if outer >= MAX_SPEC_DEPTH:
+                raise SpecError(source, [_too_deep(line)])
+            pairs = node.value if isinstance(node, yaml.MappingNode) else [(child,) for child in node.value]
+            inner = [_measure(child, outer + 1, known, source) for pair in pairs for child in pair]
+            size = (1 + sum(v for v, _ in inner), 1 + max((levels for _, levels in inner), default=0))
+        known[id(node)] = size
+    if outer + size[1] > MAX_SPEC_DEPTH:
+        raise SpecError(source, [_too_deep(line)])
+    if size[0] > MAX_SPEC_VALUES:
+        raise SpecError(source, [_too_many_values(line)])
+    return size
+
+
+def _too_deep(line: int) -> str:
+    return (f"(file): nested deeper than {MAX_SPEC_DEPTH} levels (lists and mappings, aliases expanded) at "
+            f"line {line}")  # fmt: skip
+
+
+def _too_many_values(line: int) -> str:
+    return (f"(file): more than {MAX_SPEC_VALUES} values (each YAML alias counted as what it names) by line "
+            f"{line}; a spec holds a few hundred")  # fmt: skip
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error as one line: where, and what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc)
+    return f"(file): not valid YAML{where}: {what}"

@@ -50,13 +50,15 @@ def user_coordinator() -> Coordinator:
 
 
 def confirm_queueing(count: int, limit: int, ask: Callable[[str], str] | None) -> None:
-    """Queueing more than `limit` runs needs a yes: `ask(prompt)` must answer `y` or `yes` (any case). With
-    `ask` None (nobody at a terminal to answer) more than `limit` runs are refused. Raises NotConfirmed."""
+    """A study of more than `limit` runs needs a yes before it is queued (counted before its grid is
+    expanded, finished runs included: services.spec.run_count): `ask(prompt)` must answer `y` or `yes`
+    (any case). With `ask` None (nobody at a terminal to answer) it is refused. Raises NotConfirmed."""
     if count <= limit:
         return
     if ask is None:
         raise NotConfirmed(count, limit, asked=False)
-    if ask(f"queue {count} runs? [y/N] ").strip().lower() not in ("y", "yes"):
+    if ask(f"the study has {count} runs, more than {limit} (finished ones are not run again); queue it? "
+           "[y/N] ").strip().lower() not in ("y", "yes"):  # fmt: skip
         raise NotConfirmed(count, limit, asked=True)
 
 

@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from colormamba.config import RunConfig
-from services.spec import SpecError, Study, expand, load_spec, parse_spec
+from services.spec import (
+    MAX_PROBLEM_CHARS,
+    MAX_SPEC_ALIASES,
+    MAX_SPEC_BYTES,
+    MAX_SPEC_DEPTH,
+    MAX_SPEC_VALUES,
+    MAX_STUDY_RUNS,
+    SpecError,
+    Study,
+    expand,
+    load_spec,
+    parse_spec,
+    run_count,
+)
 
 SPECS = Path(__file__).resolve().parents[2] / "jobs" / "specs"
 
@@ -387,3 +401,167 @@ def test_the_question_defaults_to_psnr_of_every_configuration_and_lists_its_prob
     assert "question.families.a: 'original' is the baseline" in text
     assert "question.families.b: 'vgg' is already in family 'b'" in text
     assert "question.families.c: an empty family" in text
+
+
+# -- hostile documents: bounded before any value is built, never echoed longer than a line ----------------
+
+
+def laughs(levels: int) -> str:
+    """A YAML flow value of 10**levels ones in `levels` lists, each level ten aliases of the one below,
+    every anchor defined inside the value itself (so it can stand in an accepted field)."""
+    value = "[" + ", ".join(["1"] * 10) + "]"
+    for level in range(1, levels):
+        value = f"[&l{level} {value}" + f", *l{level}" * 9 + "]"
+    return value
+
+
+def with_overrides(tmp_path: Path, value: str, name: str = "spec.yaml") -> Path:
+    """The demo spec with `recipe.model_overrides: {d_state: VALUE}`, VALUE written as given."""
+    text = (SPECS / "demo.yaml").read_text()
+    overrides = f"  model_overrides: {{d_state: {value}}}\n"
+    text = text.replace("  augment: {enabled: false}\n", "  augment: {enabled: false}\n" + overrides)
+    assert value in text
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _refusal(path: Path, seconds: float = 1.0) -> SpecError:
+    start = time.monotonic()
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert time.monotonic() - start < seconds, "refused before anything was built"
+    return info.value
+
+
+def test_a_billion_laughs_in_an_accepted_field_is_refused_at_once_with_a_short_message(tmp_path):
+    path = with_overrides(tmp_path, laughs(9))
+    line = path.read_text().splitlines().index(f"  model_overrides: {{d_state: {laughs(9)}}}") + 1
+    error = _refusal(path)
+    assert len(str(error)) < 400, str(error)[:1000]
+    assert str(path) in str(error)
+    assert f"more than {MAX_SPEC_VALUES} values" in str(error) and f"line {line}" in str(error), str(error)
+
+
+@pytest.mark.parametrize("levels", [3, 6])
+def test_an_aliased_value_never_gives_a_message_longer_than_a_few_hundred_characters(tmp_path, levels):
+    error = _refusal(with_overrides(tmp_path, laughs(levels)))
+    assert len(str(error)) < 600, str(error)[:1000]
+    assert any(p.startswith("recipe.model_overrides") or "values" in p for p in error.problems)
+    assert all("\n" not in p and len(p) <= MAX_PROBLEM_CHARS for p in error.problems)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["recipe"].update(model_overrides={"d_state": "x" * 50_000}),
+        lambda d: d["configurations"].update({"c" * 50_000: {"loss": "original"}}),
+        lambda d: d.update(baseline="b" * 50_000),
+        lambda d: d["evaluation"].update(select_split="s" * 50_000, report_split="s" * 50_000),
+        lambda d: d["configurations"].update({"c\n" * 20_000: {"loss": "original"}}),
+    ],
+)
+def test_a_long_value_is_quoted_in_one_short_line(change):
+    data = demo_data()
+    change(data)
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "spec.yaml")
+    assert info.value.problems
+    problems = info.value.problems
+    assert all("\n" not in p and len(p) <= MAX_PROBLEM_CHARS for p in problems), problems
+    assert len(str(info.value)) < 2000
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+@pytest.mark.parametrize("depth", [MAX_SPEC_DEPTH + 1, 5_000])
+def test_a_document_nested_too_deep_is_refused_naming_the_limit(tmp_path, suffix, depth):
+    data = demo_data()
+    data["recipe"]["model_overrides"] = {"d_state": "DEEP"}
+    text = json.dumps(data).replace('"DEEP"', "[" * depth + "]" * depth)
+    path = tmp_path / f"deep{suffix}"
+    path.write_text(text)
+    error = _refusal(path)
+    assert f"nested deeper than {MAX_SPEC_DEPTH} levels" in str(error) and len(str(error)) < 400, str(error)
+
+
+def test_too_many_aliases_are_refused_naming_the_line_of_the_first_one_over(tmp_path):
+    aliases = "\n".join(f"      - *lr  # {i}" for i in range(MAX_SPEC_ALIASES + 1))
+    text = (SPECS / "demo.yaml").read_text()
+    text = text.replace("  lr: 3.0e-3\n", f"  lr: &lr 3.0e-3\n  epochs:\n{aliases}\n")
+    text = text.replace("  epochs: 7\n", "")
+    path = tmp_path / "aliases.yaml"
+    path.write_text(text)
+    line = text.splitlines().index(f"      - *lr  # {MAX_SPEC_ALIASES}") + 1
+    error = _refusal(path)
+    assert f"more than {MAX_SPEC_ALIASES} YAML aliases" in str(error), str(error)
+    assert f"line {line};" in str(error), str(error)
+
+
+def test_an_oversized_file_is_refused_naming_the_limit(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text((SPECS / "demo.yaml").read_text() + "#" * MAX_SPEC_BYTES + "\n")
+    error = _refusal(path)
+    assert str(path) in str(error) and f"larger than {MAX_SPEC_BYTES} bytes" in str(error), str(error)
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_loads_within_the_bounds(path):
+    assert load_spec(path).runs
+
+
+# -- the grid counted before it is expanded ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: None,
+        lambda d: d.update(seeds=[0, 1, 2, 3, 4]),
+        lambda d: d["recipe"].update(lr=[1e-3, 1e-4], epochs=[1, 2, 3]),
+        lambda d: d["configurations"].update(histogram={
+            "loss": "histogram", "weights": {"histogram": [0.5, 1.0]}, "recipe": {"batch_size": [2, 4, 8]},
+        }),
+        lambda d: d.update(seeds=[7], configurations={
+            **d["configurations"], "custom": {"terms": {"mse": [1.0, 2.0], "cosine": [0.1, 0.2, 0.3]}},
+        }),
+    ],
+)
+def test_the_run_count_is_the_expansion_s_length(change):
+    data = demo_data()
+    change(data)
+    study = parse_spec(data)
+    assert run_count(study.spec) == len(study.runs)
+
+
+def _grid_of(runs_per_configuration: int) -> dict:
+    """The demo with one configuration and a grid of that many runs (100 seeds x lr x epochs)."""
+    data = demo_data()
+    data["configurations"] = {"original": {"loss": "original"}}
+    data["seeds"] = list(range(100))
+    rest = runs_per_configuration // 100
+    data["recipe"]["lr"] = [1e-4 * (i + 1) for i in range(min(rest, 1000))]
+    data["recipe"]["epochs"] = list(range(1, rest // min(rest, 1000) + 1))
+    return data
+
+
+def test_a_grid_above_the_cap_is_refused_before_it_is_expanded():
+    start = time.monotonic()
+    with pytest.raises(SpecError) as info:
+        parse_spec(_grid_of(10**8), "grid.yaml")
+    assert time.monotonic() - start < 2
+    [problem] = info.value.problems
+    assert problem.startswith("configurations: 100000000 runs") and f"at most {MAX_STUDY_RUNS}" in problem
+
+
+def test_the_count_is_given_before_the_grid_is_expanded_and_can_stop_it():
+    seen = []
+
+    def stop(count: int) -> None:
+        seen.append(count)
+        raise RuntimeError("stop")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="stop"):
+        parse_spec(_grid_of(5_000), "grid.yaml", check_count=stop)
+    assert seen == [5_000] and time.monotonic() - start < 2
+    assert parse_spec(demo_data(), check_count=seen.append).runs and seen[-1] == 6

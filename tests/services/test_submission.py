@@ -84,7 +84,8 @@ def test_over_the_limit_only_y_or_yes_confirms(answer: str, confirmed: bool) -> 
         with pytest.raises(NotConfirmed) as refused:
             confirm_queueing(12, 5, ask)
         assert refused.value.asked
-    assert prompts == ["queue 12 runs? [y/N] "]
+    assert prompts == ["the study has 12 runs, more than 5 (finished ones are not run again); queue it? "
+                       "[y/N] "]
 
 
 def test_queueing_sends_the_runs_still_to_start_each_recorded_queued_before_its_message(
