@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -20,6 +21,48 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 
 class StorageError(RuntimeError):
     """A storage operation failed for a reason other than a missing object."""
+
+
+class LocalWriteError(OSError):
+    """Writing a local file failed (a full disk, a folder that may not be written, a file where a folder
+    should be). It names the file, so that a command line tells "cannot write PATH" apart from a store it
+    cannot reach; `errno` and `strerror` are the cause's."""
+
+    def __init__(self, path: str | Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+def write_files_atomically(files: Mapping[Path, bytes]) -> None:
+    """Write every file or none: each goes to a hidden temporary name beside its target, flushed to disk,
+    and only once all are written are they renamed over their targets (os.replace, atomic on POSIX). On
+    a failure (a full disk) the temporary files are removed and the targets are as they were, so that a
+    reader never sees a partial file nor a mix of new and old files.
+
+    Raises:
+        LocalWriteError: naming the target that could not be written.
+    """
+    staged: list[tuple[str, Path]] = []
+    target = Path()
+    try:
+        for target, data in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            staged.append((tmp, target))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException as exc:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, LocalWriteError):
+            raise LocalWriteError(target, exc) from exc
+        raise
 
 
 class ObjectNotFound(KeyError):
@@ -81,19 +124,7 @@ class LocalStorage:
         return self.root / check_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # write beside the target, then rename: os.replace is atomic on POSIX
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_files_atomically({self.path(key): data})  # hidden temporary names: `list` skips them
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -9,8 +9,19 @@ Why these choices:
   it, so a truncated transfer is an error and not a corrupt checkpoint.
 - Retries are ours, not urllib3's: transient failures (connection refused or reset, timeouts, 5xx,
   SlowDown) are retried with exponential backoff until `retry_seconds` have passed, then raise
-  StorageError saying which endpoint was unreachable. Permanent ones (bad credentials, no such bucket)
+  StorageError saying which endpoint was unreachable, after how many attempts and how many seconds
+  (measured, not the budget). Permanent ones (bad credentials, no such bucket, an invalid bucket name)
   fail at once with the reason. urllib3's own retries are switched off so the bound is the one stated.
+- Every request's timeouts are bounded by what is left of the budget (`_BudgetedPool`): a server that
+  accepts connections and never answers costs `retry_seconds`, not urllib3's read timeout on top. Those
+  timeouts bound silence, not transfers: each is per socket operation (the longest wait for the next
+  bytes, sent or received), and each answered request renews the budget for the requests that follow, so
+  a checkpoint of hundreds of MB (a multipart upload: one request per 5 MiB part) goes through a slow
+  link as long as bytes keep flowing. Only the retries stop at `retry_seconds` from the operation's start
+  (an operation that fails later is not tried again), so that an operation whose attempts always get
+  part of the way (the upload's first request, never its parts) cannot be retried for ever.
+- One log line per operation: the first retry is a WARNING (a worker's log shows an outage began),
+  later ones DEBUG; a person's command (`interactive`) logs none, its one line is the final error.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import hashlib
 import io
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -48,9 +60,65 @@ _TRANSIENT = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout
 # what a server answers to a wrong key or secret (AccessDenied also to a key without the permission)
 _CREDENTIALS = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken"}
 
+CONNECT_TIMEOUT_S = 5.0  # a TCP connection not open after this long is not going to open
+IDLE_TIMEOUT_S = 120.0  # the longest wait for the next bytes of an answer, however long the budget
+MIN_ATTEMPT_S = 1.0  # an attempt started at the very end of the budget still gets this long
+# the slowest link an upload is sized for: the answer to a request lags its last byte sent by what the
+# network still buffers, up to the whole body, so a request's read timeout is at least body / this rate
+SLOW_LINK_BYTES_PER_S = 256 * 1024
+# a person at a command line (submit.py, predict) hears "the store is down" within seconds; workers wait
+# COLORMAMBA_S3_RETRY_SECONDS
+INTERACTIVE_RETRY_SECONDS = 5.0
+
 
 class S3CredentialsRefused(StorageError):
     """The server refused the access key or secret (or the key lacks a permission): retrying is useless."""
+
+
+class S3Unreachable(StorageError):
+    """The server did not answer within the retry budget; `reason` is the last error, in short."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Deadline(threading.local):
+    """When the current operation's requests stop waiting (monotonic seconds; None outside an operation):
+    its budget, renewed by each answered request. Per thread: several threads may share a store and its
+    connection pool."""
+
+    at: float | None = None
+
+
+class _BudgetedPool(urllib3.PoolManager):
+    """The SDK's connection pool, with each request's connect and read timeouts bounded by what is left
+    of the operation's budget (at least MIN_ATTEMPT_S), and the budget renewed by every answered request
+    (2xx): progress, so the bound is on silence, not on a long transfer's total time.
+
+    A request body goes out in urllib3's 16 KiB blocks (given as a stream): the connect timeout is also
+    the socket's send timeout, and a socket bounds one `sendall` as a whole, so a 5 MiB part sent in one
+    piece would need to be through within it; a block at a time, the timeout is the wait for progress.
+    The answer may lag the last block by what the network buffers (SLOW_LINK_BYTES_PER_S)."""
+
+    def __init__(self, retry_seconds: float, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._retry_seconds = retry_seconds
+        self._deadline = deadline
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        at = self._deadline.at
+        left = IDLE_TIMEOUT_S if at is None else max(round(at - time.monotonic(), 1), MIN_ATTEMPT_S)
+        body = kw.get("body")
+        drain = len(body) / SLOW_LINK_BYTES_PER_S if isinstance(body, bytes) else 0.0
+        kw["timeout"] = urllib3.Timeout(connect=min(CONNECT_TIMEOUT_S, left),
+                                        read=min(IDLE_TIMEOUT_S, max(left, drain)))  # fmt: skip
+        if isinstance(body, bytes):  # the SDK sets Content-Length, so this is no chunked upload
+            kw["body"] = io.BytesIO(body)
+        response = super().urlopen(method, url, redirect=redirect, **kw)
+        if at is not None and 200 <= response.status < 300:
+            self._deadline.at = max(self._deadline.at or at, time.monotonic() + self._retry_seconds)
+        return response
 
 
 class S3Storage:
@@ -62,8 +130,11 @@ class S3Storage:
         bucket: the bucket (created on first use when `create_bucket`).
         secure: TLS; taken from the URL scheme when `endpoint` has one.
         prefix: optional key prefix inside the bucket.
-        retry_seconds: how long transient errors are retried before StorageError.
+        retry_seconds: how long transient errors (or a silent server) are retried before StorageError.
         region: S3 region (MinIO/SeaweedFS ignore it; AWS needs it).
+        quiet_retries: log retries at DEBUG only (a person's command, whose one line is the final error).
+    Raises:
+        StorageError: an invalid bucket name (never worth retrying).
     """
 
     def __init__(
@@ -78,11 +149,12 @@ class S3Storage:
         retry_seconds: float = 60.0,
         region: str | None = None,
         create_bucket: bool = True,
+        quiet_retries: bool = False,
     ) -> None:
         # what pickling carries to a spawned process, which builds its own client and connections
         self._args = (endpoint, access_key, secret_key, bucket)
         self._kwargs = {"secure": secure, "prefix": prefix, "retry_seconds": retry_seconds, "region": region,
-                        "create_bucket": create_bucket}  # fmt: skip
+                        "create_bucket": create_bucket, "quiet_retries": quiet_retries}  # fmt: skip
         if "://" in endpoint:
             url = urlparse(endpoint)
             secure = url.scheme == "https"
@@ -92,15 +164,24 @@ class S3Storage:
         self.prefix = prefix.strip("/")
         self.secure = secure
         self.retry_seconds = retry_seconds
+        self._quiet_retries = quiet_retries
         self._create_bucket = create_bucket
         self._bucket_checked = False
         # the SDK is imported here, not with the module: a command line on a folder store skips its import
         from minio import Minio
         from minio.error import S3Error
+        from minio.helpers import check_bucket_name
 
+        try:
+            check_bucket_name(bucket)
+        except ValueError as exc:  # the SDK raises it at each request, which would look like an outage
+            rule = "S3 bucket names are 3-63 characters of a-z, 0-9, '.' and '-'"
+            raise StorageError(f"{exc}: {rule}") from None
         self._s3_error = S3Error
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5.0, read=120.0),
+        self._deadline = _Deadline()
+        http = _BudgetedPool(
+            retry_seconds,
+            self._deadline,
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False),
             maxsize=8,
         )
@@ -124,8 +205,18 @@ class S3Storage:
     # -- the retry loop --------------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one S3 operation with bounded exponential backoff on transient errors."""
-        deadline = time.monotonic() + self.retry_seconds
+        """Run one S3 operation with bounded exponential backoff on transient errors, retried until
+        `retry_seconds` from its start; its requests wait until `self._deadline` (which the pool renews
+        on progress)."""
+        started = time.monotonic()
+        self._deadline.at = started + self.retry_seconds
+        try:
+            return self._retry(what, fn, started)
+        finally:
+            self._deadline.at = None
+
+    def _retry(self, what: str, fn: Callable[[], T], started: float) -> T:
+        deadline = started + self.retry_seconds
         delay = 0.2
         attempt = 0
         while True:
@@ -146,17 +237,23 @@ class S3Storage:
                     raise StorageError(f"{self!r}: {what} refused: {exc.code}: {exc.message}") from exc
                 reason = f"{exc.code}: {exc.message}"
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                # what failed, without urllib3's "Max retries exceeded with url" around it
+                wrapped = isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None
+                cause = exc.reason if wrapped else exc
+                reason = f"{type(cause).__name__}: {cause}"
             except ValueError as exc:  # minio raises ValueError for some unexpected non-S3 responses
                 reason = f"unexpected response: {exc}"
             now = time.monotonic()
             if now >= deadline:
-                raise StorageError(
-                    f"{self!r} unreachable: {what} failed {attempt} time(s) over {self.retry_seconds:.0f} s; "
-                    f"last error: {reason}. Check that the S3 server is up and the endpoint is right."
+                raise S3Unreachable(
+                    f"{self!r} unreachable: {what} failed {attempt} time(s) over {now - started:.1f} s; "
+                    f"last error: {reason}. Check that the S3 server is up and the endpoint is right.",
+                    reason,
                 )
             sleep = min(delay, deadline - now) * (0.5 + random.random() / 2)
-            log.warning("%r: %s failed (%s); retrying in %.1f s", self, what, reason, sleep)
+            level = logging.WARNING if attempt == 1 and not self._quiet_retries else logging.DEBUG
+            log.log(level, "%r: %s failed (%s); retrying in %.1f s, for up to %.0f s", self, what, reason,
+                    sleep, deadline - now)  # fmt: skip
             time.sleep(sleep)
             delay = min(delay * 2, 5.0)
 
@@ -183,10 +280,13 @@ class S3Storage:
         name = self._name(key)
         self._ensure_bucket()
         digest = hashlib.sha256(data).hexdigest()
+        # one part at a time, in this thread: the SDK's parallel part uploads run in threads of their own,
+        # outside this operation's budget (`_BudgetedPool`), which each uploaded part renews
         self._call(
             f"upload of {key}",
             lambda: self.client.put_object(
-                self.bucket, name, io.BytesIO(data), len(data), metadata={SHA_META: digest}
+                self.bucket, name, io.BytesIO(data), len(data), metadata={SHA_META: digest},
+                num_parallel_uploads=1,
             ),
         )
 
@@ -245,12 +345,13 @@ def _rebuild_s3_storage(args: tuple[Any, ...], kwargs: dict[str, Any]) -> S3Stor
 
 
 def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool = True,
-                retry_seconds: float | None = None) -> S3Storage:  # fmt: skip
+                retry_seconds: float | None = None, interactive: bool = False) -> S3Storage:  # fmt: skip
     """An S3Storage configured from the environment (what containers, `submit.py` and `predict` use): the
     variables of `colormamba.env.S3_VARIABLES`; the endpoint and both keys are required. Readers pass
     `create_bucket=False`, so that a mistyped bucket is an error, not a new empty bucket. `retry_seconds`
     (default: COLORMAMBA_S3_RETRY_SECONDS, sized for workers) is shorter for a person at a command line,
-    who wants "the store is down" in seconds, not after a minute."""
+    who wants "the store is down" in seconds, not after a minute: `interactive` means that budget
+    (INTERACTIVE_RETRY_SECONDS, unless `retry_seconds` says otherwise) and no retry log lines."""
     endpoint = S3_ENDPOINT.read()
     if not endpoint:
         raise StorageError(f"{S3_ENDPOINT.name} is not set (the S3/MinIO endpoint, e.g. localhost:9000)")
@@ -262,6 +363,8 @@ def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool
         from_env = float(retry)
     except ValueError:
         raise StorageError(f"{S3_RETRY_SECONDS.name} must be a number of seconds, got {retry!r}") from None
+    if retry_seconds is None and interactive:
+        retry_seconds = INTERACTIVE_RETRY_SECONDS
     retry_seconds = from_env if retry_seconds is None else min(retry_seconds, from_env)
     return S3Storage(
         endpoint,
@@ -273,22 +376,27 @@ def s3_from_env(bucket: str | None = None, prefix: str = "", create_bucket: bool
         retry_seconds=retry_seconds,
         region=S3_REGION.read() or None,
         create_bucket=create_bucket,
+        quiet_retries=interactive,
     )
 
 
-def open_store(url: str, create_bucket: bool = True, retry_seconds: float | None = None) -> Storage:
+def open_store(url: str, create_bucket: bool = True, retry_seconds: float | None = None,
+               interactive: bool = False) -> Storage:  # fmt: skip
     """The store a URL names: `s3://bucket[/prefix]` (endpoint and credentials from the environment, see
-    `s3_from_env`, which takes `retry_seconds`) or a local folder path (optionally `file://`). Readers pass
-    `create_bucket=False`, so that a mistyped bucket is an error and not a new empty bucket."""
+    `s3_from_env`, which takes `retry_seconds` and `interactive`) or a local folder path (optionally
+    `file://`). Readers pass `create_bucket=False`, so that a mistyped bucket is an error and not a new
+    empty bucket."""
     if url.startswith("s3://"):
         rest = url[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
-        return s3_from_env(bucket or None, prefix, create_bucket=create_bucket, retry_seconds=retry_seconds)
+        return s3_from_env(bucket or None, prefix, create_bucket=create_bucket, retry_seconds=retry_seconds,
+                           interactive=interactive)  # fmt: skip
     return LocalStorage(url.removeprefix("file://"))
 
 
 def read_s3_url(url: str) -> bytes:
-    """The bytes of the object `s3://bucket/key` (the store of `open_store`, never creating a bucket).
+    """The bytes of the object `s3://bucket/key` (the store of `open_store`, never creating a bucket), for
+    a person's command (`predict --checkpoint s3://...`): the interactive budget, one line when it fails.
 
     Raises:
         ValueError: not an s3://bucket/key URL; ObjectNotFound: no such object; StorageError.
@@ -296,4 +404,4 @@ def read_s3_url(url: str) -> bytes:
     where, _, name = url.rpartition("/")
     if not url.startswith("s3://") or where.count("/") < 2 or not where[len("s3://") :] or not name:
         raise ValueError(f"{url}: expected an object URL s3://bucket/key")
-    return open_store(where, create_bucket=False).get_bytes(name)
+    return open_store(where, create_bucket=False, interactive=True).get_bytes(name)

@@ -12,10 +12,13 @@
     python jobs/submit.py dataset check PATH [--json]               pairs, skipped files, leaks (folder only)
     python jobs/submit.py checkpoint download STUDY/RUN [--best|--last] -o PATH   a run's checkpoint
 
-Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments);
-3 Redis or the store unreachable; 4 not found (study, run, report); 5 not confirmed (more runs than
---max-runs, or --fresh, without --yes); 6 `--local` finished but some runs failed or were cancelled;
-7 `status --watch --timeout` gave up while runs were still queued or running.
+Exit codes (for scripts): 0 done; 1 unexpected error; 2 invalid input (spec, dataset, arguments; a grid
+of more than services.spec.MAX_STUDY_RUNS runs, whatever the flags; a local file or stdout that cannot be
+written: "cannot write PATH: ..."); 3 Redis or the store unreachable (`status --watch` waits out a store
+outage of up to 5 minutes); 4 not found (study, run, report); 5 not confirmed (a study of more runs
+than --max-runs, counted before its grid is expanded, with a --dry-run too, or --fresh, without --yes);
+6 `--local` finished but some runs failed or were cancelled; 7 `status --watch --timeout` gave up while
+runs were still queued or running.
 
 Environment (services/settings.py lists every variable with its default): COLORMAMBA_REDIS_URL,
 COLORMAMBA_S3_ENDPOINT, COLORMAMBA_S3_ACCESS_KEY, COLORMAMBA_S3_SECRET_KEY, COLORMAMBA_S3_BUCKET, or
@@ -26,6 +29,7 @@ otherwise, and trains COLORMAMBA_RUNS_PER_GPU runs at once (default 1) unless --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -38,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job suite li
 # Only light modules here: `--help`, `status` and `list` must not pay for torch
 # (tests/jobs/test_cli_fast.py); each command imports what it needs.
 from colormamba.env import redact_text
-from colormamba.storage import ObjectNotFound, StorageError, report_prefix
+from colormamba.storage import LocalWriteError, ObjectNotFound, StorageError, report_prefix
 from colormamba.suggest import closest
 from services.runs import DONE, RERUN_CHOICES
 
@@ -81,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", parents=[common], help="queue (or with --local run) a study spec")
     s.add_argument("spec", type=Path)
     s.add_argument("--yes", "-y", action="store_true", help="do not ask before queuing many runs")
-    s.add_argument("--max-runs", type=int, default=DEFAULT_MAX_RUNS, help="ask before queuing more runs")
+    s.add_argument("--max-runs", type=int, default=DEFAULT_MAX_RUNS,
+                   help="ask before queuing (with --dry-run: listing) a study of more runs, counted before "
+                        "its grid is expanded, finished runs included")  # fmt: skip
     s.add_argument("--rerun", choices=RERUN_CHOICES, default="none",
                    help="run finished runs again: 'failed' ones or 'all', resumed from their last "
                         "checkpoint")  # fmt: skip
@@ -215,7 +221,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from services.studies import new_run_reasons, prepare_dataset, select_runs
 
     runs_at_once = _runs_at_once(args) if args.local else 1
-    study = load_spec(args.spec, dataset=args.dataset)
+    study = load_spec(args.spec, dataset=args.dataset, check_count=_max_runs(args))
     store = _store(args, create_bucket=True)
     queueing = not (args.local or args.dry_run)
     if queueing:
@@ -247,16 +253,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
         confirm_fresh_start(store, study, start, input if sys.stdin.isatty() else None)
     if args.local:
         return _submit_local(args, store, study, runs_at_once)
-    from services.submission import confirm_queueing, queue_study
+    from services.submission import queue_study
 
-    if not args.yes:
-        confirm_queueing(len(start), args.max_runs, input if sys.stdin.isatty() else None)
     done = queue_study(store, coord, study, start, args.rerun, fresh=args.fresh)
     print(f"queued {done.queued} run(s)" + (f", {done.running} running already" if done.running else "")
           + (f", {done.already} queued already (nothing sent for them)" if done.already else ""))
     print(f"watch: python jobs/submit.py status {study.name} --watch")
     print(f"report: python jobs/submit.py report {study.name} -o ./report")
     return OK
+
+
+def _max_runs(args: argparse.Namespace) -> Any:
+    """--max-runs as the spec's check of its run count, made before its grid is expanded (so before the
+    dataset, the store or Redis): more runs than that need --yes, or a yes at a terminal. The count is
+    the study's, finished runs included (which runs are finished is known only once the grid is). A dry
+    run asks nobody: it lists no more runs than --max-runs. `--local` runs what it is given. Above
+    services.spec.MAX_STUDY_RUNS the spec is refused whatever the flags (exit 2)."""
+    if args.local or args.yes:
+        return None
+    from services.submission import confirm_queueing
+
+    ask = input if sys.stdin.isatty() and not args.dry_run else None
+    return lambda count: confirm_queueing(count, args.max_runs, ask)
 
 
 def _submit_local(args: argparse.Namespace, store: Any, study: Any, runs_at_once: int) -> int:
@@ -539,10 +557,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:  # its retries end in one StorageError line; each retry is a line only with -v
         logging.getLogger("colormamba.storage_s3").setLevel(logging.ERROR)
+    real_stdout = sys.stdout
+    sys.stdout = _NamedStdout(real_stdout)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a full disk behind `> file` is this command's error
+        return code
     except BrokenPipeError:  # `status | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_output(real_stdout)
         return OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -551,6 +573,42 @@ def main(argv: list[str] | None = None) -> int:
         code, message = _explain(exc)
         print(f"error: {message}", file=sys.stderr)
         return code
+    finally:
+        sys.stdout = real_stdout
+
+
+class _NamedStdout:
+    """sys.stdout while a command runs: a write or flush that fails (a full disk behind `> file`) raises
+    LocalWriteError naming stdout, answered with exit 2, where a bare OSError would read as "cannot
+    reach the store". What could not be written is then discarded, so that the interpreter's own flush
+    at exit does not fail again with a traceback."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, op: Any, *args: Any) -> Any:
+        try:
+            return op(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            _discard_output(self._stream)
+            raise LocalWriteError("stdout", exc) from exc
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...: the stream's own
+        return getattr(self._stream, name)
+
+
+def _discard_output(stream: Any) -> None:
+    """Send what is left for `stream` (stdout) to /dev/null: its reader is gone or its disk is full."""
+    with contextlib.suppress(OSError, ValueError):  # a captured stdout (tests) has no descriptor to swap
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def _explain(exc: Exception) -> tuple[int, str]:
@@ -561,6 +619,8 @@ def _explain(exc: Exception) -> tuple[int, str]:
 
     if isinstance(exc, Exit):
         return exc.code, redact_text(str(exc))
+    if isinstance(exc, LocalWriteError):  # our own output: `-o` on a full disk, stdout to a full disk
+        return INVALID, str(exc)
     if isinstance(exc, NotFound):
         return NOT_FOUND, redact_text(str(exc))
     if isinstance(exc, FreshNotConfirmed):
@@ -568,7 +628,8 @@ def _explain(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, NotConfirmed):
         if exc.asked:
             return NOT_CONFIRMED, "nothing queued"
-        return NOT_CONFIRMED, f"{exc.count} runs is more than --max-runs {exc.limit}; pass --yes"
+        return NOT_CONFIRMED, (f"{exc.count} runs is more than --max-runs {exc.limit}; pass --yes (or "
+                               f"--max-runs {exc.count}); nothing was listed or queued")
     if isinstance(exc, BrokerUnreachable | StorageError):
         return UNREACHABLE, redact_text(str(exc))
     if isinstance(exc, RebuildFailed):

@@ -94,11 +94,16 @@ class Lease:
     and a worker that wrote its record in that gap would put `running` over the `lost` the reaper wrote
     (or an old checkpoint over the new owner's). Every write of a leased execution goes through
     `confirm` first (services.exclusive.FencedStore): the lease renewed and found ours in one Redis call,
-    or, with Redis unreachable, still ours for at least `WRITE_MARGIN` of a TTL by our own clock, which
-    the write has to land in before the reaper could even see the run without a lease.
+    or, with Redis unreachable, still ours by our own clock for `write_margin` more, the time the write
+    has to land before the reaper could see the run without a lease. The margin trades two risks: a
+    Redis outage stops a run once less than the margin of its lease is left (a shorter margin rides out
+    longer outages), and a write slower than the margin could land after the lease expired. A status
+    write takes milliseconds; a checkpoint's upload may take longer, but what a late one can overwrite is
+    the new owner's resume point from the same epoch, which it recomputes identically (resumes are
+    bit-exact), so a few seconds suffice.
     """
 
-    WRITE_MARGIN = 1 / 3  # of a TTL: how long a write may take after its lease was last known good
+    WRITE_MARGIN_S = 3.0  # at most; a third of the TTL when that is less
 
     def __init__(self, client: redis.Redis, key: str, token: str, ttl: float) -> None:
         self.client, self.key, self.token, self.ttl = client, key, token, ttl
@@ -157,9 +162,14 @@ class Lease:
             if not self._renew():
                 self._lose("its lease expired or was taken over; another worker may own the run now")
         except redis.RedisError as exc:
-            if self.valid_until - time.monotonic() < self.ttl * self.WRITE_MARGIN:
+            if self.valid_until - time.monotonic() < self.write_margin:
                 self._lose(self._unreachable(exc))
         self.check()
+
+    @property
+    def write_margin(self) -> float:
+        """Seconds of the lease that must be left for a write made while Redis is unreachable."""
+        return min(self.ttl / 3, self.WRITE_MARGIN_S)
 
     def release(self) -> None:
         self._stop.set()

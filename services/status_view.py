@@ -158,5 +158,28 @@ def console() -> Console:
     return _Console(highlight=False, soft_wrap=False)
 
 
+@dataclass
+class StoreOutage:
+    """Since when `status --watch` has not reached the store (the wall clock for the line, the monotonic
+    clock for how long) and the last error, for the line the watch shows while it retries."""
+
+    since: float
+    started: float
+    reason: str = ""
+
+    @classmethod
+    def begin(cls) -> StoreOutage:
+        return cls(time.time(), time.monotonic())
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def line(self) -> str:
+        """`store unreachable since 14:03:07 (12 s): <the last error, short>; retrying`."""
+        clock = time.strftime("%H:%M:%S", time.localtime(self.since))
+        return f"store unreachable since {clock} ({self.seconds:.0f} s): {_clip(self.reason, 90)}; retrying"
+
+
 def heading(study: str, statuses: list[dict[str, Any]]) -> str:
     return f"study {study}: {summary(statuses)}  ({time.strftime('%H:%M:%S')})"

@@ -276,13 +276,11 @@ def study_overview(store: Storage) -> list[dict[str, Any]]:
     return rows
 
 
-USER_S3_RETRY_S = 5.0  # a person at the command line hears "the store is down" within seconds
-
-
 def open_user_store(url: str | None = None, *, local: bool = False, create_bucket: bool = False) -> Storage:
-    """The store a person's command reaches: `url`, else `store_url(local)`, with a short S3 retry budget
-    (workers wait COLORMAMBA_S3_RETRY_SECONDS). Only writers create the bucket, so that a mistyped bucket
-    is an error when reading.
+    """The store a person's command reaches: `url`, else `store_url(local)`, with the interactive S3 retry
+    budget (colormamba.storage_s3.INTERACTIVE_RETRY_SECONDS: "the store is down" within seconds; workers
+    wait COLORMAMBA_S3_RETRY_SECONDS). Only writers create the bucket, so that a mistyped bucket is an
+    error when reading.
 
     Raises:
         ValueError: the store is misconfigured (nothing is asked of a server before the first read).
@@ -290,7 +288,6 @@ def open_user_store(url: str | None = None, *, local: bool = False, create_bucke
     from colormamba.storage_s3 import open_store
 
     try:
-        return open_store(url or store_url(local=local), create_bucket=create_bucket,
-                          retry_seconds=USER_S3_RETRY_S)  # fmt: skip
+        return open_store(url or store_url(local=local), create_bucket=create_bucket, interactive=True)
     except StorageError as exc:
         raise ValueError(str(exc)) from None

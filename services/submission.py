@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from colormamba.storage import ObjectNotFound, RunLocation, Storage
+from colormamba.storage import ObjectNotFound, RunLocation, Storage, write_files_atomically
 from services.runs import DONE, FINAL, State, mark_cancelled, mark_queued, read_status
 from services.settings import settings
 from services.spec import RunPlan, Study
@@ -239,7 +239,6 @@ def download_checkpoint(store: Storage, study: str, run: str, which: str, out: P
     or to `out/RUN-WHICH.pt` when `out` is a folder: a failed write (LocalWriteError, naming the file)
     leaves no partial file. NotFound when the run has no such checkpoint (saying whether it has the other
     one)."""
-    from colormamba.storage import write_files_atomically
 
     location = RunLocation(study, run)
     try:

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from colormamba.storage import Storage, report_prefix
+from colormamba.storage import Storage, report_prefix, write_files_atomically
 from services.report.collect import ci_summary, collect, paired_differences
 from services.report.names import CI_LEVEL, HIGHER_IS_BETTER, LABELS, METRICS, REPORT_FILES
 from services.report.plots import curves_figure, png, samples_figure, scatter_figure
@@ -66,18 +66,16 @@ def build_report(store: Storage, study_name: str) -> dict[str, Any]:
 
 
 def download_report(store: Storage, study: str, out_dir: Any) -> list[str]:
-    """Copy `reports/<study>/` to a local folder; returns the file names."""
+    """Copy `reports/<study>/` to a local folder; returns the file names. All files are read first, then
+    written together (`write_files_atomically`): a failed download (the store, or a full disk:
+    LocalWriteError) leaves the folder as it was, never a partial file or half of a new report."""
     out = Path(out_dir)
-    keys = store.list(report_prefix(study))
+    prefix = report_prefix(study)
+    keys = store.list(prefix)
     if not keys:
         raise ValueError(
             f"no report for study {study!r} yet in {store!r}; `report` builds one when runs finished"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    names = []
-    for key in keys:
-        name = key[len(report_prefix(study)) + 1 :]
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_bytes(store.get_bytes(key))
-        names.append(name)
+    names = [key[len(prefix) + 1 :] for key in keys]
+    write_files_atomically({out / name: store.get_bytes(key) for name, key in zip(names, keys, strict=True)})
     return names

@@ -5,9 +5,12 @@ fails within seconds in one line, typos get "did you mean", a missing dataset li
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,6 +18,7 @@ import yaml
 from colormamba.storage import RunLocation
 from services.datasets import ensure_synthetic
 from services.spec import SpecError, load_spec
+from tests.support.netfaults import TcpFront
 from tests.support.servers import REPO, RedisServer, free_port
 from tests.support.submit import DEMO, SUBMIT, submit
 
@@ -129,3 +133,80 @@ def test_cancel_of_an_unknown_study_says_it_is_unknown(study):
     out = submit("cancel", "dmeo", env={"COLORMAMBA_STORE": str(store.root)})
     assert out.returncode == 4, out.stderr
     assert "unknown study 'dmeo'; did you mean 'demo'?" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("command", [("status", "demo"), ("list",)])
+def test_a_hung_s3_server_fails_within_seconds_saying_the_true_time(command):
+    """A server that accepts connections and never answers: each attempt's timeouts are bounded by the
+    command line's budget, and the message's figures are what happened."""
+    front = TcpFront(mode="hang").start()
+    env = {"COLORMAMBA_S3_ENDPOINT": f"http://{front.endpoint}", "COLORMAMBA_S3_ACCESS_KEY": "k",
+           "COLORMAMBA_S3_SECRET_KEY": "secret-secret", "COLORMAMBA_STORE": "s3://colormamba"}  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        out = submit(*command, env=env, timeout=60)
+    finally:
+        front.stop()
+    took = time.monotonic() - t0
+    assert out.returncode == 3, out.stderr
+    assert took < 20, took
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    figures = re.search(r"failed (\d+) time\(s\) over (\d+\.\d) s", out.stderr)
+    assert figures, out.stderr
+    assert 1 <= float(figures[2]) <= took, (figures[0], took)  # the interpreter's start is the rest
+
+
+def test_stdout_on_a_full_disk_is_a_local_write_error_naming_stdout(study):
+    """`status demo > /dev/full`: exit 2 naming stdout, not "cannot reach the store" (exit 3)."""
+    store, _ = study
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLORMAMBA_")}
+    env["COLORMAMBA_STORE"] = str(store.root)
+    for command in (["status", "demo"], ["list"]):  # one flushes as it goes, the other at the end
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, str(SUBMIT), *command], stdout=full, text=True,
+                                  stderr=subprocess.PIPE, cwd=REPO, timeout=60, env=env)  # fmt: skip
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert proc.stderr == "error: cannot write stdout: No space left on device\n", (command, proc.stderr)
+
+
+@pytest.fixture
+def full_disk(tmp_path) -> Iterator[Path]:
+    """A folder on a 64 KiB tmpfs of its own: a write of more than that fails with ENOSPC."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_report_on_a_full_disk_is_exit_2_naming_the_file_and_leaves_the_old_report(study, full_disk):
+    store, _ = study
+    store.put_bytes("reports/demo/report.csv", b"variant,psnr\n" * 10)
+    store.put_bytes("reports/demo/report.html", b"<p>" + b"x" * 200_000)  # more than the disk holds
+    out_dir = full_disk / "report"
+    out_dir.mkdir()
+    (out_dir / "report.html").write_bytes(b"the previous report")
+    out = submit("report", "demo", "-o", str(out_dir), env={"COLORMAMBA_STORE": str(store.root)})
+    assert out.returncode == 2, out.stderr
+    assert f"cannot write {out_dir / 'report.html'}: No space left on device" in out.stderr, out.stderr
+    assert "cannot reach" not in out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["report.html"], "no new, partial or temporary file"
+    assert (out_dir / "report.html").read_bytes() == b"the previous report"
+
+
+def test_checkpoint_download_on_a_full_disk_is_exit_2_and_leaves_nothing(study, full_disk):
+    store, spec = study
+    run = spec.runs[0].run_id
+    store.put_bytes(RunLocation("demo", run).checkpoint("best"), b"w" * 200_000)
+    target = full_disk / "best.pt"
+    out = submit("checkpoint", "download", f"demo/{run}", "-o", str(target),
+                 env={"COLORMAMBA_STORE": str(store.root)})  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert f"cannot write {target}: No space left on device" in out.stderr, out.stderr
+    assert "cannot reach" not in out.stderr and "Traceback" not in out.stderr
+    assert list(full_disk.iterdir()) == [], "no .part or temporary file left"

@@ -3,6 +3,7 @@ that a refused submission leaves nothing behind (no objects, no messages)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import redis
@@ -11,7 +12,7 @@ import yaml
 from colormamba.data.synthetic import make_synthetic_dataset
 from colormamba.storage import LocalStorage
 from services.runs import read_status
-from services.spec import load_spec
+from services.spec import MAX_STUDY_RUNS, load_spec
 from tests.support.servers import free_port, queued_tasks
 from tests.support.submit import DEMO, submit
 
@@ -180,3 +181,40 @@ def test_rerun_fresh_deletes_checkpoints_only_when_confirmed(tmp_path, redis_url
     assert out.returncode == 0 and "queued 1 run(s)" in out.stdout, out.stdout + out.stderr
     assert store.get_bytes(last) == b"epoch 2", "resumed, not retrained"
     assert queued_tasks(redis_url, "gpu")[0] == ("services.tasks.run", ["demo", run]), "ahead of the rest"
+
+
+def _grid(tmp_path: Path, lrs: int, epochs: int = 1, seeds: int = 3) -> Path:
+    """The demo spec (two configurations) swept over `lrs` learning rates and `epochs` epoch counts."""
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["seeds"] = list(range(seeds))
+    spec["recipe"]["lr"] = [1e-4 * (i + 1) for i in range(lrs)]
+    spec["recipe"]["epochs"] = list(range(1, epochs + 1))
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_dry_run_above_max_runs_gives_the_count_and_lists_nothing(tmp_path):
+    path, store = _grid(tmp_path, lrs=4), tmp_path / "st"  # 2 configurations x 4 x 3 seeds
+    out = submit(str(path), "--dry-run", env={"COLORMAMBA_STORE": str(store)})
+    assert out.returncode == 5, out.stderr
+    assert "24 runs is more than --max-runs 20; pass --yes (or --max-runs 24)" in out.stderr
+    assert "-seed" not in out.stdout and "Traceback" not in out.stderr
+    assert not store.exists(), "refused before the store or the dataset were touched"
+    out = submit(str(path), "--dry-run", "--max-runs", "24", env={"COLORMAMBA_STORE": str(store)})
+    assert out.returncode == 0, out.stderr
+    assert "24 run(s); 24 to run" in out.stdout and out.stdout.count("-seed") >= 24
+
+
+def test_a_grid_of_1e8_runs_is_refused_at_once_whatever_the_flags(tmp_path):
+    path = _grid(tmp_path, lrs=1000, epochs=500, seeds=100)  # 2 x 1000 x 500 x 100 = 10**8
+    env = {"COLORMAMBA_STORE": str(tmp_path / "st"), "COLORMAMBA_REDIS_URL": "redis://127.0.0.1:9/0"}
+    for flags in (["--dry-run"], ["--dry-run", "--yes"], ["--yes", "--max-runs", str(10**9)], ["--local"]):
+        start = time.monotonic()
+        out = submit(str(path), *flags, env=env, timeout=90)
+        took = time.monotonic() - start
+        assert out.returncode == 2, (flags, out.stderr[:2000])
+        assert "configurations: 100000000 runs" in out.stderr, (flags, out.stderr[:2000])
+        assert f"a study holds at most {MAX_STUDY_RUNS}" in out.stderr and len(out.stderr) < 1000
+        assert took < 15, (flags, took)  # the interpreter and imports; the refusal itself: test_spec.py
+    assert not (tmp_path / "st").exists()

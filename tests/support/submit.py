@@ -37,10 +37,13 @@ def submit(
     )  # fmt: skip
 
 
-def watch(store: LocalStorage, out: Path, *args: str) -> subprocess.Popen:
-    """`status demo --watch` in the background, its stdout going to a file the test can read meanwhile."""
+def watch(store: Any, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`status demo --watch` in the background, its stdout going to a file the test can read meanwhile;
+    `store` is a folder store, or an S3 store that `env`'s COLORMAMBA_S3_* variables reach."""
+    where = str(store.root) if isinstance(store, LocalStorage) else f"s3://{store.bucket}"
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLORMAMBA_")}
-    env |= {"COLORMAMBA_STORE": str(store.root), "PYTHONUNBUFFERED": "1"}
+    env |= {"COLORMAMBA_STORE": where, "PYTHONUNBUFFERED": "1", **extra}
     with out.open("w") as fh:
         return subprocess.Popen(
             [sys.executable, str(SUBMIT), "status", "demo", "--watch", *args], cwd=REPO, env=env,
