@@ -63,7 +63,8 @@ def requeue_lost(store: Storage, coord, study: str, run: str) -> None:
     """The reaper's action on a run whose worker is gone: record it `lost` with the reason (the error the
     last execution left, if any), then send it to the run queue again, by task name, ahead of fresh runs.
 
-    A run that has ended meanwhile is only forgotten in Redis. A store that cannot be written raises
+    A run that has ended meanwhile is forgotten in Redis and its report rebuilt (its worker could not do
+    either: Redis was down as it ended, say). A store that cannot be written raises
     (services.coord.Coordinator.reap tries again next round): no message goes out while the record would
     still show a running run with an ETA.
     """
@@ -74,6 +75,8 @@ def requeue_lost(store: Storage, coord, study: str, run: str) -> None:
     status = read_status(store, study, run)
     if status is None or status.get("state") in DONE:
         coord.mark_done(key)
+        if status is not None:
+            queue_aggregate(study)
         return
     mark_lost(store, study, run, status, lost_reason(status.get("worker"), coord.last_error(key)))
     queue_run(study, run, resumes=True)

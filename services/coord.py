@@ -17,9 +17,9 @@ Once per expiry: taking an orphan clears its `started` flag, which only the next
 so a run that waits for a free worker is queued once, not once per round.
 
 Keys (prefix `colormamba:`): `lease:<study>/<run>` (token), `active` (set of queued or running runs),
-`started:<study>/<run>` (an execution took the run up and has not been reaped), `cancel:<study>/<run>`
-(flag), `error:<study>/<run>` (why the last execution stopped, for the reaper's `lost` reason),
-`reaper` (the reaper's election lock).
+`started:<study>/<run>` (an execution took the run up and has not been reaped), `reaping:<study>/<run>`
+(a reaper is queuing it again), `cancel:<study>/<run>` (flag), `error:<study>/<run>` (why the last
+execution stopped, for the reaper's `lost` reason), `reaper` (the reaper's election lock).
 """
 
 from __future__ import annotations
@@ -49,7 +49,12 @@ _RENEW = (
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 # a submission claims a run: active unless it was already, and then its cancel flag is cleared
 _QUEUE = "if redis.call('sadd', KEYS[1], ARGV[1]) == 1 then redis.call('del', KEYS[2]) return 1 end return 0"
-# the reaper takes an orphan: clear its started flag, unless an execution took the lease meanwhile
+# the reaper takes an orphan in hand: while it is started, has no lease and no other reaper has it
+_TAKE = (
+    "if redis.call('exists', KEYS[1]) == 1 and redis.call('exists', KEYS[2]) == 0 then "
+    "return redis.call('set', KEYS[3], '1', 'NX', 'PX', ARGV[1]) end return false"
+)
+# ... and, once it is queued again, clears its started flag, unless an execution took the lease meanwhile
 _CLAIM = "if redis.call('exists', KEYS[2]) == 0 then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -193,6 +198,17 @@ class Coordinator:
             return None
         return Lease(self.client, PREFIX + "lease:" + key, token, self.lease_ttl)
 
+    def wait_for(self, key: str, owner: str, timeout: float, poll: float = 0.5) -> Lease:
+        """`acquire`, waiting up to `timeout` seconds for the holder to release (or die: a lease outlives a
+        killed holder by one TTL at most, where a lock with a fixed timeout would block for all of it).
+        TimeoutError when it stays taken."""
+        deadline = time.monotonic() + timeout
+        while (lease := self.acquire(key, owner)) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{key}: still held by {self.holder(key)} after {timeout:.0f} s")
+            time.sleep(poll)
+        return lease
+
     def holder(self, key: str) -> str | None:
         value = self.client.get(PREFIX + "lease:" + key)
         return value.decode() if value is not None else None
@@ -251,14 +267,20 @@ class Coordinator:
         return out
 
     def reap(self, requeue: Callable[[str, str], None]) -> list[str]:
-        """Hand each orphaned run to `requeue(study, run)` once per expiry of its lease: the `started`
-        flag is cleared as the orphan is taken (by one reaper only, and only while no execution holds the
-        lease), and set again only by the next execution. If `requeue` fails, the flag is restored for the
-        next round."""
+        """Hand each orphaned run to `requeue(study, run)` once per expiry of its lease.
+
+        Crash-safe: an orphan is first taken in hand (a `reaping:` key, only while it is started and has
+        no lease, and for two lease TTLs: the time a requeue may spend retrying the store), and its
+        `started` flag is cleared only once `requeue` has returned (unless an execution took the lease
+        meanwhile); the next execution sets it again. A reaper that dies in between (its worker killed,
+        say) leaves the flag, and the run is taken again when the `reaping:` key expires, never lost.
+        If `requeue` fails, the run is left for the next round."""
         done = []
         for key in self.orphans():
-            if not self.client.eval(_CLAIM, 2, PREFIX + "started:" + key, PREFIX + "lease:" + key):
-                continue  # another reaper took it, or a worker took it up or ended it, meanwhile
+            started, lease = PREFIX + "started:" + key, PREFIX + "lease:" + key
+            reaping = PREFIX + "reaping:" + key
+            if not self.client.eval(_TAKE, 3, started, lease, reaping, int(2 * self.lease_ttl * 1000)):
+                continue  # another reaper has it in hand, or a worker took it up or ended it, meanwhile
             study, run = key.split("/", 1)
             log.warning("reaper: %s has no live worker; queuing it again (it resumes from its checkpoint)",
                         key)  # fmt: skip
@@ -266,8 +288,10 @@ class Coordinator:
                 requeue(study, run)
             except Exception:
                 log.exception("reaper: could not queue %s again; trying in the next round", key)
-                self.client.set(PREFIX + "started:" + key, "1")
+                self.client.delete(reaping)
                 continue
+            self.client.eval(_CLAIM, 2, started, lease)
+            self.client.delete(reaping)
             done.append(key)
         return done
 

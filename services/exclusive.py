@@ -78,7 +78,11 @@ def execute_exclusively(
     finally:
         lease.release()
     if on_end is not None and final["state"] != "skipped":
-        on_end(study)
+        try:
+            on_end(study)
+        except Exception as exc:  # the outcome is recorded: Redis was down too (the reaper's tidy-up asks
+            # for the rebuild), else the next run's end or `report --rebuild` does
+            log.warning("%s: ended; no report rebuild asked for (%s)", key, redact_text(str(exc)))
     return final
 
 
@@ -90,14 +94,14 @@ def _execute_leased(store: Storage, coord: Coordinator, lease: Lease, study: str
     status = read_status(store, study, run)
     if status is None:  # a message sent without submit.py's record: nothing to resume, nothing to say
         log.error("%s: no status.json (never submitted?); this delivery ends here", key)
-        coord.mark_done(key)
+        _forget(coord, key)
         return {"state": "skipped", "reason": "not submitted (no status.json)"}
     if status.get("state") in DONE:
-        coord.mark_done(key)
+        _forget(coord, key)
         return {"state": "skipped", "reason": f"already {status['state']}"}
     if coord.cancel_requested(key):
         final = mark_cancelled(store, study, run, status, "cancelled before it started")
-        coord.mark_done(key)
+        _forget(coord, key)
         return final
     plan = load_plan(store, study, run)
 
@@ -120,8 +124,18 @@ def _execute_leased(store: Storage, coord: Coordinator, lease: Lease, study: str
     final = execute_run(store, plan, worker=f"{worker} (pid {os.getpid()})",
                         should_cancel=should_cancel, on_status=report)  # fmt: skip
     if final.get("state") in DONE:
-        coord.mark_done(key)
+        _forget(coord, key)
     return final
+
+
+def _forget(coord: Coordinator, key: str) -> None:
+    """The run's outcome is recorded in the store: forget it in Redis. If Redis is down, the outcome
+    stands all the same (the error is no reason to requeue anything): the run keeps its `started` flag,
+    so once Redis answers the reaper finds it ended and forgets it (services.app.requeue_lost)."""
+    try:
+        coord.mark_done(key)
+    except redis.RedisError as exc:
+        log.warning("%s: ended and recorded; Redis unreachable to forget it (%s): the reaper will", key, exc)
 
 
 class FencedStore:

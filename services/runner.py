@@ -22,7 +22,7 @@ from colormamba.config import RunConfig, resolve_device
 from colormamba.env import redact_text
 from colormamba.evaluate import METRIC_NAMES, evaluate
 from colormamba.provenance import run_provenance
-from colormamba.storage import RunLocation, Storage
+from colormamba.storage import RunLocation, Storage, StorageError
 from colormamba.train import RunCancelled, train
 from services.datasets import CacheFull, fetch_dataset
 from services.epoch_log import log_epoch
@@ -257,9 +257,12 @@ def record_provenance(
 
 
 def _not_the_runs_fault(exc: BaseException) -> bool:
-    """Errors recorded by nobody here: "not yours any more" (a lost lease: the new owner writes the
-    status), and "this worker cannot take runs" (its dataset cache is full: the run is handed back, the
-    reaper queues it again for another worker, services.tasks stops this one taking more)."""
+    """Errors recorded by nobody here, since the run itself is fine: "not yours any more" (a lost lease:
+    the new owner writes the status), "this worker cannot take runs" (its dataset cache is full: the run
+    is handed back, services.tasks stops this one taking more), and the store unreachable past its retry
+    budget (an outage: recording `failed` once it answers again would end a run that only has to wait).
+    The execution stops without an outcome; the reaper records the run `lost` with the reason and queues
+    it again, and it resumes from its last checkpoint."""
     from services.coord import LeaseLost
 
-    return isinstance(exc, LeaseLost | CacheFull)
+    return isinstance(exc, LeaseLost | CacheFull | StorageError)

@@ -30,6 +30,7 @@ PROGRESS_FIELDS = (
     *("state", "phase", "epoch", "epochs", "step", "steps", "loss", "eta_s"),
     *("val_psnr", "worker", "device", "attempt"),
 )
+REBUILD_WAIT_S = 900  # how long a report rebuild waits for the study's previous one to end
 # what the run task returns, of its final status (status.json keeps the whole record)
 RESULT_FIELDS = ("attempt", "epochs_done", "best_epoch", "metrics", "reason")
 
@@ -136,10 +137,15 @@ def task_result(study: str, run: str, final: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(name=AGGREGATE_TASK, bind=True)
 def aggregate(self, study: str) -> dict[str, Any]:
-    """Rebuild the study's report (after each run and on demand); one rebuild per study at a time."""
+    """Rebuild the study's report (after each run and on demand); one rebuild per study at a time, under
+    a lease (services.coord), so that an aggregator killed mid-rebuild holds up the next one for a lease
+    TTL at most."""
     from services.report import build_report
 
-    client = connect(app.conf.broker_url)
-    with client.lock(f"colormamba:aggregate:{study}", timeout=900, blocking_timeout=900):
+    lease = _coordinator().wait_for(f"report:{study}", self.request.hostname or socket.gethostname(),
+                                    timeout=REBUILD_WAIT_S)  # fmt: skip
+    try:
         data = build_report(_store(), study)
+    finally:
+        lease.release()
     return {"study": study, "configurations": len(data["summary"]), "runs": len(data["runs"])}

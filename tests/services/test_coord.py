@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from colormamba.data.synthetic import make_synthetic_dataset
-from colormamba.storage import LocalStorage, RunLocation
+from colormamba.storage import LocalStorage, RunLocation, StorageError
 from services.coord import PREFIX, Coordinator, Lease, LeaseLost, connect, run_key, start_reaper
 from services.exclusive import execute_exclusively
 from services.runs import mark_lost, mark_queued, read_status
@@ -247,6 +247,54 @@ def test_a_cancel_while_the_run_evaluates_ends_it_cancelled_and_a_resubmit_evalu
     assert run.epochs_in_history() == [1, 2], "no epoch trained again"
 
 
+class OutageAfterCheckpoint(LocalStorage):
+    """A folder store whose next status write, once `armed`, fails like an S3 server down past the retry
+    budget; the writes after it (the failure the runner would record, once the server is back) land."""
+
+    armed = fired = False
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if self.armed and not self.fired and key.endswith("/status.json"):
+            self.fired = True
+            raise StorageError(f"S3Storage(http://s3:9000) unreachable: upload of {key} failed 9 time(s)")
+        super().put_bytes(key, data)
+
+
+def test_a_store_outage_past_the_retry_budget_leaves_the_run_to_resume_never_failed(tmp_path, redis_url):
+    """The run cannot record its progress (the store down longer than the retries): it is not the run's
+    fault, so it must not end `failed` when the store answers again; it stops without an outcome, its
+    reason left for the reaper, and the next execution resumes it to `succeeded`."""
+    run = make_run(tmp_path, redis_url, "outage", epochs=4)
+    run.store = OutageAfterCheckpoint(run.store.root)
+    coord = run.coordinator(30.0)
+
+    def arm(status: dict[str, Any]) -> None:
+        if status.get("checkpoint_saved_epoch"):
+            run.store.armed = True
+
+    with pytest.raises(StorageError):
+        run.execute(coord, "first", on_status=arm)
+    assert run.status()["state"] == "running", "not failed"
+    assert "StorageError" in (coord.last_error(run.key) or "") and coord.orphans() == [run.key]
+    final = run.execute(coord, "second")  # what the reaper's requeue leads to
+    assert final["state"] == "succeeded" and final["attempt"] == 2 and final["resumed_from_epoch"] >= 1, final
+
+
+class RedisGoneAtTheEnd(Coordinator):
+    def mark_done(self, key: str) -> None:
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+def test_redis_down_as_the_run_ends_leaves_its_recorded_outcome_standing(tmp_path, redis_url):
+    """The run has recorded `succeeded` when Redis goes: the execution ends normally (no "stopped without
+    recording an outcome", no failed task), and the run keeps its `started` flag for the reaper, which
+    forgets it once Redis is back (services.app.requeue_lost)."""
+    run = make_run(tmp_path, redis_url, "gone", epochs=1)
+    final = run.execute(RedisGoneAtTheEnd(connect(redis_url), lease_ttl=30.0), "w")
+    assert final["state"] == "succeeded" and run.status()["state"] == "succeeded"
+    assert Coordinator(connect(redis_url)).orphans() == [run.key], "left for the reaper to forget"
+
+
 # -- the reaper ------------------------------------------------------------------------------------
 
 HOLDER = """
@@ -311,6 +359,57 @@ def test_the_reaper_requeues_a_dead_workers_run_in_time_and_leaves_live_ones_alo
     assert took <= ttl + interval + 1.0, took
     assert dead in coord.active(), "requeued, not dropped: still active until a worker ends it"
     assert coord.orphans() == [], "queued once per expiry: not an orphan again until an execution takes it"
+
+
+REAPER_DIES = """
+import os, sys
+from services.coord import Coordinator, connect
+Coordinator(connect(sys.argv[1]), lease_ttl=float(sys.argv[2])).reap(lambda study, run: os._exit(3))
+"""
+
+
+def test_a_reaper_killed_while_it_requeues_a_run_leaves_it_to_the_next_reaper(redis_url):
+    """The worker whose reaper has taken an orphan in hand is killed before the run is queued again (its
+    store retrying, say): the run is not lost with it; another reaper takes it once the first one's hold
+    lapses (two lease TTLs), and queues it once."""
+    ttl = 1.0
+    coord = Coordinator(connect(redis_url), lease_ttl=ttl)
+    key = run_key("s", "orphan")
+    coord.mark_queued(key)
+    coord.mark_started(key)  # taken up once, and no lease now: its worker died
+    died = subprocess.run([sys.executable, "-c", REAPER_DIES, redis_url, str(ttl)], cwd=REPO, timeout=120)
+    assert died.returncode == 3, "the reaper died inside its requeue"
+    requeued: list[str] = []
+
+    def requeue(study: str, run: str) -> None:
+        requeued.append(f"{study}/{run}")
+
+    assert coord.reap(requeue) == [], "still in the dead reaper's hands"
+    wait_until("another reaper queued it again", lambda: coord.reap(requeue), 2 * ttl + 5, 0.1)
+    assert requeued == [key] and coord.reap(requeue) == [] and coord.orphans() == []
+
+
+def test_a_lease_whose_holder_was_killed_is_free_within_a_ttl(redis_url):
+    """What the aggregator's rebuild of a study waits on (services.tasks.aggregate): one killed mid-rebuild
+    holds up the next for at most a lease TTL, not for a lock's fixed timeout."""
+    ttl = 1.5
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, redis_url, "report:s", str(ttl)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        coord = Coordinator(connect(redis_url), lease_ttl=ttl)
+        with pytest.raises(TimeoutError, match="still held by holder:"):
+            coord.wait_for("report:s", "agg", timeout=ttl + 0.5)  # a live holder keeps it past a TTL
+        holder.kill()
+        holder.wait(10)
+        killed = time.monotonic()
+        lease = coord.wait_for("report:s", "agg", timeout=30)
+        took = time.monotonic() - killed
+        lease.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert took <= ttl + 1.0, took
 
 
 # -- Redis unreachable while a run trains ------------------------------------------------------------
