@@ -426,7 +426,9 @@ def with_overrides(tmp_path: Path, value: str, name: str = "spec.yaml") -> Path:
     return path
 
 
-def _refusal(path: Path, seconds: float = 1.0) -> SpecError:
+def _refusal(path: Path, seconds: float = 10.0) -> SpecError:
+    """The spec's refusal, made in well under `seconds` (generous for a busy machine: what these documents
+    cost unbounded is minutes and gigabytes, or a RecursionError)."""
     start = time.monotonic()
     with pytest.raises(SpecError) as info:
         load_spec(path)
@@ -548,7 +550,7 @@ def test_a_grid_above_the_cap_is_refused_before_it_is_expanded():
     start = time.monotonic()
     with pytest.raises(SpecError) as info:
         parse_spec(_grid_of(10**8), "grid.yaml")
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 10  # expanded: hours
     [problem] = info.value.problems
     assert problem.startswith("configurations: 100000000 runs") and f"at most {MAX_STUDY_RUNS}" in problem
 
@@ -563,5 +565,5 @@ def test_the_count_is_given_before_the_grid_is_expanded_and_can_stop_it():
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="stop"):
         parse_spec(_grid_of(5_000), "grid.yaml", check_count=stop)
-    assert seen == [5_000] and time.monotonic() - start < 2
+    assert seen == [5_000] and time.monotonic() - start < 5  # expanding 5,000 runs: ~10 s (~2 ms a run)
     assert parse_spec(demo_data(), check_count=seen.append).runs and seen[-1] == 6
