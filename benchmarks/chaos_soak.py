@@ -89,9 +89,10 @@ def run_task_ends(log: str) -> list[str]:
 
 
 # fields that differ between two correct executions of the same study: when, how long and where it ran
-# (provenance_differences: compared through each run's provenance fields)
+# (provenance_differences: compared through each run's provenance fields; dirty_runs: the runs whose
+# working tree had uncommitted changes, which a commit made between the two studies changes)
 VOLATILE = frozenset({"generated_at", "train_seconds", "seconds", "worker", "git_commit", "git_dirty",
-                      "provenance_differences"})
+                      "provenance_differences", "dirty_runs"})
 RUN_FILES = ("metrics.json", "per_image.csv", "trivial_per_image.csv")  # and samples/*: compared as bytes
 
 
