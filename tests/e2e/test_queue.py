@@ -410,7 +410,7 @@ def test_a_store_failure_mid_run_leaves_the_run_lost_with_its_reason_then_it_res
         s3.start()
         lost = wait_until("the run shown lost", lambda: state_is(stack, "storefail", run, "lost"), 60, 0.2,
                           stack.logs)  # fmt: skip
-        assert "StorageError" in lost["reason"] and "unreachable" in lost["reason"], lost["reason"]
+        assert "S3Unreachable" in lost["reason"] and "unreachable" in lost["reason"], lost["reason"]
         assert "gpu1" in lost["reason"] and lost["eta_s"] is None
         url = stack.env["COLORMAMBA_REDIS_URL"]
         wait_until("the run queued again", lambda: queued_tasks(url, "gpu"), 10, 0.1, stack.logs)  # at once
