@@ -161,7 +161,7 @@ class Lease:
 
     def confirm(self) -> None:
         """Before a write: raise LeaseLost unless the lease is ours now (renewed in this call) or, with
-        Redis unreachable, surely ours for WRITE_MARGIN of a TTL more."""
+        Redis unreachable, surely ours for `write_margin` seconds more."""
         self.check()
         try:
             if not self._renew():

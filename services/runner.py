@@ -24,6 +24,7 @@ from colormamba.evaluate import METRIC_NAMES, evaluate
 from colormamba.provenance import run_provenance
 from colormamba.storage import RunLocation, Storage, StorageError
 from colormamba.train import RunCancelled, train
+from services.coord import LeaseLost
 from services.datasets import CacheFull, fetch_dataset
 from services.epoch_log import log_epoch
 from services.runs import DONE, now, read_status, transition
@@ -194,7 +195,7 @@ def execute_run(
             writer.write(state=state, reason=_reason(exc) if state == "failed" else "interrupted",
                          traceback=tail, finished_at=now(), eta_s=None)  # fmt: skip
         except Exception as write_error:
-            if _not_the_runs_fault(write_error):  # the lease went while it failed: the run is not ours
+            if isinstance(write_error, LeaseLost):  # the lease went while it failed: the run is not ours
                 raise write_error from None
             # the store itself is down: leave the run unfinished, to be taken up again
             log.exception("%s/%s: could not record the failure", study, run)
@@ -263,6 +264,4 @@ def _not_the_runs_fault(exc: BaseException) -> bool:
     budget (an outage: recording `failed` once it answers again would end a run that only has to wait).
     The execution stops without an outcome; the reaper records the run `lost` with the reason and queues
     it again, and it resumes from its last checkpoint."""
-    from services.coord import LeaseLost
-
     return isinstance(exc, LeaseLost | CacheFull | StorageError)
